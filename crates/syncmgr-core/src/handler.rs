@@ -1,0 +1,167 @@
+//! The [`Handler`] trait (`ISyncMgrSynchronize`) and the [`Journal`] trait the
+//! engine records the results log through.
+
+use async_trait::async_trait;
+
+use crate::callback::HandlerCallback;
+use crate::error::{HandlerError, JournalError};
+use crate::model::{
+    HandlerInfo, InitializeParams, ItemEnumeration, NewLogEntry, Participation, PropertiesOutcome,
+};
+
+/// A sync handler, in process or behind a child process.
+///
+/// The engine calls the methods in the order of mobsync.h:
+/// [`set_callback`](Handler::set_callback), [`initialize`](Handler::initialize),
+/// [`handler_info`](Handler::handler_info), [`enum_items`](Handler::enum_items),
+/// then either [`show_properties`](Handler::show_properties) (settings mode) or
+/// [`prepare_for_sync`](Handler::prepare_for_sync) +
+/// [`synchronize`](Handler::synchronize), optionally
+/// [`show_error`](Handler::show_error) (with a retry round), and finally
+/// [`shutdown`](Handler::shutdown). Each call is awaited before the next one, so
+/// an implementation never sees two at once; progress, logging and cancellation
+/// flow through the [`HandlerCallback`] while `prepare_for_sync` and
+/// `synchronize` run.
+///
+/// mobsync's asynchronous `X` + `XCompleted` pairs are one `async fn` here: the
+/// returned future completing is the `Completed` call.
+///
+/// Cancellation (`SetItemStatus(SKIPPED)` and the `Progress` reply) is read from
+/// the callback: [`HandlerCallback::progress`] answers with the
+/// [`ProgressReply`](crate::ProgressReply), and
+/// [`HandlerCallback::take_skip_requests`] lists items the user stopped.
+///
+/// A handler that ignores cancellation past the grace period, or stays silent
+/// past its timeout, has its future dropped and [`terminate`](Handler::terminate)
+/// called; dropping must therefore leave nothing running.
+#[async_trait]
+pub trait Handler: Send {
+    /// `SetProgressCallback`: hands the handler the callback it may use outside
+    /// the prepare/synchronize window (for diagnostics; progress is refused there).
+    /// Called once, before `initialize`.
+    fn set_callback(&mut self, callback: HandlerCallback) {
+        let _ = callback;
+    }
+
+    /// `Initialize`: does the handler take part in this event?
+    async fn initialize(
+        &mut self,
+        params: &InitializeParams,
+    ) -> Result<Participation, HandlerError>;
+
+    /// `GetHandlerInfo`.
+    async fn handler_info(&mut self) -> Result<HandlerInfo, HandlerError>;
+
+    /// `EnumSyncMgrItems`.
+    async fn enum_items(&mut self) -> Result<ItemEnumeration, HandlerError>;
+
+    /// `ShowProperties`: `None` is the handler itself.
+    async fn show_properties(
+        &mut self,
+        item: Option<&str>,
+    ) -> Result<PropertiesOutcome, HandlerError> {
+        let _ = item;
+        Err(HandlerError::Failed(
+            "this handler has no properties".into(),
+        ))
+    }
+
+    /// `PrepareForSync`: the items chosen for this session. An error releases the
+    /// handler without `synchronize`.
+    async fn prepare_for_sync(
+        &mut self,
+        items: &[String],
+        callback: &HandlerCallback,
+    ) -> Result<(), HandlerError>;
+
+    /// `Synchronize`: sync exactly the prepared items, reporting through
+    /// `callback`. Returning is `SynchronizeCompleted`.
+    async fn synchronize(&mut self, callback: &HandlerCallback) -> Result<(), HandlerError>;
+
+    /// `ShowError`: the user activated a log entry with this (handler's) error
+    /// id. A non-empty answer is `S_SYNCMGR_RETRYSYNC` for those items.
+    async fn show_error(
+        &mut self,
+        error_id: &str,
+        callback: &HandlerCallback,
+    ) -> Result<Vec<String>, HandlerError> {
+        let _ = (error_id, callback);
+        Ok(Vec::new())
+    }
+
+    /// `SetProgressCallback(NULL)` + release: the session is over for this
+    /// handler. Should return promptly; the engine bounds it anyway.
+    async fn shutdown(&mut self) {}
+
+    /// Ends the handler at once (the process is killed). Called after its
+    /// pending future was dropped because it stopped responding.
+    fn terminate(&mut self) {}
+}
+
+/// Where the results log is recorded. The engine awaits [`Journal::append`]
+/// before it answers a handler's `logError`, so an acknowledged entry is durable.
+#[async_trait]
+pub trait Journal: Send + Sync + std::fmt::Debug {
+    /// Records an entry; returns the id it is known by from now on.
+    async fn append(&self, entry: NewLogEntry) -> Result<i64, JournalError>;
+
+    /// `DeleteLogError`: removes the entries `handler` logged in `session` with
+    /// this error id, or every one of them when `error_id` is `None`. Returns
+    /// how many went.
+    async fn delete(
+        &self,
+        session: &str,
+        handler: &str,
+        error_id: Option<&str>,
+    ) -> Result<u64, JournalError>;
+}
+
+/// A [`Journal`] that keeps entries in memory: for embedding without a store,
+/// and for tests.
+#[derive(Debug, Default)]
+pub struct MemoryJournal {
+    entries: std::sync::Mutex<Vec<(i64, NewLogEntry)>>,
+}
+
+impl MemoryJournal {
+    /// The entries recorded so far, oldest first.
+    pub fn entries(&self) -> Vec<(i64, NewLogEntry)> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Journal for MemoryJournal {
+    async fn append(&self, entry: NewLogEntry) -> Result<i64, JournalError> {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = entries.last().map_or(1, |(id, _)| id + 1);
+        entries.push((id, entry));
+        Ok(id)
+    }
+
+    async fn delete(
+        &self,
+        session: &str,
+        handler: &str,
+        error_id: Option<&str>,
+    ) -> Result<u64, JournalError> {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = entries.len();
+        entries.retain(|(_, e)| {
+            !(e.session == session
+                && e.handler == handler
+                && e.error_id.is_some()
+                && error_id.is_none_or(|id| e.error_id.as_deref() == Some(id)))
+        });
+        Ok((before - entries.len()) as u64)
+    }
+}

@@ -1,0 +1,32 @@
+//! The syncmgr model and session engine.
+//!
+//! This crate is the portable form of mobsync.h: the types of the model
+//! ([`model`]), the [`Handler`] trait a sync handler implements, the
+//! [`HandlerCallback`] it reports through, and the [`Session`] engine that runs
+//! many handlers at once and turns everything they do (or fail to do) into item
+//! statuses, results-log entries and one stream of [`SessionEvent`]s.
+//!
+//! **Architecture invariant:** no I/O here. The crate does not know processes,
+//! JSON, SQLite or terminals; the results log is written through the
+//! [`Journal`] trait and everything else leaves as events.
+
+mod callback;
+mod error;
+mod event;
+mod handler;
+pub mod model;
+mod session;
+pub mod state;
+
+pub use callback::HandlerCallback;
+pub use error::{CallbackError, HandlerError, JournalError, ParseEnumError};
+pub use event::{ItemSnapshot, SessionEvent, SessionSummary};
+pub use handler::{Handler, Journal, MemoryJournal};
+pub use model::{
+    HandlerFlags, HandlerInfo, InitializeParams, Item, ItemEnumeration, ItemFlags, ItemResult,
+    ItemStatus, LogEntry, LogLevel, LogRequest, NewLogEntry, Participation, ProgressReply,
+    ProgressUpdate, PropertiesOutcome, SessionOutcome, StatusCounts, SyncEvent, Timestamp,
+};
+pub use session::{
+    CancelTarget, HandlerJob, Selection, Session, SessionConfig, SessionControl, query_handler,
+};

@@ -1,0 +1,438 @@
+//! The mobsync.h model in Rust types: handler info, items, statuses, events,
+//! progress updates and replies, log entries.
+//!
+//! These types know nothing of JSON or SQLite. Each enumeration has a stable
+//! string form (`as_str` / `FromStr`) that the protocol, the store and the command
+//! line share, so the spelling lives in exactly one place.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::ParseEnumError;
+
+/// A point in time as the manager records it (UTC).
+pub type Timestamp = DateTime<Utc>;
+
+/// Longest item or error id a handler may choose (Sync Center's `MAX_SYNCMGR_ID`).
+pub const MAX_ID_LEN: usize = 64;
+/// Longest status or log text a handler may send, in bytes.
+pub const MAX_TEXT_LEN: usize = 4096;
+
+/// Declares a string-backed enum with one canonical spelling per variant.
+macro_rules! string_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident ($what:literal) {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant ),+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The canonical string form used on the wire, in the store and on the
+            /// command line.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text ),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseEnumError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $( $text => Ok($name::$variant), )+
+                    _ => Err(ParseEnumError::new($what, s, &[$($text),+])),
+                }
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// `SYNCMGRSTATUS`: where an item stands.
+    pub enum ItemStatus ("status") {
+        /// `SYNCMGRSTATUS_STOPPED`: the item's sync was stopped (cancelled).
+        Stopped = "stopped",
+        /// `SYNCMGRSTATUS_SKIPPED`: the item was skipped before it started.
+        Skipped = "skipped",
+        /// `SYNCMGRSTATUS_PENDING`: waiting to start.
+        Pending = "pending",
+        /// `SYNCMGRSTATUS_UPDATING`: in progress.
+        Updating = "updating",
+        /// `SYNCMGRSTATUS_UPDATING_INDETERMINATE`: in progress, amount unknown.
+        UpdatingIndeterminate = "updatingIndeterminate",
+        /// `SYNCMGRSTATUS_SUCCEEDED`.
+        Succeeded = "succeeded",
+        /// `SYNCMGRSTATUS_FAILED`.
+        Failed = "failed",
+        /// `SYNCMGRSTATUS_PAUSED`.
+        Paused = "paused",
+        /// `SYNCMGRSTATUS_RESUMING`.
+        Resuming = "resuming",
+        /// `SYNCMGRSTATUS_DELETED`: the item was deleted.
+        Deleted = "deleted",
+    }
+}
+
+impl ItemStatus {
+    /// Terminal statuses end an item's part in a session. After one, only
+    /// `failed` may follow (Sync Center's rule).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ItemStatus::Succeeded
+                | ItemStatus::Failed
+                | ItemStatus::Skipped
+                | ItemStatus::Stopped
+                | ItemStatus::Deleted
+        )
+    }
+
+    /// Whether this final status counts as a good outcome for the exit code.
+    pub fn is_success(self) -> bool {
+        matches!(self, ItemStatus::Succeeded | ItemStatus::Skipped)
+    }
+}
+
+string_enum! {
+    /// The event code of `SYNCMGRFLAG`: what started a session.
+    pub enum SyncEvent ("event") {
+        /// `SYNCMGRFLAG_CONNECT`: a network connection came up (or logon).
+        Connect = "connect",
+        /// `SYNCMGRFLAG_PENDINGDISCONNECT`: a connection is about to go (or logoff).
+        PendingDisconnect = "pendingDisconnect",
+        /// `SYNCMGRFLAG_MANUAL`: the user asked.
+        Manual = "manual",
+        /// `SYNCMGRFLAG_IDLE`: the user is idle.
+        Idle = "idle",
+        /// `SYNCMGRFLAG_INVOKE`: a program asked (`UpdateItems`); carries a cookie.
+        Invoke = "invoke",
+        /// `SYNCMGRFLAG_SCHEDULED`: a schedule fired.
+        Scheduled = "scheduled",
+    }
+}
+
+impl SyncEvent {
+    /// Events a handler must opt in to at registration
+    /// (`SYNCMGRREGISTERFLAG_*`); the others reach every handler.
+    pub fn needs_opt_in(self) -> bool {
+        matches!(
+            self,
+            SyncEvent::Connect | SyncEvent::PendingDisconnect | SyncEvent::Idle
+        )
+    }
+
+    /// Whether a session for this event is interactive by default
+    /// (`SYNCMGRFLAG_MAYBOTHERUSER`).
+    pub fn may_bother_user_by_default(self) -> bool {
+        matches!(self, SyncEvent::Manual | SyncEvent::Invoke)
+    }
+}
+
+string_enum! {
+    /// `SYNCMGRLOGLEVEL`.
+    pub enum LogLevel ("log level") {
+        /// `SYNCMGRLOGLEVEL_INFORMATION`.
+        Information = "information",
+        /// `SYNCMGRLOGLEVEL_WARNING`.
+        Warning = "warning",
+        /// `SYNCMGRLOGLEVEL_ERROR`.
+        Error = "error",
+    }
+}
+
+string_enum! {
+    /// The manager's answer to `Progress`.
+    pub enum ProgressReply ("progress action") {
+        /// `S_OK`: go on.
+        Continue = "continue",
+        /// `S_SYNCMGR_CANCELITEM`: stop the item named in the call.
+        CancelItem = "cancelItem",
+        /// `S_SYNCMGR_CANCELALL`: stop every item of this handler.
+        CancelAll = "cancelAll",
+    }
+}
+
+string_enum! {
+    /// What a properties dialog did (`ShowPropertiesCompleted`'s result).
+    pub enum PropertiesOutcome ("properties outcome") {
+        /// `S_OK`.
+        Ok = "ok",
+        /// `S_SYNCMGR_ITEMDELETED`: the user deleted the item from the dialog.
+        ItemDeleted = "itemDeleted",
+        /// `S_SYNCMGR_ENUMITEMS`: the item set changed; enumerate again.
+        ItemsChanged = "itemsChanged",
+    }
+}
+
+string_enum! {
+    /// How a session ended.
+    pub enum SessionOutcome ("session outcome") {
+        /// Every item ended `succeeded` or `skipped`, and every handler ran.
+        Succeeded = "succeeded",
+        /// An item ended `failed` or `deleted`, or a handler failed.
+        Failed = "failed",
+        /// The user cancelled and at least one item ended `stopped`.
+        Cancelled = "cancelled",
+        /// The manager died before the session finished (set at the next start).
+        Interrupted = "interrupted",
+    }
+}
+
+/// `SYNCMGRHANDLERFLAGS`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandlerFlags {
+    /// `SYNCMGRHANDLER_HASPROPERTIES`: `showProperties` with no item works.
+    pub has_properties: bool,
+    /// `SYNCMGRHANDLER_MAYESTABLISHCONNECTION`: may call `establishConnection`.
+    pub may_establish_connection: bool,
+    /// `SYNCMGRHANDLER_ALWAYSLISTHANDLER`: list the handler even with no items shown.
+    pub always_list_handler: bool,
+    /// `SYNCMGRHANDLER_HIDDEN`: do not show the handler.
+    pub hidden: bool,
+}
+
+/// `SYNCMGRHANDLERINFO` (the icon has no portable equivalent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandlerInfo {
+    /// `wszHandlerName`: the display name.
+    pub name: String,
+    /// `SyncMgrHandlerFlags`.
+    pub flags: HandlerFlags,
+}
+
+/// `SYNCMGRITEMFLAGS`. `SYNCMGRITEM_LASTUPDATETIME` is `Item::last_update.is_some()`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ItemFlags {
+    /// `SYNCMGRITEM_HASPROPERTIES`.
+    pub has_properties: bool,
+    /// `SYNCMGRITEM_TEMPORARY`: stored choices may be dropped when it disappears.
+    pub temporary: bool,
+    /// `SYNCMGRITEM_ROAMINGUSER`.
+    pub roaming_user: bool,
+    /// `SYNCMGRITEM_MAYDELETEITEM`.
+    pub may_delete_item: bool,
+    /// `SYNCMGRITEM_HIDDEN`: not shown, still synced when selected.
+    pub hidden: bool,
+}
+
+/// `SYNCMGRITEM`: one thing a handler can sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// `ItemID`: chosen by the handler, stable across sessions.
+    pub id: String,
+    /// `wszItemName`.
+    pub name: String,
+    /// `dwItemState`: the handler's default choice.
+    pub checked: bool,
+    /// `dwFlags`.
+    pub flags: ItemFlags,
+    /// `ftLastUpdate`, present when `SYNCMGRITEM_LASTUPDATETIME` would be set.
+    pub last_update: Option<Timestamp>,
+}
+
+/// The answer to `EnumSyncMgrItems`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemEnumeration {
+    /// The items, in the handler's order.
+    pub items: Vec<Item>,
+    /// `false` = `S_SYNCMGR_MISSINGITEMS`: keep stored choices of ids not listed.
+    pub complete: bool,
+}
+
+/// The arguments of `Initialize`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitializeParams {
+    /// The event code.
+    pub event: SyncEvent,
+    /// `SYNCMGRFLAG_MAYBOTHERUSER`.
+    pub may_bother_user: bool,
+    /// `SYNCMGRFLAG_SETTINGS`: only enumerate (and maybe show properties).
+    pub settings_only: bool,
+    /// The `UpdateItems` cookie, meaningful with [`SyncEvent::Invoke`].
+    pub cookie: Option<String>,
+}
+
+/// `Initialize`'s answer: `S_OK` or `S_FALSE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Participation {
+    /// `S_OK`.
+    Participate,
+    /// `S_FALSE`: the handler sits this event out.
+    Decline,
+}
+
+/// `SYNCMGRPROGRESSITEM`: each field optional, as the mask says.
+///
+/// Borrowed so that a progress call allocates nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProgressUpdate<'a> {
+    /// `SYNCMGRPROGRESSITEM_STATUSTEXT`.
+    pub text: Option<&'a str>,
+    /// `SYNCMGRPROGRESSITEM_STATUSTYPE`.
+    pub status: Option<ItemStatus>,
+    /// `SYNCMGRPROGRESSITEM_PROGVALUE`.
+    pub value: Option<u64>,
+    /// `SYNCMGRPROGRESSITEM_MAXVALUE`.
+    pub max: Option<u64>,
+}
+
+/// `LogError`'s arguments (`SYNCMGRLOGERRORINFO` folded in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRequest {
+    /// `dwErrorLevel`.
+    pub level: LogLevel,
+    /// `pszErrorText`.
+    pub text: String,
+    /// `ErrorID` (`SYNCMGRLOGERROR_ERRORID`); the manager assigns one when absent.
+    pub error_id: Option<String>,
+    /// `ItemID` (`SYNCMGRLOGERROR_ITEMID`).
+    pub item: Option<String>,
+    /// `SYNCMGRERRORFLAG_ENABLEJUMPTEXT`: the user may act on it (`showError`).
+    pub actionable: bool,
+}
+
+/// A results-log entry about to be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLogEntry {
+    /// When the manager received it.
+    pub time: Timestamp,
+    /// Severity.
+    pub level: LogLevel,
+    /// The handler it concerns, by registration name.
+    pub handler: String,
+    /// The item it concerns, if any.
+    pub item: Option<String>,
+    /// What happened.
+    pub text: String,
+    /// Whether `showError` may be asked for it.
+    pub actionable: bool,
+    /// The session it was logged in.
+    pub session: String,
+    /// The handler's id for it (what `showError` and `deleteLogError` name).
+    /// `None` for entries the manager wrote itself.
+    pub error_id: Option<String>,
+}
+
+/// A results-log entry as recorded, with the id the journal gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The manager's id (what `syncmgr log show ID` takes).
+    pub id: i64,
+    /// The entry.
+    pub entry: NewLogEntry,
+}
+
+/// The final state of one prepared item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemResult {
+    /// Registration name of the handler.
+    pub handler: String,
+    /// The item's id.
+    pub item: String,
+    /// Its terminal status.
+    pub status: ItemStatus,
+}
+
+/// Items per terminal status, as `sessionFinished` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    /// `succeeded`.
+    pub succeeded: u32,
+    /// `failed` and `deleted`.
+    pub failed: u32,
+    /// `skipped`.
+    pub skipped: u32,
+    /// `stopped`.
+    pub stopped: u32,
+}
+
+impl StatusCounts {
+    /// Counts the terminal statuses of `results`.
+    pub fn of(results: &[ItemResult]) -> Self {
+        let mut counts = StatusCounts::default();
+        for r in results {
+            match r.status {
+                ItemStatus::Succeeded => counts.succeeded += 1,
+                ItemStatus::Skipped => counts.skipped += 1,
+                ItemStatus::Stopped => counts.stopped += 1,
+                _ => counts.failed += 1,
+            }
+        }
+        counts
+    }
+}
+
+/// Checks an id chosen by a handler: 1 to [`MAX_ID_LEN`] bytes, no control characters.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("id is empty".to_owned());
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(format!(
+            "id is {} bytes long, the limit is {MAX_ID_LEN}",
+            id.len()
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(format!("id {id:?} contains a control character"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_strings_round_trip() {
+        for s in ItemStatus::ALL {
+            assert_eq!(s.as_str().parse::<ItemStatus>().unwrap(), *s);
+        }
+        for e in SyncEvent::ALL {
+            assert_eq!(e.as_str().parse::<SyncEvent>().unwrap(), *e);
+        }
+        let err = "bogus".parse::<ItemStatus>().unwrap_err().to_string();
+        assert!(err.contains("unknown status \"bogus\""), "{err}");
+        assert!(err.contains("succeeded"), "{err}");
+    }
+
+    #[test]
+    fn terminal_statuses() {
+        let terminal: Vec<_> = ItemStatus::ALL
+            .iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(
+            terminal,
+            ["stopped", "skipped", "succeeded", "failed", "deleted"]
+        );
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(validate_id("inbox").is_ok());
+        assert!(validate_id("").is_err());
+        assert!(validate_id(&"x".repeat(65)).is_err());
+        assert!(validate_id("a\nb").is_err());
+    }
+}
