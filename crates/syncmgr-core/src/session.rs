@@ -183,6 +183,9 @@ pub struct Session {
 impl Session {
     /// Sets a session up. Events arrive on the receiver once [`Session::run`]
     /// is polled; the control may be used from then on, from anywhere.
+    ///
+    /// [`SessionEvent::Finished`] is the last event: stop reading there. (The
+    /// channel itself stays open while a [`SessionControl`] is alive.)
     pub fn new(
         config: SessionConfig,
         journal: Arc<dyn Journal>,

@@ -1,1 +1,150 @@
-fn main() {}
+//! `syncmgr`: the command line. Parses arguments, runs the command, maps the
+//! outcome to the documented exit codes (`syncmgr_protocol::exit_codes`).
+//! Logic lives in the library crates; this binary is glue and presentation.
+
+mod cli;
+mod commands;
+mod control;
+mod display;
+mod error;
+mod handlers;
+mod home;
+mod output;
+mod run;
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+use syncmgr_protocol::exit_codes;
+use syncmgr_store::Store;
+
+use crate::cli::{Cli, Command, LogAction};
+use crate::error::{exit_code, usage};
+use crate::home::Home;
+use crate::output::Stdout;
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing();
+    let code = match tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(exec(cli)))
+    {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed stdout (`syncmgr log | head`) is not a failure.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                exit_codes::SUCCESS
+            } else {
+                let _ = writeln!(std::io::stderr().lock(), "syncmgr: error: {e:#}");
+                exit_code(&e)
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Logs go to stderr, never stdout (which carries results and JSON).
+/// `SYNCMGR_LOG` takes a tracing filter, e.g. `SYNCMGR_LOG=debug`.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SYNCMGR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn open_store(home: &Home) -> anyhow::Result<Store> {
+    let path = home.database();
+    let store = Store::open(&path).map_err(|e| usage(format!("{e}")))?;
+    // A session whose manager died (crash, SIGKILL, power loss) is recorded
+    // as interrupted at the next start.
+    store.recover_interrupted(pid_alive)?;
+    Ok(store)
+}
+
+#[allow(unsafe_code)]
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+async fn exec(cli: Cli) -> anyhow::Result<i32> {
+    let home = Home::resolve(cli.home.as_deref())?;
+    let store = open_store(&home)?;
+    let mut out = Stdout::new();
+    let ok = exit_codes::SUCCESS;
+    match cli.command {
+        Command::Register(args) => commands::register(&store, args, &mut out).map(|()| ok),
+        Command::Unregister { name } => commands::unregister(&store, &name, &mut out).map(|()| ok),
+        Command::Handlers { json } => commands::handlers(&store, json, &mut out).map(|()| ok),
+        Command::Items(args) => {
+            let all_ok = commands::items(&store, args, &mut out).await?;
+            Ok(if all_ok { ok } else { exit_codes::FAILED })
+        }
+        Command::Choose(args) => commands::choose(&store, args, &mut out).map(|()| ok),
+        Command::Sync(args) => {
+            let plan = run::sync_plan(&store, args)?;
+            run::run(&home, store, plan, &mut out).await
+        }
+        Command::Cancel { targets } => cancel(&home, &targets, &mut out).await,
+        Command::Log(args) => match args.action {
+            Some(LogAction::Show { id, json, tuning }) => {
+                let plan = run::show_error_plan(&store, id, json, tuning)?;
+                run::run(&home, store, plan, &mut out).await
+            }
+            Some(LogAction::Delete { id }) => {
+                commands::log_delete(&store, id, &mut out).map(|()| ok)
+            }
+            None => commands::log(
+                &store,
+                args.level.as_deref(),
+                args.handler,
+                args.session,
+                args.json,
+                &mut out,
+            )
+            .map(|()| ok),
+        },
+        Command::History { json, limit } => {
+            commands::history(&store, limit, json, &mut out).map(|()| ok)
+        }
+    }
+}
+
+async fn cancel(home: &Home, targets: &[String], out: &mut Stdout) -> anyhow::Result<i32> {
+    let parsed: Vec<_> = if targets.is_empty() {
+        vec![syncmgr_core::CancelTarget::All]
+    } else {
+        targets.iter().map(|t| control::parse_target(t)).collect()
+    };
+    let report = control::send_cancels(&home.runtime, &parsed).await?;
+    if report.sessions == 0 {
+        anyhow::bail!("no running session in this home");
+    }
+    let unmatched: Vec<&str> = targets
+        .iter()
+        .zip(&report.matched)
+        .filter(|(_, m)| !**m)
+        .map(|(t, _)| t.as_str())
+        .collect();
+    if !unmatched.is_empty() {
+        anyhow::bail!("no running session has {}", unmatched.join(", "));
+    }
+    writeln!(
+        out,
+        "cancel sent to {} running session{}",
+        report.sessions,
+        if report.sessions == 1 { "" } else { "s" }
+    )?;
+    Ok(exit_codes::SUCCESS)
+}

@@ -1,0 +1,619 @@
+//! The session engine driven by in-process handlers.
+//!
+//! Time is paused (`start_paused`), so timeouts and grace periods run
+//! instantly and deterministically. The property test feeds the engine
+//! arbitrary sequences of progress updates and cancels and checks the
+//! invariants against a model: every prepared item ends in exactly one
+//! terminal status, and exactly one final event closes the session.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use proptest::prelude::*;
+use syncmgr_core::{
+    CancelTarget, Handler, HandlerCallback, HandlerError, HandlerFlags, HandlerInfo, HandlerJob,
+    InitializeParams, Item, ItemEnumeration, ItemFlags, ItemStatus, LogLevel, LogRequest,
+    MemoryJournal, Participation, ProgressReply, ProgressUpdate, Selection, Session, SessionConfig,
+    SessionControl, SessionEvent, SessionOutcome, SessionSummary, SyncEvent, state,
+};
+
+// ---------------------------------------------------------------------------
+// A counting allocator, per thread, to prove `progress` allocates nothing.
+
+struct Counting;
+
+// The allocator is the one place the tests need `unsafe`: counting
+// allocations is the only way to prove the hot path allocates nothing.
+
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.with(|a| a.set(a.get() + 1));
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+// ---------------------------------------------------------------------------
+// A scripted in-process handler.
+
+#[derive(Debug, Clone)]
+enum Step {
+    Progress {
+        item: usize,
+        status: Option<ItemStatus>,
+        value: Option<u64>,
+        max: Option<u64>,
+    },
+    CancelItem(usize),
+    CancelAll,
+    Log(usize),
+    /// Waits (in paused time) longer than any timeout.
+    Hang,
+    Panic,
+}
+
+#[derive(Debug, Default)]
+struct Script {
+    items: Vec<&'static str>,
+    steps: Vec<Step>,
+    fail_prepare: bool,
+    /// Called with the callback once synchronize starts.
+    on_sync: Option<fn(&HandlerCallback, &[&'static str])>,
+}
+
+struct Scripted {
+    script: Script,
+    control: Arc<OnceLock<SessionControl>>,
+    name: &'static str,
+    replies: Arc<Mutex<Vec<ProgressReply>>>,
+}
+
+#[async_trait]
+impl Handler for Scripted {
+    async fn initialize(&mut self, _: &InitializeParams) -> Result<Participation, HandlerError> {
+        Ok(Participation::Participate)
+    }
+
+    async fn handler_info(&mut self) -> Result<HandlerInfo, HandlerError> {
+        Ok(HandlerInfo {
+            name: "scripted".into(),
+            flags: HandlerFlags::default(),
+        })
+    }
+
+    async fn enum_items(&mut self) -> Result<ItemEnumeration, HandlerError> {
+        Ok(ItemEnumeration {
+            items: self
+                .script
+                .items
+                .iter()
+                .map(|id| Item {
+                    id: (*id).into(),
+                    name: format!("Item {id}"),
+                    checked: true,
+                    flags: ItemFlags::default(),
+                    last_update: None,
+                })
+                .collect(),
+            complete: true,
+        })
+    }
+
+    async fn prepare_for_sync(
+        &mut self,
+        _: &[String],
+        _: &HandlerCallback,
+    ) -> Result<(), HandlerError> {
+        if self.script.fail_prepare {
+            Err(HandlerError::Failed("cannot prepare".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn synchronize(&mut self, cb: &HandlerCallback) -> Result<(), HandlerError> {
+        if let Some(f) = self.script.on_sync {
+            f(cb, &self.script.items);
+        }
+        let control = self.control.get().expect("control is set before run");
+        for step in self.script.steps.clone() {
+            match step {
+                Step::Progress {
+                    item,
+                    status,
+                    value,
+                    max,
+                } => {
+                    let update = ProgressUpdate {
+                        text: Some("working"),
+                        status,
+                        value,
+                        max,
+                    };
+                    if let Ok(reply) = cb.progress(self.script.items[item], &update) {
+                        self.replies.lock().unwrap().push(reply);
+                    }
+                }
+                Step::CancelItem(item) => {
+                    control.cancel(&CancelTarget::Item {
+                        handler: self.name.into(),
+                        item: self.script.items[item].into(),
+                    });
+                }
+                Step::CancelAll => {
+                    control.cancel(&CancelTarget::Handler(self.name.into()));
+                }
+                Step::Log(item) => {
+                    cb.log_error(LogRequest {
+                        level: LogLevel::Error,
+                        text: "something broke".into(),
+                        error_id: Some(format!("e-{item}")),
+                        item: Some(self.script.items[item].into()),
+                        actionable: true,
+                    })
+                    .await
+                    .expect("log entry accepted");
+                }
+                Step::Hang => tokio::time::sleep(Duration::from_secs(3600)).await,
+                Step::Panic => panic!("scripted panic"),
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+}
+
+struct Run {
+    summary: SessionSummary,
+    events: Vec<SessionEvent>,
+    journal: Arc<MemoryJournal>,
+    replies: Vec<Vec<ProgressReply>>,
+}
+
+async fn run(scripts: Vec<(&'static str, Script)>) -> Run {
+    let control = Arc::new(OnceLock::new());
+    let journal = Arc::new(MemoryJournal::default());
+    let mut replies = Vec::new();
+    let jobs = scripts
+        .into_iter()
+        .map(|(name, script)| {
+            let r = Arc::new(Mutex::new(Vec::new()));
+            replies.push(Arc::clone(&r));
+            HandlerJob {
+                name: name.into(),
+                handler: Box::new(Scripted {
+                    script,
+                    control: Arc::clone(&control),
+                    name,
+                    replies: r,
+                }),
+                selection: Selection::Checked(HashMap::new()),
+                timeout: Duration::from_secs(10),
+            }
+        })
+        .collect();
+    let mut config = SessionConfig::new("s1", SyncEvent::Manual);
+    config.grace = Duration::from_secs(2);
+    let (session, ctl, mut rx) = Session::new(config, journal.clone(), jobs);
+    control.set(ctl).expect("set once");
+    let collector = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            let last = matches!(e, SessionEvent::Finished(_));
+            events.push(e);
+            if last {
+                break;
+            }
+        }
+        events
+    });
+    let summary = session.run().await;
+    let events = collector.await.expect("collector");
+    Run {
+        summary,
+        events,
+        journal,
+        replies: replies
+            .into_iter()
+            .map(|r| r.lock().unwrap().clone())
+            .collect(),
+    }
+}
+
+fn status_of(summary: &SessionSummary, item: &str) -> ItemStatus {
+    summary
+        .items
+        .iter()
+        .find(|r| r.item == item)
+        .unwrap_or_else(|| panic!("{item} not in {summary:?}"))
+        .status
+}
+
+fn check_event_invariants(run: &Run) {
+    let finished: Vec<usize> = run
+        .events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, SessionEvent::Finished(_)))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(finished, [run.events.len() - 1], "one final event, last");
+    assert!(matches!(run.events[0], SessionEvent::Started { .. }));
+    // The last item event of every item shows its final status.
+    let mut last = HashMap::new();
+    for e in &run.events {
+        if let SessionEvent::ItemChanged(s) = e {
+            last.insert((s.handler.clone(), s.item.clone()), s.status);
+        }
+    }
+    for r in &run.summary.items {
+        assert!(r.status.is_terminal(), "{r:?}");
+        assert_eq!(
+            last[&(r.handler.clone(), r.item.clone())],
+            r.status,
+            "{r:?}"
+        );
+    }
+}
+
+fn progress(item: usize, status: ItemStatus) -> Step {
+    Step::Progress {
+        item,
+        status: Some(status),
+        value: None,
+        max: None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn full_lifecycle_two_handlers_one_fails() {
+    let good = Script {
+        items: vec!["a", "b"],
+        steps: vec![
+            progress(0, ItemStatus::Updating),
+            progress(0, ItemStatus::Succeeded),
+            progress(1, ItemStatus::Succeeded),
+        ],
+        ..Script::default()
+    };
+    let bad = Script {
+        items: vec!["x"],
+        steps: vec![Step::Log(0), progress(0, ItemStatus::Failed)],
+        ..Script::default()
+    };
+    let run = run(vec![("good", good), ("bad", bad)]).await;
+    check_event_invariants(&run);
+    assert_eq!(run.summary.outcome, SessionOutcome::Failed);
+    assert_eq!(status_of(&run.summary, "a"), ItemStatus::Succeeded);
+    assert_eq!(status_of(&run.summary, "b"), ItemStatus::Succeeded);
+    assert_eq!(status_of(&run.summary, "x"), ItemStatus::Failed);
+    let entries = run.journal.entries();
+    assert!(
+        entries
+            .iter()
+            .any(|(_, e)| e.error_id.as_deref() == Some("e-0") && e.actionable),
+        "{entries:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreported_items_fail_with_a_log_entry() {
+    let script = Script {
+        items: vec!["a", "b"],
+        steps: vec![
+            progress(0, ItemStatus::Succeeded),
+            progress(1, ItemStatus::Updating),
+        ],
+        ..Script::default()
+    };
+    let run = run(vec![("h", script)]).await;
+    check_event_invariants(&run);
+    assert_eq!(status_of(&run.summary, "b"), ItemStatus::Failed);
+    assert!(run.journal.entries().iter().any(|(_, e)| {
+        e.item.as_deref() == Some("b") && e.text.contains("never reported a final status")
+    }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_replies_and_terminal_rules() {
+    let script = Script {
+        items: vec!["a", "b"],
+        steps: vec![
+            progress(0, ItemStatus::Updating),
+            Step::CancelItem(0),
+            progress(0, ItemStatus::Updating), // reply: cancelItem
+            progress(0, ItemStatus::Stopped),
+            progress(0, ItemStatus::Succeeded), // refused: after terminal
+            progress(1, ItemStatus::Updating),  // reply: continue
+            Step::CancelAll,
+            progress(1, ItemStatus::Updating), // reply: cancelAll
+            progress(1, ItemStatus::Stopped),
+        ],
+        ..Script::default()
+    };
+    let run = run(vec![("h", script)]).await;
+    check_event_invariants(&run);
+    assert_eq!(
+        run.replies[0],
+        [
+            ProgressReply::Continue,
+            ProgressReply::CancelItem,
+            ProgressReply::CancelItem,
+            ProgressReply::Continue,
+            ProgressReply::CancelAll,
+            ProgressReply::CancelAll,
+        ]
+    );
+    assert_eq!(status_of(&run.summary, "a"), ItemStatus::Stopped);
+    assert_eq!(run.summary.outcome, SessionOutcome::Cancelled);
+    assert!(
+        run.journal.entries().iter().any(|(_, e)| e
+            .text
+            .contains("already stopped; it cannot become succeeded")),
+        "{:?}",
+        run.journal.entries()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn skip_requests_are_delivered_once() {
+    fn check(cb: &HandlerCallback, items: &[&'static str]) {
+        assert!(cb.take_skip_requests().is_empty());
+        cb.handler_output("about to cancel");
+        let _ = items;
+    }
+    let script = Script {
+        items: vec!["a", "b"],
+        steps: vec![Step::CancelItem(1), progress(0, ItemStatus::Succeeded)],
+        on_sync: Some(check),
+        ..Script::default()
+    };
+    let run = run(vec![("h", script)]).await;
+    check_event_invariants(&run);
+    // b was cancelled and never confirmed: the manager stops it.
+    assert_eq!(status_of(&run.summary, "b"), ItemStatus::Stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_handler_is_ended_and_its_items_fail() {
+    let silent = Script {
+        items: vec!["a"],
+        steps: vec![progress(0, ItemStatus::Updating), Step::Hang],
+        ..Script::default()
+    };
+    let fine = Script {
+        items: vec!["b"],
+        steps: vec![progress(0, ItemStatus::Succeeded)],
+        ..Script::default()
+    };
+    let run = run(vec![("silent", silent), ("fine", fine)]).await;
+    check_event_invariants(&run);
+    assert_eq!(status_of(&run.summary, "a"), ItemStatus::Failed);
+    assert_eq!(status_of(&run.summary, "b"), ItemStatus::Succeeded);
+    assert!(
+        run.journal
+            .entries()
+            .iter()
+            .any(|(_, e)| e.handler == "silent" && e.text.contains("not responding"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_ignored_past_the_grace_period_stops_the_items() {
+    let script = Script {
+        items: vec!["a"],
+        steps: vec![
+            progress(0, ItemStatus::Updating),
+            Step::CancelAll,
+            Step::Hang,
+        ],
+        ..Script::default()
+    };
+    let run = run(vec![("h", script)]).await;
+    check_event_invariants(&run);
+    assert_eq!(status_of(&run.summary, "a"), ItemStatus::Stopped);
+    assert!(
+        run.journal
+            .entries()
+            .iter()
+            .any(|(_, e)| e.text.contains("did not honour a cancel"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_does_not_take_the_session_down() {
+    let script = Script {
+        items: vec!["a"],
+        steps: vec![progress(0, ItemStatus::Updating), Step::Panic],
+        ..Script::default()
+    };
+    let fine = Script {
+        items: vec!["b"],
+        steps: vec![progress(0, ItemStatus::Succeeded)],
+        ..Script::default()
+    };
+    let run = run(vec![("p", script), ("fine", fine)]).await;
+    check_event_invariants(&run);
+    assert_eq!(status_of(&run.summary, "a"), ItemStatus::Failed);
+    assert_eq!(status_of(&run.summary, "b"), ItemStatus::Succeeded);
+    assert_eq!(run.summary.failed_handlers, ["p"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_prepare_fails_the_items() {
+    let script = Script {
+        items: vec!["a"],
+        fail_prepare: true,
+        ..Script::default()
+    };
+    let run = run(vec![("h", script)]).await;
+    check_event_invariants(&run);
+    assert_eq!(status_of(&run.summary, "a"), ItemStatus::Failed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_allocates_nothing() {
+    fn measure(cb: &HandlerCallback, items: &[&'static str]) {
+        let item = items[0];
+        // Warm the text buffer once; later texts of that size reuse it.
+        cb.progress(
+            item,
+            &ProgressUpdate {
+                text: Some("copying file 0001"),
+                status: Some(ItemStatus::Updating),
+                value: Some(0),
+                max: Some(10_000),
+            },
+        )
+        .unwrap();
+        let before = ALLOCS.with(Cell::get);
+        for i in 0..10_000u64 {
+            let reply = cb
+                .progress(
+                    item,
+                    &ProgressUpdate {
+                        text: (i % 100 == 0).then_some("copying file 0002"),
+                        status: None,
+                        value: Some(i),
+                        max: None,
+                    },
+                )
+                .unwrap();
+            assert_eq!(reply, ProgressReply::Continue);
+        }
+        let after = ALLOCS.with(Cell::get);
+        assert_eq!(after - before, 0, "progress allocated");
+    }
+    let script = Script {
+        items: vec!["a"],
+        steps: vec![progress(0, ItemStatus::Succeeded)],
+        on_sync: Some(measure),
+        ..Script::default()
+    };
+    let run = run(vec![("h", script)]).await;
+    check_event_invariants(&run);
+}
+
+// ---------------------------------------------------------------------------
+// The property: whatever the handler reports and whatever is cancelled, the
+// outcome matches the model and the invariants hold.
+
+fn step_strategy(items: usize) -> impl Strategy<Value = Step> {
+    let status = proptest::option::of(proptest::sample::select(ItemStatus::ALL.to_vec()));
+    prop_oneof![
+        6 => (0..items, status, proptest::option::of(0u64..20), proptest::option::of(0u64..20))
+            .prop_map(|(item, status, value, max)| Step::Progress { item, status, value, max }),
+        1 => (0..items).prop_map(Step::CancelItem),
+        1 => Just(Step::CancelAll),
+    ]
+}
+
+#[derive(Clone, Copy)]
+struct ModelItem {
+    status: ItemStatus,
+    value: Option<u64>,
+    max: Option<u64>,
+    cancelled: bool,
+}
+
+fn model(items: usize, steps: &[Step]) -> Vec<ItemStatus> {
+    let mut m = vec![
+        ModelItem {
+            status: ItemStatus::Pending,
+            value: None,
+            max: None,
+            cancelled: false,
+        };
+        items
+    ];
+    let mut all = false;
+    for step in steps {
+        match *step {
+            Step::Progress {
+                item,
+                status,
+                value,
+                max,
+            } => {
+                let it = &mut m[item];
+                if let Some(to) = status
+                    && state::check_transition(it.status, to).is_err()
+                {
+                    continue;
+                }
+                let v = value.or(it.value);
+                let x = max.or(it.max);
+                if let (Some(v), Some(x)) = (v, x)
+                    && v > x
+                {
+                    continue;
+                }
+                if let Some(to) = status {
+                    it.status = to;
+                }
+                it.value = v;
+                it.max = x;
+            }
+            Step::CancelItem(item) => {
+                if !m[item].status.is_terminal() {
+                    m[item].cancelled = true;
+                }
+            }
+            Step::CancelAll => all = true,
+            _ => {}
+        }
+    }
+    m.iter()
+        .map(|it| {
+            if it.status.is_terminal() {
+                it.status
+            } else {
+                state::forced_end(it.cancelled || all)
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_item_ends_once_as_the_model_says(
+        steps in proptest::collection::vec(step_strategy(3), 0..24)
+    ) {
+        let ids = ["a", "b", "c"];
+        let expected = model(3, &steps);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let run = rt.block_on(run(vec![(
+            "h",
+            Script { items: ids.to_vec(), steps: steps.clone(), ..Script::default() },
+        )]));
+        check_event_invariants(&run);
+        prop_assert_eq!(run.summary.items.len(), 3);
+        for (i, id) in ids.iter().enumerate() {
+            prop_assert_eq!(status_of(&run.summary, id), expected[i], "item {} steps {:?}", id, steps);
+        }
+    }
+}

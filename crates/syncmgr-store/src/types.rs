@@ -1,0 +1,129 @@
+//! The records the store keeps that the core model has no type for:
+//! registrations, known items, session records, and the log query.
+
+use std::time::Duration;
+
+use syncmgr_core::{LogLevel, SessionOutcome, StatusCounts, SyncEvent, Timestamp};
+
+/// A registered handler (`RegisterSyncMgrHandler`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    /// The registration name (`[a-z0-9][a-z0-9._-]{0,63}`, checked by the caller).
+    pub name: String,
+    /// What the user wrote about it.
+    pub description: Option<String>,
+    /// How the manager runs it.
+    pub kind: HandlerKind,
+    /// The opt-in events it takes part in (`connect`, `pendingDisconnect`,
+    /// `idle`); the other events reach every handler.
+    pub events: Vec<SyncEvent>,
+    /// How long it may stay silent before it is stopped; `None` = the default.
+    pub timeout: Option<Duration>,
+    /// When it was (last) registered. Stored to the millisecond.
+    pub registered: Timestamp,
+}
+
+/// How a registered handler runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HandlerKind {
+    /// An out-of-process handler: this program, speaking the protocol on stdio.
+    Process {
+        /// The program and its arguments (not empty).
+        argv: Vec<String>,
+    },
+    /// A handler built into syncmgr, configured by JSON only it understands.
+    Builtin {
+        /// Its kind, such as `folder` or `command` (never `process`).
+        kind: String,
+        /// Its configuration.
+        config: serde_json::Value,
+    },
+}
+
+impl HandlerKind {
+    /// The name stored in the `kind` column.
+    pub fn name(&self) -> &str {
+        match self {
+            HandlerKind::Process { .. } => PROCESS_KIND,
+            HandlerKind::Builtin { kind, .. } => kind,
+        }
+    }
+}
+
+/// The `kind` of an out-of-process handler.
+pub(crate) const PROCESS_KIND: &str = "process";
+
+/// An item the manager has seen a handler enumerate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownItem {
+    /// The handler's id for it.
+    pub id: String,
+    /// Its display name, as last enumerated.
+    pub name: String,
+    /// Whether it was flagged `temporary` when last enumerated (its choices go
+    /// as soon as it is no longer listed).
+    pub temporary: bool,
+    /// When a session last ended with it `succeeded`.
+    pub last_update: Option<Timestamp>,
+}
+
+/// Which results-log entries [`Store::log`](crate::Store::log) returns. The
+/// default returns them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Only entries of this level or more severe.
+    pub min_level: Option<LogLevel>,
+    /// Only entries about this handler.
+    pub handler: Option<String>,
+    /// Only entries logged in this session.
+    pub session: Option<String>,
+}
+
+/// One sync session in the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Session id.
+    pub id: String,
+    /// What started it.
+    pub trigger: SyncEvent,
+    /// When it started.
+    pub started: Timestamp,
+    /// When it ended; `None` while it runs.
+    pub finished: Option<Timestamp>,
+    /// How it ended; `None` while it runs.
+    pub outcome: Option<SessionOutcome>,
+    /// Items per terminal status (zero while it runs).
+    pub counts: StatusCounts,
+    /// Process id of the manager running it, so that a later start can tell a
+    /// session still running from one whose manager died.
+    pub pid: u32,
+}
+
+impl SessionRecord {
+    /// A session that has just begun in the manager process `pid`.
+    pub fn running(
+        id: impl Into<String>,
+        trigger: SyncEvent,
+        started: Timestamp,
+        pid: u32,
+    ) -> Self {
+        SessionRecord {
+            id: id.into(),
+            trigger,
+            started,
+            finished: None,
+            outcome: None,
+            counts: StatusCounts::default(),
+            pid,
+        }
+    }
+}
+
+/// How severe a level is, least first (`SYNCMGRLOGLEVEL` order).
+pub(crate) fn severity(level: LogLevel) -> u8 {
+    match level {
+        LogLevel::Information => 0,
+        LogLevel::Warning => 1,
+        LogLevel::Error => 2,
+    }
+}

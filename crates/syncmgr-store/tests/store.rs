@@ -1,0 +1,501 @@
+//! The store against real files: each test opens a database in a fresh
+//! temporary directory. The migrations themselves are checked by a unit test
+//! in `src/schema.rs`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use syncmgr_core::{
+    Item, ItemEnumeration, ItemFlags, ItemResult, ItemStatus, Journal, LogLevel, NewLogEntry,
+    SessionOutcome, StatusCounts, SyncEvent,
+};
+use syncmgr_store::{HandlerKind, LogFilter, Registration, SessionRecord, Store, StoreError};
+
+/// A fresh directory and the database path inside it.
+fn db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("syncmgr.db");
+    (dir, path)
+}
+
+/// A time with millisecond precision, as the store keeps it.
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
+}
+
+fn process(name: &str) -> Registration {
+    Registration {
+        name: name.into(),
+        description: None,
+        kind: HandlerKind::Process {
+            argv: vec!["/bin/handler".into(), "--flag".into()],
+        },
+        events: vec![],
+        timeout: None,
+        registered: at(0),
+    }
+}
+
+fn item(id: &str, temporary: bool) -> Item {
+    Item {
+        id: id.into(),
+        name: format!("Item {id}"),
+        checked: true,
+        flags: ItemFlags {
+            temporary,
+            ..ItemFlags::default()
+        },
+        last_update: None,
+    }
+}
+
+fn entry(session: &str, handler: &str, level: LogLevel, error_id: Option<&str>) -> NewLogEntry {
+    NewLogEntry {
+        time: at(5),
+        level,
+        handler: handler.into(),
+        item: Some("inbox".into()),
+        text: format!("{level} from {handler}"),
+        actionable: error_id.is_some(),
+        session: session.into(),
+        error_id: error_id.map(str::to_owned),
+    }
+}
+
+#[test]
+fn registrations_round_trip_and_update() {
+    let (_dir, path) = db();
+    let store = Store::open(&path).unwrap();
+    let mut mail = process("mail");
+    mail.description = Some("Mail folders".into());
+    mail.events = vec![SyncEvent::Idle, SyncEvent::Connect];
+    mail.timeout = Some(Duration::from_millis(2500));
+    let folders = Registration {
+        kind: HandlerKind::Builtin {
+            kind: "folder".into(),
+            config: serde_json::json!({"pairs": [["/a", "/b"]], "delete": true}),
+        },
+        ..process("docs")
+    };
+    assert!(store.register(&mail).unwrap());
+    assert!(store.register(&folders).unwrap());
+
+    // Events come back in canonical order.
+    let mut expected = mail.clone();
+    expected.events = vec![SyncEvent::Connect, SyncEvent::Idle];
+    assert_eq!(store.registration("mail").unwrap(), Some(expected));
+    let names: Vec<_> = store
+        .registrations()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["docs", "mail"]);
+
+    // An update keeps the user's choices.
+    store
+        .set_choice("mail", SyncEvent::Manual, "inbox", false)
+        .unwrap();
+    let mut updated = process("mail");
+    updated.registered = at(10);
+    assert!(!store.register(&updated).unwrap());
+    assert_eq!(store.registration("mail").unwrap(), Some(updated));
+    assert_eq!(
+        store.choices("mail", SyncEvent::Manual).unwrap(),
+        HashMap::from([("inbox".to_owned(), false)])
+    );
+
+    // Refused input.
+    let mut manual = process("x");
+    manual.events = vec![SyncEvent::Manual];
+    assert!(matches!(
+        store.register(&manual),
+        Err(StoreError::Invalid(_))
+    ));
+    let err = store
+        .set_choice("nobody", SyncEvent::Manual, "i", true)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "no handler is registered as \"nobody\"");
+
+    // Unregistering drops choices and items, keeps the log.
+    store
+        .apply_enumeration(
+            "mail",
+            &ItemEnumeration {
+                items: vec![item("inbox", false)],
+                complete: true,
+            },
+        )
+        .unwrap();
+    store
+        .append_log(&entry("s1", "mail", LogLevel::Error, None))
+        .unwrap();
+    assert!(store.unregister("mail").unwrap());
+    assert!(!store.unregister("mail").unwrap());
+    assert_eq!(store.registration("mail").unwrap(), None);
+    assert!(store.known_items("mail").unwrap().is_empty());
+    assert!(store.choices("mail", SyncEvent::Manual).unwrap().is_empty());
+    assert_eq!(store.log(&LogFilter::default()).unwrap().len(), 1);
+}
+
+#[test]
+fn choices_follow_complete_and_incomplete_enumerations() {
+    let store = Store::open_in_memory().unwrap();
+    store.register(&process("mail")).unwrap();
+    let enumerate = |items: Vec<Item>, complete| {
+        store
+            .apply_enumeration("mail", &ItemEnumeration { items, complete })
+            .unwrap();
+    };
+    enumerate(
+        vec![item("a", false), item("b", false), item("t", true)],
+        true,
+    );
+    for id in ["a", "b", "t"] {
+        store
+            .set_choice("mail", SyncEvent::Manual, id, false)
+            .unwrap();
+    }
+    store
+        .set_choice("mail", SyncEvent::Idle, "b", true)
+        .unwrap();
+    let ids = |store: &Store| -> Vec<String> {
+        store
+            .known_items("mail")
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
+    };
+    let chosen = |event| {
+        let mut v: Vec<_> = store.choices("mail", event).unwrap().into_keys().collect();
+        v.sort();
+        v
+    };
+
+    // Incomplete (S_SYNCMGR_MISSINGITEMS): "b" stays, temporary "t" goes.
+    enumerate(vec![item("a", false)], false);
+    assert_eq!(ids(&store), ["a", "b"]);
+    assert_eq!(chosen(SyncEvent::Manual), ["a", "b"]);
+    assert_eq!(chosen(SyncEvent::Idle), ["b"]);
+
+    // Complete: everything not listed goes, for every event.
+    enumerate(vec![item("a", false), item("c", false)], true);
+    assert_eq!(ids(&store), ["a", "c"]);
+    assert_eq!(chosen(SyncEvent::Manual), ["a"]);
+    assert!(chosen(SyncEvent::Idle).is_empty());
+    assert_eq!(store.known_items("mail").unwrap()[1].name, "Item c");
+
+    assert!(store.set_last_update("mail", "a", at(7)).unwrap());
+    assert!(!store.set_last_update("gone", "a", at(7)).unwrap());
+    assert_eq!(
+        store.known_items("mail").unwrap()[0].last_update,
+        Some(at(7))
+    );
+    assert!(store.clear_choice("mail", SyncEvent::Manual, "a").unwrap());
+}
+
+#[test]
+fn log_filters_and_deletes() {
+    let store = Store::open_in_memory().unwrap();
+    let e1 = store
+        .append_log(&entry("s1", "mail", LogLevel::Information, None))
+        .unwrap();
+    let e2 = store
+        .append_log(&entry("s1", "mail", LogLevel::Warning, Some("w1")))
+        .unwrap();
+    let e3 = store
+        .append_log(&entry("s1", "docs", LogLevel::Error, Some("e1")))
+        .unwrap();
+    let e4 = store
+        .append_log(&entry("s2", "mail", LogLevel::Error, Some("e1")))
+        .unwrap();
+    let e5 = store
+        .append_log(&entry("s2", "mail", LogLevel::Error, Some("e2")))
+        .unwrap();
+    let ids = |filter: LogFilter| -> Vec<i64> {
+        store
+            .log(&filter)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
+    };
+
+    assert_eq!(ids(LogFilter::default()), [e1, e2, e3, e4, e5]);
+    let warn = LogFilter {
+        min_level: Some(LogLevel::Warning),
+        ..LogFilter::default()
+    };
+    assert_eq!(ids(warn.clone()), [e2, e3, e4, e5]);
+    let errors = LogFilter {
+        min_level: Some(LogLevel::Error),
+        ..LogFilter::default()
+    };
+    assert_eq!(ids(errors), [e3, e4, e5]);
+    let mail_s1 = LogFilter {
+        handler: Some("mail".into()),
+        session: Some("s1".into()),
+        ..warn
+    };
+    assert_eq!(ids(mail_s1), [e2]);
+
+    let stored = store.log_entry(e2).unwrap().unwrap();
+    assert_eq!(
+        stored.entry,
+        entry("s1", "mail", LogLevel::Warning, Some("w1"))
+    );
+
+    // deleteLogError: by id in one session; None = every one with an error id.
+    assert_eq!(store.delete_log_for("s2", "mail", Some("e1")).unwrap(), 1);
+    assert_eq!(store.delete_log_for("s1", "mail", None).unwrap(), 1); // e1 has no error id
+    assert!(store.delete_log(e5).unwrap());
+    assert!(!store.delete_log(e5).unwrap());
+    assert_eq!(ids(LogFilter::default()), [e1, e3]);
+
+    // Ids are never reused.
+    let e6 = store
+        .append_log(&entry("s3", "mail", LogLevel::Error, None))
+        .unwrap();
+    assert!(e6 > e5);
+}
+
+#[test]
+fn sessions_history_and_recovery() {
+    let (_dir, path) = db();
+    let store = Store::open(&path).unwrap();
+    store.register(&process("mail")).unwrap();
+    let (dead, alive) = (4_000_001, 4_000_002);
+    store
+        .begin_session(&SessionRecord::running(
+            "s1",
+            SyncEvent::Manual,
+            at(0),
+            alive,
+        ))
+        .unwrap();
+    store
+        .begin_session(&SessionRecord::running("s2", SyncEvent::Idle, at(1), dead))
+        .unwrap();
+    store
+        .begin_session(&SessionRecord::running(
+            "s3",
+            SyncEvent::Connect,
+            at(2),
+            alive,
+        ))
+        .unwrap();
+
+    let items = vec![
+        ItemResult {
+            handler: "mail".into(),
+            item: "inbox".into(),
+            status: ItemStatus::Succeeded,
+        },
+        ItemResult {
+            handler: "mail".into(),
+            item: "sent".into(),
+            status: ItemStatus::Failed,
+        },
+    ];
+    let counts = StatusCounts::of(&items);
+    store
+        .finish_session("s1", SessionOutcome::Failed, counts, at(50), &items)
+        .unwrap();
+    assert!(matches!(
+        store.finish_session("nope", SessionOutcome::Failed, counts, at(50), &[]),
+        Err(StoreError::UnknownSession { .. })
+    ));
+    assert_eq!(store.session_items("s1").unwrap(), items);
+    let known = store.known_items("mail").unwrap();
+    assert_eq!(known.len(), 1, "only the succeeded item gets a last update");
+    assert_eq!(
+        (known[0].id.as_str(), known[0].last_update),
+        ("inbox", Some(at(50)))
+    );
+
+    let recovered = store.recover_interrupted(|pid| pid == alive).unwrap();
+    assert_eq!(recovered, ["s2"]);
+    assert!(
+        store
+            .recover_interrupted(|pid| pid == alive)
+            .unwrap()
+            .is_empty()
+    );
+
+    let history = store.sessions(None).unwrap();
+    let summary: Vec<_> = history.iter().map(|s| (s.id.as_str(), s.outcome)).collect();
+    assert_eq!(
+        summary,
+        [
+            ("s1", Some(SessionOutcome::Failed)),
+            ("s2", Some(SessionOutcome::Interrupted)),
+            ("s3", None),
+        ]
+    );
+    assert_eq!(history[0].counts, counts);
+    assert_eq!(history[0].finished, Some(at(50)));
+    assert!(history[1].finished.is_some());
+    assert_eq!(history[2].pid, alive);
+    let last_two: Vec<_> = store
+        .sessions(Some(2))
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(last_two, ["s2", "s3"]);
+}
+
+#[test]
+fn foreign_and_newer_files_are_refused_by_name() {
+    let (dir, path) = db();
+
+    // Garbage.
+    std::fs::write(
+        &path,
+        "this is not a database, just some text\n".repeat(100),
+    )
+    .unwrap();
+    let err = Store::open(&path).unwrap_err().to_string();
+    assert!(err.contains(&*path.to_string_lossy()), "{err}");
+    assert!(err.contains("is not a syncmgr database"), "{err}");
+
+    // Another program's SQLite file.
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (text TEXT);")
+        .unwrap();
+    let err = Store::open(&other).unwrap_err().to_string();
+    assert!(err.contains(&*other.to_string_lossy()), "{err}");
+    assert!(err.contains("another program"), "{err}");
+
+    // A newer syncmgr's database is left untouched.
+    let newer = dir.path().join("newer.db");
+    Store::open(&newer).unwrap().close().unwrap();
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = Store::open(&newer).unwrap_err().to_string();
+    assert!(err.contains(&*newer.to_string_lossy()), "{err}");
+    assert!(err.contains("schema version 99"), "{err}");
+    assert!(err.contains("newer"), "{err}");
+
+    // A damaged value is an error naming the file, not a panic.
+    let damaged = dir.path().join("damaged.db");
+    let store = Store::open(&damaged).unwrap();
+    store
+        .append_log(&entry("s1", "mail", LogLevel::Error, None))
+        .unwrap();
+    rusqlite::Connection::open(&damaged)
+        .unwrap()
+        .execute("UPDATE log SET level = 'catastrophic'", [])
+        .unwrap();
+    let err = store.log(&LogFilter::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&*damaged.to_string_lossy()),
+        "{err}"
+    );
+    assert!(
+        err.chain_to_string().contains("catastrophic"),
+        "{}",
+        err.chain_to_string()
+    );
+
+    // Reopening an existing database of ours is fine.
+    drop(store);
+    Store::open(&damaged).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_commits_concurrent_appends_durably() {
+    let (_dir, path) = db();
+    let store = Store::open(&path).unwrap();
+    store.register(&process("mail")).unwrap();
+    store
+        .begin_session(&SessionRecord::running("s1", SyncEvent::Manual, at(0), 1))
+        .unwrap();
+    let writer = store.spawn_writer().unwrap();
+
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let writer = writer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..25 {
+                let mut e = entry("s1", "mail", LogLevel::Warning, None);
+                e.text = format!("task {t} entry {i}");
+                // Through the Journal trait, as the engine calls it.
+                ids.push(Journal::append(&writer, e).await.unwrap());
+            }
+            ids
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+    acknowledged.sort();
+
+    // A failing write does not spoil the others of its group.
+    let enumeration = ItemEnumeration {
+        items: vec![item("inbox", false)],
+        complete: true,
+    };
+    let (bad, good) = tokio::join!(
+        writer.apply_enumeration("nobody", enumeration.clone()),
+        writer.apply_enumeration("mail", enumeration),
+    );
+    assert!(
+        matches!(bad, Err(StoreError::UnknownHandler { .. })),
+        "{bad:?}"
+    );
+    good.unwrap();
+    let results = vec![ItemResult {
+        handler: "mail".into(),
+        item: "inbox".into(),
+        status: ItemStatus::Succeeded,
+    }];
+    writer
+        .finish_session(
+            "s1",
+            SessionOutcome::Succeeded,
+            StatusCounts::of(&results),
+            at(9),
+            results,
+        )
+        .await
+        .unwrap();
+
+    // Acknowledged means committed: a second connection sees it all while the
+    // writer still runs.
+    let reader = Store::open(&path).unwrap();
+    let mut seen: Vec<i64> = reader
+        .log(&LogFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    seen.sort();
+    assert_eq!(seen, acknowledged);
+    assert_eq!(seen.len(), 200);
+    assert_eq!(
+        reader.known_items("mail").unwrap()[0].last_update,
+        Some(at(9))
+    );
+
+    writer.close().await.unwrap();
+    writer.close().await.unwrap();
+    let after = writer
+        .append_log(entry("s1", "mail", LogLevel::Error, None))
+        .await;
+    assert!(matches!(after, Err(StoreError::WriterClosed)), "{after:?}");
+    assert_eq!(
+        reader.sessions(None).unwrap()[0].outcome,
+        Some(SessionOutcome::Succeeded)
+    );
+}

@@ -1,0 +1,185 @@
+//! The command line's shape (clap derive). Names follow `docs/cli.md`, the
+//! contract scripts rely on: extend, never rename.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A synchronization manager: register sync handlers, run sessions with live
+/// progress, stop items, and act on the results log.
+#[derive(Debug, Parser)]
+#[command(name = "syncmgr", version, propagate_version = true)]
+pub struct Cli {
+    /// Keep everything (database, sockets) under DIR instead of the XDG
+    /// directories.
+    #[arg(long, global = true, env = "SYNCMGR_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register (or update) an out-of-process handler.
+    Register(RegisterArgs),
+    /// Remove a handler's registration (its log and history stay).
+    Unregister {
+        /// Registration name.
+        name: String,
+    },
+    /// List registered handlers.
+    Handlers {
+        /// One JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask handlers for their items and show each with its effective choice.
+    Items(ItemsArgs),
+    /// Store the user's choice for an item and event.
+    Choose(ChooseArgs),
+    /// Run one sync session with live progress.
+    Sync(SyncArgs),
+    /// Cancel items in the running sessions of this home.
+    Cancel {
+        /// `NAME` (all that handler's items) or `NAME/ITEM`; none = everything.
+        targets: Vec<String>,
+    },
+    /// The results log, or an action on one entry.
+    Log(LogArgs),
+    /// Past sessions.
+    History {
+        /// One JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Only the last N sessions.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+}
+
+/// `syncmgr register`.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// Registration name: `[a-z0-9][a-z0-9._-]{0,63}`.
+    pub name: String,
+    /// Free text shown in `handlers`.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Automatic events the handler opts in to: a comma list of `connect`,
+    /// `pendingDisconnect`, `idle`.
+    #[arg(long, value_name = "LIST")]
+    pub events: Option<String>,
+    /// Silence timeout in seconds: a handler that sends nothing for this long
+    /// while the manager waits on it is ended.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+    /// The handler program and its arguments (after `--`); run without a shell.
+    #[arg(last = true, value_name = "PROGRAM [ARG]...")]
+    pub argv: Vec<String>,
+}
+
+/// `syncmgr items`.
+#[derive(Debug, Args)]
+pub struct ItemsArgs {
+    /// Handlers to ask; none = all.
+    pub names: Vec<String>,
+    /// One JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Show the choices for this event.
+    #[arg(long, default_value = "manual")]
+    pub event: String,
+}
+
+/// `syncmgr choose`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("choice").required(true).args(["check", "uncheck"])))]
+pub struct ChooseArgs {
+    /// Registration name.
+    pub name: String,
+    /// Item id.
+    pub item: String,
+    /// Include the item in sessions for the event.
+    #[arg(long)]
+    pub check: bool,
+    /// Leave the item out of sessions for the event.
+    #[arg(long)]
+    pub uncheck: bool,
+    /// The event the choice is for.
+    #[arg(long, default_value = "manual")]
+    pub event: String,
+}
+
+/// `syncmgr sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// `NAME` or `NAME/ITEM`; none = every registered handler with its checked
+    /// items for the event.
+    pub targets: Vec<String>,
+    /// What triggers the session.
+    #[arg(long, value_name = "EVENT")]
+    pub event: Option<String>,
+    /// Opaque text handed to the handlers' `initialize` (the `invoke` cookie).
+    #[arg(long, value_name = "TEXT")]
+    pub cookie: Option<String>,
+    /// Newline-delimited JSON events on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub tuning: SessionTuning,
+}
+
+/// Session knobs shared by `sync` and `log show`.
+#[derive(Debug, Args, Clone)]
+pub struct SessionTuning {
+    /// How many handlers run at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub max_concurrent: usize,
+    /// Seconds a handler gets to honour a cancel before it is ended.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub grace: f64,
+}
+
+/// `syncmgr log`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LogArgs {
+    /// An action on one entry.
+    #[command(subcommand)]
+    pub action: Option<LogAction>,
+    /// One JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Only entries of this level or more severe.
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<String>,
+    /// Only entries of this handler.
+    #[arg(long, value_name = "NAME")]
+    pub handler: Option<String>,
+    /// Only entries of this session.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+}
+
+/// `syncmgr log show|delete`.
+#[derive(Debug, Subcommand)]
+pub enum LogAction {
+    /// Ask the handler about an entry (`showError`); retry what it asks to.
+    Show {
+        /// Log entry id.
+        id: i64,
+        /// Newline-delimited JSON events on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        tuning: SessionTuning,
+    },
+    /// Remove an entry.
+    Delete {
+        /// Log entry id.
+        id: i64,
+    },
+}

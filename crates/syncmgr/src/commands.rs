@@ -1,0 +1,391 @@
+//! The commands that do not run a sync session: registrations, items and
+//! choices, the results log and history.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use syncmgr_core::{LogEntry, LogLevel, SyncEvent, query_handler};
+use syncmgr_store::{HandlerKind, LogFilter, Registration, Store};
+
+use crate::cli::{ChooseArgs, ItemsArgs, RegisterArgs};
+use crate::error::usage;
+use crate::handlers::{DEFAULT_TIMEOUT, build_handler};
+use crate::output::{Stdout, rfc3339};
+
+/// Checks a registration name against `[a-z0-9][a-z0-9._-]{0,63}`.
+pub fn validate_name(name: &str) -> anyhow::Result<()> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+    if first_ok && rest_ok && name.len() <= 64 {
+        Ok(())
+    } else {
+        Err(usage(format!(
+            "invalid handler name {name:?}: use 1 to 64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+        )))
+    }
+}
+
+/// Parses an event name, as a usage error when unknown.
+pub fn parse_event(text: &str) -> anyhow::Result<SyncEvent> {
+    text.parse().map_err(|e| usage(format!("{e}")))
+}
+
+/// Looks a registration up, as a usage error when unknown.
+pub fn registration(store: &Store, name: &str) -> anyhow::Result<Registration> {
+    store
+        .registration(name)?
+        .ok_or_else(|| usage(format!("unknown handler {name:?} (see `syncmgr handlers`)")))
+}
+
+/// `syncmgr register`.
+pub fn register(store: &Store, args: RegisterArgs, out: &mut Stdout) -> anyhow::Result<()> {
+    validate_name(&args.name)?;
+    let events = match &args.events {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let event = parse_event(s)?;
+                if !event.needs_opt_in() {
+                    return Err(usage(format!(
+                        "--events takes connect, pendingDisconnect and idle; {s} reaches every handler without opting in"
+                    )));
+                }
+                Ok(event)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    };
+    let timeout = match args.timeout {
+        None => None,
+        Some(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => {
+            Some(Duration::from_secs_f64(secs))
+        }
+        Some(secs) => {
+            return Err(usage(format!(
+                "--timeout must be more than 0 and at most 86400 seconds, not {secs}"
+            )));
+        }
+    };
+    let mut argv = args.argv;
+    let Some(program) = argv.first_mut() else {
+        return Err(usage(
+            "register needs the handler program after `--`, e.g. `syncmgr register mail -- /usr/bin/mail-handler`",
+        ));
+    };
+    if program.contains('/') {
+        // A relative path would be resolved against wherever `sync` runs
+        // later; pin it now.
+        let path = Path::new(program.as_str());
+        let absolute = std::fs::canonicalize(path)
+            .map_err(|e| usage(format!("handler program {program}: {e}")))?;
+        *program = absolute.to_string_lossy().into_owned();
+    }
+    let registration = Registration {
+        name: args.name.clone(),
+        description: args.description,
+        kind: HandlerKind::Process { argv },
+        events,
+        timeout,
+        registered: chrono::Utc::now(),
+    };
+    let created = store.register(&registration)?;
+    writeln!(
+        out,
+        "{} handler {}",
+        if created { "registered" } else { "updated" },
+        args.name
+    )?;
+    Ok(())
+}
+
+/// `syncmgr unregister`.
+pub fn unregister(store: &Store, name: &str, out: &mut Stdout) -> anyhow::Result<()> {
+    if !store.unregister(name)? {
+        return Err(usage(format!("unknown handler {name:?}")));
+    }
+    writeln!(out, "unregistered handler {name}")?;
+    Ok(())
+}
+
+fn registration_json(r: &Registration) -> Value {
+    let (kind, argv, config) = match &r.kind {
+        HandlerKind::Process { argv } => ("process", json!(argv), Value::Null),
+        HandlerKind::Builtin { kind, config } => (kind.as_str(), Value::Null, config.clone()),
+    };
+    json!({
+        "name": r.name,
+        "description": r.description,
+        "kind": kind,
+        "argv": argv,
+        "config": config,
+        "events": r.events.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+        "timeout": r.timeout.map(|t| t.as_secs_f64()),
+        "registered": rfc3339(r.registered),
+    })
+}
+
+/// `syncmgr handlers`.
+pub fn handlers(store: &Store, json: bool, out: &mut Stdout) -> anyhow::Result<()> {
+    let all = store.registrations()?;
+    if json {
+        let list: Vec<Value> = all.iter().map(registration_json).collect();
+        return out.json(&Value::Array(list));
+    }
+    if all.is_empty() {
+        writeln!(
+            out,
+            "no handlers registered (see `syncmgr register --help`)"
+        )?;
+    }
+    for r in &all {
+        let what = match &r.kind {
+            HandlerKind::Process { argv } => argv.join(" "),
+            HandlerKind::Builtin { kind, .. } => format!("built-in {kind}"),
+        };
+        let events: Vec<&str> = r.events.iter().map(|e| e.as_str()).collect();
+        writeln!(
+            out,
+            "{}\t{}\t{}{}",
+            r.name,
+            what,
+            if events.is_empty() {
+                String::new()
+            } else {
+                format!("events: {}", events.join(","))
+            },
+            r.description
+                .as_deref()
+                .map(|d| format!("\t{d}"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+/// `syncmgr items`.
+pub async fn items(store: &Store, args: ItemsArgs, out: &mut Stdout) -> anyhow::Result<bool> {
+    let event = parse_event(&args.event)?;
+    let targets = if args.names.is_empty() {
+        store.registrations()?
+    } else {
+        args.names
+            .iter()
+            .map(|n| registration(store, n))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut rows = Vec::new();
+    let mut all_ok = true;
+    for reg in targets {
+        let timeout = reg.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let mut handler = match build_handler(&reg) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!("{}: {e:#}", reg.name);
+                crate::output::warn(&format!("{}: {e:#}", reg.name));
+                all_ok = false;
+                continue;
+            }
+        };
+        match query_handler(handler.as_mut(), event, timeout).await {
+            Ok(Some((info, enumeration))) => {
+                store.apply_enumeration(&reg.name, &enumeration)?;
+                let choices = store.choices(&reg.name, event)?;
+                let known = store.known_items(&reg.name)?;
+                for item in &enumeration.items {
+                    let last_update = item.last_update.or_else(|| {
+                        known
+                            .iter()
+                            .find(|k| k.id == item.id)
+                            .and_then(|k| k.last_update)
+                    });
+                    rows.push(json!({
+                        "handler": reg.name,
+                        "handlerName": info.name,
+                        "item": item.id,
+                        "name": item.name,
+                        "checked": choices.get(&item.id).copied().unwrap_or(item.checked),
+                        "defaultChecked": item.checked,
+                        "event": event.as_str(),
+                        "flags": {
+                            "hasProperties": item.flags.has_properties,
+                            "temporary": item.flags.temporary,
+                            "roamingUser": item.flags.roaming_user,
+                            "mayDeleteItem": item.flags.may_delete_item,
+                            "hidden": item.flags.hidden,
+                        },
+                        "lastUpdate": last_update.map(rfc3339),
+                    }));
+                }
+            }
+            Ok(None) => {
+                crate::output::warn(&format!(
+                    "{}: the handler declined the {event} event",
+                    reg.name
+                ));
+            }
+            Err(e) => {
+                crate::output::warn(&format!("{}: {e}", reg.name));
+                all_ok = false;
+            }
+        }
+    }
+    if args.json {
+        out.json(&Value::Array(rows))?;
+    } else {
+        for row in &rows {
+            if row["flags"]["hidden"] == true {
+                continue;
+            }
+            writeln!(
+                out,
+                "[{}] {}/{}\t{}\tlast update: {}",
+                if row["checked"] == true { "x" } else { " " },
+                row["handler"].as_str().unwrap_or_default(),
+                row["item"].as_str().unwrap_or_default(),
+                row["name"].as_str().unwrap_or_default(),
+                row["lastUpdate"].as_str().unwrap_or("never"),
+            )?;
+        }
+    }
+    Ok(all_ok)
+}
+
+/// `syncmgr choose`.
+pub fn choose(store: &Store, args: ChooseArgs, out: &mut Stdout) -> anyhow::Result<()> {
+    registration(store, &args.name)?;
+    let event = parse_event(&args.event)?;
+    syncmgr_core::model::validate_id(&args.item)
+        .map_err(|e| usage(format!("invalid item {:?}: {e}", args.item)))?;
+    store.set_choice(&args.name, event, &args.item, args.check)?;
+    writeln!(
+        out,
+        "{}/{}: {} for {event}",
+        args.name,
+        args.item,
+        if args.check { "checked" } else { "unchecked" }
+    )?;
+    Ok(())
+}
+
+/// The JSON shape of a log entry (`cli.md`).
+pub fn log_entry_json(entry: &LogEntry) -> Value {
+    let e = &entry.entry;
+    json!({
+        "id": entry.id,
+        "time": rfc3339(e.time),
+        "level": e.level.as_str(),
+        "handler": e.handler,
+        "item": e.item,
+        "text": e.text,
+        "actionable": e.actionable,
+        "session": e.session,
+        "errorId": e.error_id,
+    })
+}
+
+/// One log entry as a line for people.
+pub fn log_entry_line(entry: &LogEntry) -> String {
+    let e = &entry.entry;
+    let target = match &e.item {
+        Some(item) => format!("{}/{item}", e.handler),
+        None => e.handler.clone(),
+    };
+    format!(
+        "#{} {} {:<11} {}: {}{}",
+        entry.id,
+        e.time.format("%Y-%m-%d %H:%M:%S"),
+        e.level.as_str(),
+        target,
+        e.text,
+        if e.actionable {
+            format!("  (act on it: syncmgr log show {})", entry.id)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// `syncmgr log`.
+pub fn log(
+    store: &Store,
+    level: Option<&str>,
+    handler: Option<String>,
+    session: Option<String>,
+    json: bool,
+    out: &mut Stdout,
+) -> anyhow::Result<()> {
+    let min_level = level
+        .map(|l| l.parse::<LogLevel>().map_err(|e| usage(e.to_string())))
+        .transpose()?;
+    let entries = store.log(&LogFilter {
+        min_level,
+        handler,
+        session,
+    })?;
+    if json {
+        return out.json(&Value::Array(entries.iter().map(log_entry_json).collect()));
+    }
+    for entry in &entries {
+        writeln!(out, "{}", log_entry_line(entry))?;
+    }
+    Ok(())
+}
+
+/// `syncmgr log delete`.
+pub fn log_delete(store: &Store, id: i64, out: &mut Stdout) -> anyhow::Result<()> {
+    if !store.delete_log(id)? {
+        return Err(usage(format!("no log entry {id}")));
+    }
+    writeln!(out, "deleted log entry {id}")?;
+    Ok(())
+}
+
+/// `syncmgr history`.
+pub fn history(
+    store: &Store,
+    limit: Option<usize>,
+    json: bool,
+    out: &mut Stdout,
+) -> anyhow::Result<()> {
+    let sessions = store.sessions(limit).context("reading session history")?;
+    if json {
+        let list = sessions
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id,
+                    "trigger": s.trigger.as_str(),
+                    "started": rfc3339(s.started),
+                    "finished": s.finished.map(rfc3339),
+                    "outcome": s.outcome.map(|o| o.as_str()),
+                    "counts": crate::output::counts_json(&s.counts),
+                })
+            })
+            .collect();
+        return out.json(&Value::Array(list));
+    }
+    for s in &sessions {
+        writeln!(
+            out,
+            "{}  {}  {:<10} {:<12} {} succeeded, {} failed, {} skipped, {} stopped",
+            s.id,
+            s.started.format("%Y-%m-%d %H:%M:%S"),
+            s.trigger.as_str(),
+            s.outcome.map_or("running", |o| o.as_str()),
+            s.counts.succeeded,
+            s.counts.failed,
+            s.counts.skipped,
+            s.counts.stopped,
+        )?;
+    }
+    Ok(())
+}

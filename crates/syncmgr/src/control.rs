@@ -1,0 +1,214 @@
+//! The per-session control socket: how `syncmgr cancel` (another process)
+//! reaches a running session.
+//!
+//! Each session listens on `<runtime dir>/<session id>.sock` (the directory is
+//! 0700, so only the user can connect). The protocol is one JSON object per
+//! line each way: a request `{"cancel": null}` (everything) or
+//! `{"cancel": {"handler": NAME, "item": ID?}}`, answered by
+//! `{"ok": true, "matched": BOOL}` or `{"ok": false, "error": TEXT}`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use syncmgr_core::{CancelTarget, SessionControl};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Requests longer than this are refused (and the connection closed).
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Removes the socket file when the session ends.
+#[derive(Debug)]
+pub struct ControlSocket {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl ControlSocket {
+    /// Listens at `path` and applies cancels to `control`.
+    pub fn bind(path: &Path, control: SessionControl) -> anyhow::Result<ControlSocket> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("cannot listen on control socket {}", path.display()))?;
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(serve(stream, control.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control socket accept failed");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ControlSocket {
+            path: path.to_path_buf(),
+            task,
+        })
+    }
+}
+
+/// Parses `NAME` / `NAME/ITEM` into a target.
+pub fn parse_target(text: &str) -> CancelTarget {
+    match text.split_once('/') {
+        Some((handler, item)) => CancelTarget::Item {
+            handler: handler.to_owned(),
+            item: item.to_owned(),
+        },
+        None => CancelTarget::Handler(text.to_owned()),
+    }
+}
+
+fn request_json(target: &CancelTarget) -> Value {
+    match target {
+        CancelTarget::All => json!({ "cancel": null }),
+        CancelTarget::Handler(handler) => json!({ "cancel": { "handler": handler } }),
+        CancelTarget::Item { handler, item } => {
+            json!({ "cancel": { "handler": handler, "item": item } })
+        }
+    }
+}
+
+fn parse_request(line: &str) -> Result<CancelTarget, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let cancel = value
+        .get("cancel")
+        .ok_or("expected an object with a \"cancel\" field")?;
+    if cancel.is_null() {
+        return Ok(CancelTarget::All);
+    }
+    let handler = cancel
+        .get("handler")
+        .and_then(Value::as_str)
+        .ok_or("\"cancel\" needs a string \"handler\"")?
+        .to_owned();
+    Ok(match cancel.get("item") {
+        None | Some(Value::Null) => CancelTarget::Handler(handler),
+        Some(Value::String(item)) => CancelTarget::Item {
+            handler,
+            item: item.clone(),
+        },
+        Some(_) => return Err("\"item\" must be a string".to_owned()),
+    })
+}
+
+async fn serve(stream: UnixStream, control: SessionControl) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 * 16)).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let reply = if line.len() > MAX_REQUEST {
+            json!({ "ok": false, "error": "request too long" })
+        } else {
+            match parse_request(&line) {
+                Ok(target) => json!({ "ok": true, "matched": control.cancel(&target) }),
+                Err(e) => json!({ "ok": false, "error": e }),
+            }
+        };
+        let mut text = reply.to_string();
+        text.push('\n');
+        if write.write_all(text.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What `syncmgr cancel` achieved.
+#[derive(Debug, Default)]
+pub struct CancelReport {
+    /// Running sessions reached.
+    pub sessions: usize,
+    /// Targets that matched something in at least one session.
+    pub matched: Vec<bool>,
+}
+
+/// Sends the cancels to every running session under `runtime_dir`. Sockets
+/// nobody listens on any more (a crashed manager's) are removed.
+pub async fn send_cancels(
+    runtime_dir: &Path,
+    targets: &[CancelTarget],
+) -> anyhow::Result<CancelReport> {
+    let mut report = CancelReport {
+        sessions: 0,
+        matched: vec![false; targets.len()],
+    };
+    let entries = std::fs::read_dir(runtime_dir)
+        .with_context(|| format!("cannot read {}", runtime_dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("sock") {
+            continue;
+        }
+        let stream = match UnixStream::connect(&path).await {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+                ) =>
+            {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            Err(e) => {
+                crate::output::warn(&format!("cannot reach {}: {e}", path.display()));
+                continue;
+            }
+        };
+        report.sessions += 1;
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        for (i, target) in targets.iter().enumerate() {
+            let mut text = request_json(target).to_string();
+            text.push('\n');
+            write.write_all(text.as_bytes()).await?;
+            let reply = lines
+                .next_line()
+                .await?
+                .context("the session closed the control socket")?;
+            let reply: Value = serde_json::from_str(&reply)?;
+            if reply["ok"] != true {
+                anyhow::bail!(
+                    "session refused the cancel: {}",
+                    reply["error"].as_str().unwrap_or("unknown error")
+                );
+            }
+            if reply["matched"] == true {
+                report.matched[i] = true;
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        for target in [
+            CancelTarget::All,
+            CancelTarget::Handler("mail".into()),
+            CancelTarget::Item {
+                handler: "mail".into(),
+                item: "inbox".into(),
+            },
+        ] {
+            let line = request_json(&target).to_string();
+            assert_eq!(parse_request(&line).unwrap(), target);
+        }
+        assert!(parse_request("nonsense").unwrap_err().contains("not JSON"));
+        assert!(parse_request("{\"cancel\":{}}").is_err());
+    }
+}

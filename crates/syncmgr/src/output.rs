@@ -1,0 +1,63 @@
+//! Writing to stdout (results, JSON) and stderr (messages for people).
+//!
+//! stdout carries only what a command produces, so `--json` output can be
+//! piped; diagnostics and tracing go to stderr.
+
+use std::io::{self, Write};
+
+use serde_json::{Value, json};
+use syncmgr_core::{StatusCounts, Timestamp};
+
+/// The command's output stream.
+#[derive(Debug)]
+pub struct Stdout {
+    inner: io::Stdout,
+}
+
+impl Stdout {
+    /// Wraps the process's stdout.
+    pub fn new() -> Self {
+        Stdout {
+            inner: io::stdout(),
+        }
+    }
+
+    /// Writes one JSON value on a line of its own.
+    pub fn json(&mut self, value: &Value) -> anyhow::Result<()> {
+        let mut lock = self.inner.lock();
+        serde_json::to_writer(&mut lock, value)?;
+        lock.write_all(b"\n")?;
+        lock.flush()?;
+        Ok(())
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A message for the person at the terminal, on stderr.
+pub fn warn(message: &str) {
+    let _ = writeln!(io::stderr().lock(), "syncmgr: {message}");
+}
+
+/// RFC 3339 in UTC with millisecond precision, as every JSON time is written.
+pub fn rfc3339(time: Timestamp) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The `counts` object of `sessionFinished` and `history --json`.
+pub fn counts_json(counts: &StatusCounts) -> Value {
+    json!({
+        "succeeded": counts.succeeded,
+        "failed": counts.failed,
+        "skipped": counts.skipped,
+        "stopped": counts.stopped,
+    })
+}
