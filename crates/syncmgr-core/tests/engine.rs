@@ -572,10 +572,8 @@ fn model(items: usize, steps: &[Step]) -> Vec<ItemStatus> {
                 it.value = v;
                 it.max = x;
             }
-            Step::CancelItem(item) => {
-                if !m[item].status.is_terminal() {
-                    m[item].cancelled = true;
-                }
+            Step::CancelItem(item) if !m[item].status.is_terminal() => {
+                m[item].cancelled = true;
             }
             Step::CancelAll => all = true,
             _ => {}

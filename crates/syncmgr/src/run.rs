@@ -128,7 +128,7 @@ pub fn show_error_plan(
 }
 
 fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
-    if value.is_finite() && value >= 0.0 && value <= 3600.0 {
+    if (0.0..=3600.0).contains(&value) {
         Ok(Duration::from_secs_f64(value))
     } else {
         Err(usage(format!(
