@@ -49,6 +49,13 @@ pub enum Command {
     },
     /// The results log, or an action on one entry.
     Log(LogArgs),
+    /// Run a real session on sample data: registers the example folder-mirror
+    /// handler and syncs it with live progress.
+    Demo {
+        /// Newline-delimited JSON events on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Past sessions.
     History {
         /// One JSON array on stdout.

@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod control;
+mod demo;
 mod display;
 mod error;
 mod handlers;
@@ -115,6 +116,11 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             )
             .map(|()| ok),
         },
+        Command::Demo { json } => {
+            let args = demo::prepare(&home, &store, json, &mut out)?;
+            let plan = run::sync_plan(&store, args)?;
+            run::run(&home, store, plan, &mut out).await
+        }
         Command::History { json, limit } => {
             commands::history(&store, limit, json, &mut out).map(|()| ok)
         }
