@@ -45,6 +45,14 @@ fn item_style() -> ProgressStyle {
         .progress_chars("=> ")
 }
 
+/// For items with no known amount yet (pending, indeterminate): no bar, so
+/// nothing suggests a progress that was never reported.
+fn text_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:<28!} {msg:<40!} {spinner}")
+        .expect("the text template is valid")
+        .tick_chars("|/-\\ ")
+}
+
 fn overall_style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix:<28!} [{bar:40}] {pos}/{len} items  {elapsed}")
         .expect("the overall template is valid")
@@ -153,13 +161,22 @@ impl Live {
                 let k = key(s);
                 let bar = self.rows.entry(k.clone()).or_insert_with(|| {
                     let bar = self.multi.insert_before(&self.overall, ProgressBar::new(0));
-                    bar.set_style(item_style());
+                    bar.set_style(text_style());
                     bar.set_prefix(format!("{}/{}", s.handler, s.name));
                     self.overall.inc_length(1);
                     bar
                 });
-                bar.set_length(s.max.unwrap_or(0));
-                bar.set_position(s.value.unwrap_or(0));
+                match s.max {
+                    Some(max) => {
+                        if bar.length() != Some(max) {
+                            bar.set_style(item_style());
+                            bar.set_length(max);
+                        }
+                        bar.set_position(s.value.unwrap_or(0));
+                    }
+                    None if s.status == ItemStatus::UpdatingIndeterminate => bar.tick(),
+                    None => {}
+                }
                 let text = if s.text.is_empty() {
                     s.status.to_string()
                 } else {
