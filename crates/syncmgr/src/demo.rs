@@ -28,10 +28,14 @@ const SAMPLES: &[(&str, usize, usize)] = &[
 ];
 
 /// Sets the demo up and returns the `sync` arguments that run it.
-pub fn prepare(home: &Home, store: &Store, json: bool, out: &mut Stdout) -> anyhow::Result<SyncArgs> {
-    let python = find_program("python3").context(
-        "the demo's example handler is a Python script and needs python3 on PATH",
-    )?;
+pub fn prepare(
+    home: &Home,
+    store: &Store,
+    json: bool,
+    out: &mut Stdout,
+) -> anyhow::Result<SyncArgs> {
+    let python = find_program("python3")
+        .context("the demo's example handler is a Python script and needs python3 on PATH")?;
     let root = home.state.join("demo");
     let source = root.join("source");
     let target = root.join("mirror");
