@@ -255,6 +255,10 @@ impl PreparedSet {
 /// and modeless-UI requests, and the cancel requests going the other way.
 ///
 /// Cheap to clone; may be used from any task or thread, as mobsync allows.
+///
+/// Every refusal (an `Err` from a method) has already been written to the
+/// results log against the handler; callers only pass the error on. The
+/// window check of the async methods happens when they are first polled.
 #[derive(Debug, Clone)]
 pub struct HandlerCallback {
     pub(crate) session: Arc<SessionShared>,
