@@ -1,0 +1,1 @@
+//! The command wrapper (being written).
