@@ -49,6 +49,16 @@ pub enum Command {
     },
     /// The results log, or an action on one entry.
     Log(LogArgs),
+    /// Run a handler program through the whole protocol and check every rule;
+    /// exit 0 only when it conforms.
+    CheckHandler {
+        /// Silence timeout per phase, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+        timeout: f64,
+        /// The handler program and its arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "PROGRAM [ARG]...")]
+        argv: Vec<String>,
+    },
     /// Run a real session on sample data: registers the example folder-mirror
     /// handler and syncs it with live progress.
     Demo {

@@ -2,6 +2,7 @@
 //! outcome to the documented exit codes (`syncmgr_protocol::exit_codes`).
 //! Logic lives in the library crates; this binary is glue and presentation.
 
+mod check;
 mod cli;
 mod commands;
 mod control;
@@ -116,6 +117,16 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             )
             .map(|()| ok),
         },
+        Command::CheckHandler { timeout, argv } => {
+            if !(timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0) {
+                return Err(usage(format!(
+                    "--timeout must be more than 0 and at most 3600 seconds, not {timeout}"
+                )));
+            }
+            let timeout = std::time::Duration::from_secs_f64(timeout);
+            let conforms = check::check_handler(&argv, timeout, &mut out).await?;
+            Ok(if conforms { ok } else { exit_codes::FAILED })
+        }
         Command::Demo { json } => {
             let args = demo::prepare(&home, &store, json, &mut out)?;
             let plan = run::sync_plan(&store, args)?;

@@ -1,0 +1,415 @@
+//! `syncmgr check-handler`: runs a handler program through the whole protocol
+//! and prints one line per rule of `docs/protocol.md`, pass or fail with the
+//! offending message.
+//!
+//! The checks use the real engine and the real process handler, so a handler
+//! that passes here behaves under `syncmgr sync`. Every phase is bounded by
+//! the silence timeout and a grace period: a crashing or hanging handler fails
+//! its rules, it never hangs the checker.
+//!
+//! Phases: settings mode (initialize with `settingsOnly`, getHandlerInfo,
+//! enumItems, shutdown); a sync of every item; a sync where the first item to
+//! start is cancelled (`cancelItem`); a sync where the whole handler is
+//! cancelled (`cancelAll`); and, when the handler logged an actionable entry,
+//! `showError` with its retry round.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use syncmgr_core::{
+    CancelTarget, HandlerJob, ItemStatus, LogLevel, MemoryJournal, NewLogEntry, Selection, Session,
+    SessionConfig, SessionEvent, SessionSummary, SyncEvent, model::validate_id, query_handler,
+};
+use syncmgr_protocol::ProcessHandler;
+
+use crate::output::Stdout;
+
+/// The registration name the checked handler runs under.
+const NAME: &str = "checked";
+/// How long a handler gets to honour a cancel during the checks.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// One rule's verdict.
+#[derive(Debug)]
+struct Verdict {
+    rule: &'static str,
+    /// `Err` = fail with the offending message; `Ok(Some)` = pass with a note.
+    result: Result<Option<String>, String>,
+}
+
+/// What one checked session left behind.
+struct Outcome {
+    summary: SessionSummary,
+    entries: Vec<NewLogEntry>,
+}
+
+impl Outcome {
+    /// Entries the manager wrote (not the handler) at error or warning level
+    /// whose text matches.
+    fn problems(&self, matches: impl Fn(&str) -> bool) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|e| e.error_id.is_none() && e.level != LogLevel::Information)
+            .filter(|e| matches(&e.text))
+            .map(|e| match &e.item {
+                Some(item) => format!("{item}: {}", e.text),
+                None => e.text.clone(),
+            })
+            .collect()
+    }
+
+    fn status(&self, item: &str) -> Option<ItemStatus> {
+        self.summary
+            .items
+            .iter()
+            .find(|r| r.item == item)
+            .map(|r| r.status)
+    }
+}
+
+fn verdict(rule: &'static str, problems: Vec<String>) -> Verdict {
+    Verdict {
+        rule,
+        result: if problems.is_empty() {
+            Ok(None)
+        } else {
+            Err(problems.join("; "))
+        },
+    }
+}
+
+/// How a checked session cancels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CancelPlan {
+    None,
+    /// The first item seen updating.
+    FirstItem,
+    /// Everything, once an item is seen updating.
+    All,
+}
+
+async fn run_session(
+    argv: &[String],
+    selection: Selection,
+    timeout: Duration,
+    plan: CancelPlan,
+) -> (Outcome, Option<String>) {
+    let handler: Box<dyn syncmgr_core::Handler> = match ProcessHandler::spawn(argv, None, &[]) {
+        Ok(h) => Box::new(h),
+        Err(e) => Box::new(crate::handlers::FailedHandler::new(e.to_string())),
+    };
+    let journal = Arc::new(MemoryJournal::default());
+    let mut config = SessionConfig::new(uuid::Uuid::now_v7().to_string(), SyncEvent::Manual);
+    config.grace = GRACE;
+    let job = HandlerJob {
+        name: NAME.to_owned(),
+        handler,
+        selection,
+        timeout,
+    };
+    let (session, control, mut events) = Session::new(config, journal.clone(), vec![job]);
+    let running = tokio::spawn(session.run());
+    let mut cancelled = None;
+    while let Some(event) = events.recv().await {
+        match &event {
+            SessionEvent::ItemChanged(s)
+                if cancelled.is_none()
+                    && plan != CancelPlan::None
+                    && matches!(
+                        s.status,
+                        ItemStatus::Updating | ItemStatus::UpdatingIndeterminate
+                    ) =>
+            {
+                let target = match plan {
+                    CancelPlan::FirstItem => CancelTarget::Item {
+                        handler: NAME.to_owned(),
+                        item: s.item.clone(),
+                    },
+                    _ => CancelTarget::Handler(NAME.to_owned()),
+                };
+                control.cancel(&target);
+                cancelled = Some(s.item.clone());
+            }
+            SessionEvent::Finished(_) => break,
+            _ => {}
+        }
+    }
+    let summary = match running.await {
+        Ok(summary) => summary,
+        Err(e) => SessionSummary {
+            session: String::new(),
+            outcome: syncmgr_core::SessionOutcome::Failed,
+            counts: Default::default(),
+            items: Vec::new(),
+            failed_handlers: vec![format!("the session task failed: {e}")],
+        },
+    };
+    let entries = journal.entries().into_iter().map(|(_, e)| e).collect();
+    (Outcome { summary, entries }, cancelled)
+}
+
+/// The rules every sync session is held to.
+fn session_rules(outcome: &Outcome, verdicts: &mut Vec<Verdict>) {
+    verdicts.push(verdict(
+        "stays responsive within its timeout",
+        outcome.problems(|t| t.contains("not responding")),
+    ));
+    verdicts.push(verdict(
+        "keeps running until shutdown",
+        outcome.problems(|t| t.contains("process exited") || t.contains("could not start")),
+    ));
+    verdicts.push(verdict(
+        "answers every request of the manager",
+        outcome.problems(|t| {
+            t.contains(" failed: ") && !t.starts_with("item ") && !t.contains("process exited")
+        }),
+    ));
+    verdicts.push(verdict(
+        "reports a final status for every prepared item",
+        outcome.problems(|t| t.contains("never reported a final status")),
+    ));
+    verdicts.push(verdict(
+        "sends only valid messages and requests",
+        outcome.problems(|t| {
+            !(t.contains("not responding")
+                || t.contains(" failed: ")
+                || t.starts_with("item ")
+                || t.contains("did not honour")
+                || t.contains("process exited"))
+        }),
+    ));
+}
+
+/// Runs every check; returns whether the handler conforms.
+pub async fn check_handler(
+    argv: &[String],
+    timeout: Duration,
+    out: &mut Stdout,
+) -> anyhow::Result<bool> {
+    let mut verdicts = Vec::new();
+
+    // Settings mode.
+    let mut handler: Box<dyn syncmgr_core::Handler> = match ProcessHandler::spawn(argv, None, &[]) {
+        Ok(h) => Box::new(h),
+        Err(e) => {
+            writeln!(out, "fail  starts: {e}")?;
+            return Ok(false);
+        }
+    };
+    let items = match query_handler(handler.as_mut(), SyncEvent::Manual, timeout).await {
+        Ok(Some((info, enumeration))) => {
+            verdicts.push(Verdict {
+                rule: "answers initialize, getHandlerInfo and enumItems in settings mode",
+                result: Ok(None),
+            });
+            verdicts.push(Verdict {
+                rule: "gives itself a display name",
+                result: if info.name.trim().is_empty() {
+                    Err("getHandlerInfo returned an empty name".to_owned())
+                } else {
+                    Ok(Some(info.name.clone()))
+                },
+            });
+            let mut seen = HashSet::new();
+            let mut problems = Vec::new();
+            for item in &enumeration.items {
+                if let Err(e) = validate_id(&item.id) {
+                    problems.push(format!("item {:?}: {e}", item.id));
+                }
+                if !seen.insert(item.id.clone()) {
+                    problems.push(format!("item {:?} is listed twice", item.id));
+                }
+                if item.name.trim().is_empty() {
+                    problems.push(format!("item {:?} has an empty name", item.id));
+                }
+            }
+            verdicts.push(verdict("lists items with valid, unique ids", problems));
+            enumeration
+                .items
+                .into_iter()
+                .map(|i| i.id)
+                .filter(|id| validate_id(id).is_ok())
+                .collect::<Vec<_>>()
+        }
+        Ok(None) => {
+            writeln!(
+                out,
+                "pass  answers initialize (it declines the manual event: nothing more to check)"
+            )?;
+            return Ok(true);
+        }
+        Err(e) => {
+            verdicts.push(Verdict {
+                rule: "answers initialize, getHandlerInfo and enumItems in settings mode",
+                result: Err(e.to_string()),
+            });
+            return report(&verdicts, out);
+        }
+    };
+    if items.is_empty() {
+        verdicts.push(Verdict {
+            rule: "synchronizes its items",
+            result: Ok(Some(
+                "the handler lists no items; nothing to sync".to_owned(),
+            )),
+        });
+        return report(&verdicts, out);
+    }
+
+    // A plain sync of every item.
+    let (plain, _) = run_session(
+        argv,
+        Selection::Items(items.clone()),
+        timeout,
+        CancelPlan::None,
+    )
+    .await;
+    session_rules(&plain, &mut verdicts);
+    let mut actionable: Vec<String> = plain
+        .entries
+        .iter()
+        .filter(|e| e.actionable)
+        .filter_map(|e| e.error_id.clone())
+        .collect();
+
+    // Cancel the first item that starts.
+    let (one, cancelled) = run_session(
+        argv,
+        Selection::Items(items.clone()),
+        timeout,
+        CancelPlan::FirstItem,
+    )
+    .await;
+    verdicts.push(cancel_verdict(
+        "honours cancelItem (progress reply and setItemStatus)",
+        &one,
+        cancelled.as_slice(),
+    ));
+    actionable.extend(
+        one.entries
+            .iter()
+            .filter(|e| e.actionable)
+            .filter_map(|e| e.error_id.clone()),
+    );
+
+    // Cancel everything once an item starts.
+    let (all, started) = run_session(
+        argv,
+        Selection::Items(items.clone()),
+        timeout,
+        CancelPlan::All,
+    )
+    .await;
+    let unfinished: Vec<String> = match started {
+        Some(_) => items.clone(),
+        None => Vec::new(),
+    };
+    verdicts.push(cancel_verdict(
+        "honours cancelAll",
+        &all,
+        unfinished.as_slice(),
+    ));
+
+    // showError and its retry round.
+    match actionable.first() {
+        None => verdicts.push(Verdict {
+            rule: "answers showError and retries what it asks to",
+            result: Ok(Some(
+                "not exercised: the handler logged no actionable entry".to_owned(),
+            )),
+        }),
+        Some(error_id) => {
+            let (retry, _) = run_session(
+                argv,
+                Selection::ShowError(error_id.clone()),
+                timeout,
+                CancelPlan::None,
+            )
+            .await;
+            let mut problems = retry.problems(|t| t.contains("showError"));
+            problems.extend(
+                retry.problems(|t| t.contains("never reported") || t.contains("not responding")),
+            );
+            let note = format!(
+                "showError {error_id:?} asked to retry {} item(s)",
+                retry.summary.items.len()
+            );
+            verdicts.push(Verdict {
+                rule: "answers showError and retries what it asks to",
+                result: if problems.is_empty() {
+                    Ok(Some(note))
+                } else {
+                    Err(problems.join("; "))
+                },
+            });
+        }
+    }
+    report(&verdicts, out)
+}
+
+/// A cancel was honoured when every cancelled item ended `stopped` or
+/// `skipped` by the handler's own report (or had already finished).
+fn cancel_verdict(rule: &'static str, outcome: &Outcome, cancelled: &[String]) -> Verdict {
+    if cancelled.is_empty() {
+        return Verdict {
+            rule,
+            result: Ok(Some(
+                "not exercised: no item reported `updating` to cancel".to_owned(),
+            )),
+        };
+    }
+    let mut problems = outcome.problems(|t| {
+        t.contains("did not honour")
+            || t.contains("did not confirm the cancel")
+            || t.contains("not responding")
+            || t.contains("process exited")
+    });
+    let mut finished_first = Vec::new();
+    for item in cancelled {
+        match outcome.status(item) {
+            Some(ItemStatus::Stopped | ItemStatus::Skipped) => {}
+            // The cancel may reach a handler just after its last report.
+            Some(ItemStatus::Succeeded) => finished_first.push(item.as_str()),
+            Some(other) => problems.push(format!("item {item} ended {other} after the cancel")),
+            None => problems.push(format!("item {item} was never prepared")),
+        }
+    }
+    let mut v = verdict(rule, problems);
+    if v.result.is_ok() && !finished_first.is_empty() {
+        v.result = Ok(Some(format!(
+            "{} finished before the cancel reached the handler",
+            finished_first.join(", ")
+        )));
+    }
+    v
+}
+
+fn report(verdicts: &[Verdict], out: &mut Stdout) -> anyhow::Result<bool> {
+    let mut failed = 0;
+    for v in verdicts {
+        match &v.result {
+            Ok(None) => writeln!(out, "pass  {}", v.rule)?,
+            Ok(Some(note)) => writeln!(out, "pass  {} ({note})", v.rule)?,
+            Err(problem) => {
+                failed += 1;
+                writeln!(out, "fail  {}: {problem}", v.rule)?;
+            }
+        }
+    }
+    if failed == 0 {
+        writeln!(
+            out,
+            "the handler conforms ({} rules checked)",
+            verdicts.len()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "the handler does not conform: {failed} of {} rules failed",
+            verdicts.len()
+        )?;
+    }
+    Ok(failed == 0)
+}
