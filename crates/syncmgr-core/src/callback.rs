@@ -117,6 +117,8 @@ pub(crate) struct HandlerShared {
     pub(crate) activity: AtomicU64,
     pub(crate) flags: Mutex<HandlerFlags>,
     pub(crate) current: Mutex<Option<Arc<PreparedSet>>>,
+    /// `showError` is running (a window for `enableModeless`).
+    pub(crate) showing_error: AtomicBool,
     problems: AtomicU32,
     output_lines: AtomicU32,
 }
@@ -133,6 +135,7 @@ impl HandlerShared {
             activity: AtomicU64::new(0),
             flags: Mutex::new(HandlerFlags::default()),
             current: Mutex::new(None),
+            showing_error: AtomicBool::new(false),
             problems: AtomicU32::new(0),
             output_lines: AtomicU32::new(0),
         }
@@ -302,14 +305,30 @@ impl HandlerCallback {
         let cancelled = {
             let mut slots = lock(&set.slots);
             let slot = &mut slots[index];
-            if let Some(to) = update.status {
-                state::check_transition(slot.status, to).map_err(|from| {
-                    CallbackError::AfterTerminal {
+            match update.status {
+                Some(to) => {
+                    state::check_transition(slot.status, to).map_err(|from| {
+                        CallbackError::AfterTerminal {
+                            item: item.to_owned(),
+                            from,
+                            to: Some(to),
+                        }
+                    })?;
+                }
+                // A terminal item is final: its text and amounts too. An
+                // empty update (a poll for cancels) changes nothing and passes.
+                None if slot.status.is_terminal()
+                    && (update.text.is_some()
+                        || update.value.is_some()
+                        || update.max.is_some()) =>
+                {
+                    return Err(CallbackError::AfterTerminal {
                         item: item.to_owned(),
-                        from,
-                        to,
-                    }
-                })?;
+                        from: slot.status,
+                        to: None,
+                    });
+                }
+                None => {}
             }
             let value = update.value.or(slot.value);
             let max = update.max.or(slot.max);
@@ -464,6 +483,17 @@ impl HandlerCallback {
     /// when the session may not bother the user.
     pub fn enable_modeless(&self, enable: bool) -> Result<bool, CallbackError> {
         self.touch();
+        // Dialogs belong to prepareForSync, synchronize and showError.
+        let in_window = self
+            .set
+            .as_ref()
+            .is_some_and(|s| s.open.load(Ordering::Acquire))
+            || self.handler.showing_error.load(Ordering::Acquire);
+        if !in_window {
+            let e = CallbackError::OutsideWindow("enableModeless");
+            self.report_problem(None, format!("refused enableModeless: {e}"));
+            return Err(e);
+        }
         let mut lease = lock(&self.session.modeless);
         let me = self.handler.index;
         Ok(if enable {

@@ -68,15 +68,18 @@ pub enum CallbackError {
     /// A text was longer than [`crate::model::MAX_TEXT_LEN`].
     #[error("text of {0} bytes is over the {limit} byte limit", limit = crate::model::MAX_TEXT_LEN)]
     TextTooLong(usize),
-    /// A status change after a terminal status (only `failed` may follow).
-    #[error("item {item:?} is already {from}; it cannot become {to}")]
+    /// A change after a terminal status (only a change to `failed` may follow).
+    #[error("item {item:?} is already {from}; {}", match to {
+        Some(to) => format!("it cannot become {to}"),
+        None => "only a change to failed is allowed".to_owned(),
+    })]
     AfterTerminal {
         /// The item.
         item: String,
         /// Its terminal status.
         from: crate::ItemStatus,
-        /// The refused status.
-        to: crate::ItemStatus,
+        /// The refused status, or `None` for a change of text or amounts.
+        to: Option<crate::ItemStatus>,
     },
     /// The call came outside the window where it is allowed (from
     /// `prepareForSync` until the `synchronize` response).

@@ -15,7 +15,8 @@ use crate::error::ParseEnumError;
 /// A point in time as the manager records it (UTC).
 pub type Timestamp = DateTime<Utc>;
 
-/// Longest item or error id a handler may choose (Sync Center's `MAX_SYNCMGR_ID`).
+/// Longest item or error id a handler may choose, in characters (Sync
+/// Center's `MAX_SYNCMGR_ID`).
 pub const MAX_ID_LEN: usize = 64;
 /// Longest status or log text a handler may send, in bytes.
 pub const MAX_TEXT_LEN: usize = 4096;
@@ -186,11 +187,13 @@ string_enum! {
 string_enum! {
     /// How a session ended.
     pub enum SessionOutcome ("session outcome") {
-        /// Every item ended `succeeded` or `skipped`, and every handler ran.
+        /// Every item ended `succeeded` or `skipped`, every handler ran, and
+        /// the user cancelled nothing.
         Succeeded = "succeeded",
         /// An item ended `failed` or `deleted`, or a handler failed.
         Failed = "failed",
-        /// The user cancelled and at least one item ended `stopped`.
+        /// Nothing failed, and the user cancelled something or an item ended
+        /// `stopped`.
         Cancelled = "cancelled",
         /// The manager died before the session finished (set at the next start).
         Interrupted = "interrupted",
@@ -381,15 +384,16 @@ impl StatusCounts {
     }
 }
 
-/// Checks an id chosen by a handler: 1 to [`MAX_ID_LEN`] bytes, no control characters.
+/// Checks an id chosen by a handler: 1 to [`MAX_ID_LEN`] characters, no
+/// control characters.
 pub fn validate_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("id is empty".to_owned());
     }
-    if id.len() > MAX_ID_LEN {
+    let chars = id.chars().count();
+    if chars > MAX_ID_LEN {
         return Err(format!(
-            "id is {} bytes long, the limit is {MAX_ID_LEN}",
-            id.len()
+            "id is {chars} characters long, the limit is {MAX_ID_LEN}"
         ));
     }
     if id.chars().any(char::is_control) {
@@ -433,6 +437,8 @@ mod tests {
         assert!(validate_id("inbox").is_ok());
         assert!(validate_id("").is_err());
         assert!(validate_id(&"x".repeat(65)).is_err());
+        // The limit counts characters, not bytes.
+        assert!(validate_id(&"é".repeat(64)).is_ok());
         assert!(validate_id("a\nb").is_err());
     }
 }

@@ -543,11 +543,13 @@ impl Unit {
                 .collect(),
             Selection::Items(ids) => ids,
             Selection::ShowError(error_id) => {
-                match self
+                self.ctx.hs.showing_error.store(true, Ordering::Release);
+                let answer = self
                     .ctx
                     .guarded(None, self.handler.show_error(&error_id, &base))
-                    .await
-                {
+                    .await;
+                self.ctx.hs.showing_error.store(false, Ordering::Release);
+                match answer {
                     Ok(retry) => retry,
                     Err(stop) => {
                         self.ctx

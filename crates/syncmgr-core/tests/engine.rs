@@ -342,6 +342,12 @@ async fn cancel_replies_and_terminal_rules() {
             progress(0, ItemStatus::Updating), // reply: cancelItem
             progress(0, ItemStatus::Stopped),
             progress(0, ItemStatus::Succeeded), // refused: after terminal
+            Step::Progress {
+                item: 0,
+                status: None,
+                value: Some(1),
+                max: None,
+            }, // refused: text and value after terminal
             progress(1, ItemStatus::Updating),  // reply: continue
             Step::CancelAll,
             progress(1, ItemStatus::Updating), // reply: cancelAll
@@ -368,6 +374,14 @@ async fn cancel_replies_and_terminal_rules() {
         run.journal.entries().iter().any(|(_, e)| e
             .text
             .contains("already stopped; it cannot become succeeded")),
+        "{:?}",
+        run.journal.entries()
+    );
+    assert!(
+        run.journal
+            .entries()
+            .iter()
+            .any(|(_, e)| e.text.contains("only a change to failed is allowed")),
         "{:?}",
         run.journal.entries()
     );
@@ -554,9 +568,9 @@ fn model(items: usize, steps: &[Step]) -> Vec<ItemStatus> {
                 max,
             } => {
                 let it = &mut m[item];
-                if let Some(to) = status
-                    && state::check_transition(it.status, to).is_err()
-                {
+                // Scripted updates always carry a text, so after a terminal
+                // status everything but a change to `failed` is refused.
+                if it.status.is_terminal() && status != Some(ItemStatus::Failed) {
                     continue;
                 }
                 let v = value.or(it.value);

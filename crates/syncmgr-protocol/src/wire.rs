@@ -1377,7 +1377,7 @@ mod tests {
                 CallbackError::AfterTerminal {
                     item: "x".into(),
                     from: ItemStatus::Succeeded,
-                    to: ItemStatus::Updating,
+                    to: Some(ItemStatus::Updating),
                 },
                 error_code::AFTER_TERMINAL,
             ),

@@ -174,8 +174,13 @@ pub fn handlers(store: &Store, json: bool, out: &mut Stdout) -> anyhow::Result<(
 /// `syncmgr items`.
 pub async fn items(store: &Store, args: ItemsArgs, out: &mut Stdout) -> anyhow::Result<bool> {
     let event = parse_event(&args.event)?;
-    let targets = if args.names.is_empty() {
-        store.registrations()?
+    let targets: Vec<Registration> = if args.names.is_empty() {
+        // Events that need an opt-in reach only the handlers that opted in.
+        store
+            .registrations()?
+            .into_iter()
+            .filter(|r| !event.needs_opt_in() || r.events.contains(&event))
+            .collect()
     } else {
         args.names
             .iter()

@@ -107,6 +107,9 @@ async fn serve(stream: UnixStream, control: SessionControl) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 * 16)).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        // With `debug` on syncmgr_protocol::process, the pipe write is traced
+        // too: the cancel benchmark pairs the two (docs/performance.md).
+        tracing::trace!(request = %line, "control request received");
         let reply = if line.len() > MAX_REQUEST {
             json!({ "ok": false, "error": "request too long" })
         } else {

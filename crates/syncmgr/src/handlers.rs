@@ -2,22 +2,26 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-use syncmgr_core::Handler;
+use async_trait::async_trait;
+use syncmgr_core::{
+    Handler, HandlerCallback, HandlerError, HandlerInfo, InitializeParams, ItemEnumeration,
+    Participation, PropertiesOutcome,
+};
 use syncmgr_protocol::ProcessHandler;
 use syncmgr_store::{HandlerKind, Registration};
 
 /// The silence timeout of a handler registered without `--timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Starts the handler a registration describes.
+/// The handler a registration describes. A process handler is started only
+/// when the engine gets to it (`--max-concurrent` may keep it waiting, and a
+/// cancel may mean it never runs at all).
 pub fn build_handler(registration: &Registration) -> anyhow::Result<Box<dyn Handler>> {
     match &registration.kind {
-        HandlerKind::Process { argv } => {
-            let handler = ProcessHandler::spawn(argv, None, &[])
-                .with_context(|| format!("starting handler {}", registration.name))?;
-            Ok(Box::new(handler))
-        }
+        HandlerKind::Process { argv } => Ok(Box::new(LazyProcess {
+            argv: argv.clone(),
+            state: Lazy::NotStarted(None),
+        })),
         HandlerKind::Builtin { kind, .. } => anyhow::bail!(
             "handler {} is of the built-in kind {kind:?}, which this version does not have",
             registration.name
@@ -39,7 +43,7 @@ impl FailedHandler {
     }
 }
 
-#[async_trait::async_trait]
+#[async_trait]
 impl Handler for FailedHandler {
     async fn initialize(
         &mut self,
@@ -73,5 +77,106 @@ impl Handler for FailedHandler {
         _: &syncmgr_core::HandlerCallback,
     ) -> Result<(), syncmgr_core::HandlerError> {
         Err(syncmgr_core::HandlerError::Spawn(self.reason.clone()))
+    }
+}
+
+/// A process handler that spawns its child on first use.
+#[derive(Debug)]
+struct LazyProcess {
+    argv: Vec<String>,
+    state: Lazy,
+}
+
+#[derive(Debug)]
+enum Lazy {
+    NotStarted(Option<HandlerCallback>),
+    Running(ProcessHandler),
+    Failed(HandlerError),
+}
+
+impl LazyProcess {
+    fn started(&mut self) -> Result<&mut ProcessHandler, HandlerError> {
+        if let Lazy::NotStarted(callback) = &mut self.state {
+            let callback = callback.take();
+            self.state = match ProcessHandler::spawn(&self.argv, None, &[]) {
+                Ok(mut handler) => {
+                    if let Some(callback) = callback {
+                        handler.set_callback(callback);
+                    }
+                    Lazy::Running(handler)
+                }
+                Err(e) => Lazy::Failed(e),
+            };
+        }
+        match &mut self.state {
+            Lazy::Running(handler) => Ok(handler),
+            Lazy::Failed(e) => Err(e.clone()),
+            Lazy::NotStarted(_) => unreachable!("started above"),
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for LazyProcess {
+    fn set_callback(&mut self, callback: HandlerCallback) {
+        match &mut self.state {
+            Lazy::Running(handler) => handler.set_callback(callback),
+            Lazy::NotStarted(slot) => *slot = Some(callback),
+            Lazy::Failed(_) => {}
+        }
+    }
+
+    async fn initialize(
+        &mut self,
+        params: &InitializeParams,
+    ) -> Result<Participation, HandlerError> {
+        self.started()?.initialize(params).await
+    }
+
+    async fn handler_info(&mut self) -> Result<HandlerInfo, HandlerError> {
+        self.started()?.handler_info().await
+    }
+
+    async fn enum_items(&mut self) -> Result<ItemEnumeration, HandlerError> {
+        self.started()?.enum_items().await
+    }
+
+    async fn show_properties(
+        &mut self,
+        item: Option<&str>,
+    ) -> Result<PropertiesOutcome, HandlerError> {
+        self.started()?.show_properties(item).await
+    }
+
+    async fn prepare_for_sync(
+        &mut self,
+        items: &[String],
+        callback: &HandlerCallback,
+    ) -> Result<(), HandlerError> {
+        self.started()?.prepare_for_sync(items, callback).await
+    }
+
+    async fn synchronize(&mut self, callback: &HandlerCallback) -> Result<(), HandlerError> {
+        self.started()?.synchronize(callback).await
+    }
+
+    async fn show_error(
+        &mut self,
+        error_id: &str,
+        callback: &HandlerCallback,
+    ) -> Result<Vec<String>, HandlerError> {
+        self.started()?.show_error(error_id, callback).await
+    }
+
+    async fn shutdown(&mut self) {
+        if let Lazy::Running(handler) = &mut self.state {
+            handler.shutdown().await;
+        }
+    }
+
+    fn terminate(&mut self) {
+        if let Lazy::Running(handler) = &mut self.state {
+            handler.terminate();
+        }
     }
 }

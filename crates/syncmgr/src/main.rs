@@ -36,10 +36,7 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             // A closed stdout (`syncmgr log | head`) is not a failure.
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
+            if output::is_broken_pipe(&e) {
                 exit_codes::SUCCESS
             } else {
                 let _ = writeln!(std::io::stderr().lock(), "syncmgr: error: {e:#}");

@@ -42,6 +42,14 @@ impl Write for Stdout {
     }
 }
 
+/// Whether `error` comes from writing to a closed pipe (`syncmgr log | head`).
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// A message for the person at the terminal, on stderr.
 pub fn warn(message: &str) {
     let _ = writeln!(io::stderr().lock(), "syncmgr: {message}");

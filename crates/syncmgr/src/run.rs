@@ -21,7 +21,7 @@ use crate::display::Display;
 use crate::error::usage;
 use crate::handlers::{DEFAULT_TIMEOUT, FailedHandler, build_handler};
 use crate::home::Home;
-use crate::output::Stdout;
+use crate::output::{Stdout, is_broken_pipe};
 
 /// What one session is to do.
 #[derive(Debug)]
@@ -116,6 +116,16 @@ pub fn show_error_plan(
             "log entry {id} was written by syncmgr itself, not by a handler: there is nothing to ask"
         )));
     };
+    // Until the session that logged the entry has ended, its handler process
+    // owns the entry (protocol rule 4): asking a second process would race it.
+    if let Some(session) = store.session(&entry.entry.session)?
+        && session.outcome.is_none()
+    {
+        anyhow::bail!(
+            "the session that logged entry {id} ({}) is still running; ask again when it has finished",
+            session.id
+        );
+    }
     let reg = registration(store, &entry.entry.handler)?;
     Ok(Plan {
         jobs: vec![(reg, Selection::ShowError(error_id))],
@@ -192,11 +202,22 @@ pub async fn run(home: &Home, store: Store, plan: Plan, out: &mut Stdout) -> any
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupted = false;
     let mut finished = None;
+    // The display is only a view: when stdout goes away (`sync | head -1`,
+    // a full disk) the session still runs to its end and is recorded, and the
+    // exit code still tells how it went.
+    let mut showing = true;
     while finished.is_none() {
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { break };
-                display.show(&event, out)?;
+                if showing && let Err(e) = display.show(&event, out) {
+                    showing = false;
+                    if !is_broken_pipe(&e) {
+                        crate::output::warn(&format!(
+                            "cannot show the session any more ({e:#}); it goes on"
+                        ));
+                    }
+                }
                 match event {
                     SessionEvent::ItemsEnumerated { handler, enumeration, .. } => {
                         if let Err(e) = writer.apply_enumeration(&handler, enumeration).await {
