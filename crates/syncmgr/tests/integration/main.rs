@@ -1,1 +1,39 @@
+//! Integration tests of the `syncmgr` binary: every test runs the real
+//! command line in a fresh home, with the scripted handler
+//! (`syncmgr-test-handler`, package `syncmgr-testkit`) as real child
+//! processes, and checks what the contracts (`docs/cli.md`,
+//! `docs/protocol.md`) promise: exit codes, JSON shapes, item statuses, log
+//! entries, history.
+//!
+//! One test binary (as cargo's and ripgrep's own suites do) so that it links
+//! once; the modules group the tests by what they prove:
+//!
+//! - [`util`]: the test kit. `TestHome` (a fresh short home under /tmp),
+//!   `Cmd`/`Outcome` (run `syncmgr`, report command, status, stdout and stderr
+//!   on any failure), `SyncRun` (parsed `sync --json` events), `Background`
+//!   (a running session, read event by event, killed on drop), `wait_until`
+//!   (poll with a deadline) and the test handler, built once per process.
+//! - [`lifecycle`]: register → handlers → items → sync → history → unregister;
+//!   a handler that declines.
+//! - [`choices`]: per-event item choices, handler defaults, `NAME/ITEM`
+//!   targets, opt-in events.
+//! - [`cancel`]: `syncmgr cancel` from another process: one item, one handler,
+//!   everything, nothing running; the grace-period kill of a handler that
+//!   ignores cancels.
+//! - [`faults`]: handlers that misbehave (silent, crash, garbage, bad
+//!   requests, never report, failing prepare/synchronize, a missing program)
+//!   fail only their own items, with log entries saying why.
+//! - [`results_log`]: the results log: handler entries, assigned error ids,
+//!   `deleteLogError`, filters, `log show` (the retry path) and `log delete`.
+//! - [`signals`]: Ctrl-C (exit 130, clean cancel) and SIGKILL of the manager
+//!   (interrupted session, valid database, stale socket, orphaned handler).
+//! - [`usage`]: bad usage and bad input exit 2 with a clear message.
 
+mod cancel;
+mod choices;
+mod faults;
+mod lifecycle;
+mod results_log;
+mod signals;
+mod usage;
+mod util;
