@@ -49,7 +49,9 @@ pub(crate) struct SessionShared {
     pub(crate) sets: Mutex<Vec<Arc<PreparedSet>>>,
     /// The handler holding the UI lease (`EnableModeless`), by index.
     pub(crate) modeless: Mutex<Option<usize>>,
-    pub(crate) user_cancelled: AtomicBool,
+    /// A cancel stopped or skipped something (the session is `cancelled`
+    /// unless something failed).
+    pub(crate) cancel_took_effect: AtomicBool,
     next_error_id: AtomicU64,
 }
 
@@ -69,7 +71,7 @@ impl SessionShared {
             pending_log: Mutex::new(VecDeque::new()),
             sets: Mutex::new(Vec::new()),
             modeless: Mutex::new(None),
-            user_cancelled: AtomicBool::new(false),
+            cancel_took_effect: AtomicBool::new(false),
             next_error_id: AtomicU64::new(1),
         }
     }
@@ -155,16 +157,26 @@ impl HandlerShared {
         self.signal_cancel();
     }
 
-    /// Cancels one item; returns whether it was known (prepared or not yet).
-    pub(crate) fn cancel_item(&self, item: &str) {
+    /// Cancels one item. Returns `false` when the handler's items are
+    /// prepared and this is not one of them; before preparation the cancel
+    /// is kept for when they are.
+    pub(crate) fn cancel_item(&self, item: &str) -> bool {
         let current = lock(&self.current).clone();
-        match current {
-            Some(set) if set.ids.contains_key(item) => set.cancel(item),
-            _ => {
-                lock(&self.early_cancels).insert(item.to_owned());
+        let known = match current {
+            Some(set) => {
+                let known = set.ids.contains_key(item);
+                if known {
+                    set.cancel(item);
+                }
+                known
             }
-        }
+            None => {
+                lock(&self.early_cancels).insert(item.to_owned());
+                true
+            }
+        };
         self.signal_cancel();
+        known
     }
 }
 

@@ -192,8 +192,8 @@ string_enum! {
         Succeeded = "succeeded",
         /// An item ended `failed` or `deleted`, or a handler failed.
         Failed = "failed",
-        /// Nothing failed, and the user cancelled something or an item ended
-        /// `stopped`.
+        /// Nothing failed, and a cancel stopped or skipped something (or an
+        /// item ended `stopped`).
         Cancelled = "cancelled",
         /// The manager died before the session finished (set at the next start).
         Interrupted = "interrupted",

@@ -135,33 +135,20 @@ pub struct SessionControl {
 
 impl SessionControl {
     /// Asks for a cancel. Returns `false` when the target names no handler of
-    /// this session.
+    /// this session, or an item its handler did not prepare.
     pub fn cancel(&self, target: &CancelTarget) -> bool {
         let find = |name: &str| self.handlers.iter().find(|h| h.name == name);
         match target {
             CancelTarget::All => {
-                self.shared.user_cancelled.store(true, Ordering::SeqCst);
                 for h in self.handlers.iter() {
                     h.cancel_everything(true);
                 }
-                true
+                !self.handlers.is_empty()
             }
-            CancelTarget::Handler(name) => match find(name) {
-                Some(h) => {
-                    self.shared.user_cancelled.store(true, Ordering::SeqCst);
-                    h.cancel_everything(true);
-                    true
-                }
-                None => false,
-            },
-            CancelTarget::Item { handler, item } => match find(handler) {
-                Some(h) => {
-                    self.shared.user_cancelled.store(true, Ordering::SeqCst);
-                    h.cancel_item(item);
-                    true
-                }
-                None => false,
-            },
+            CancelTarget::Handler(name) => find(name).map(|h| h.cancel_everything(true)).is_some(),
+            CancelTarget::Item { handler, item } => {
+                find(handler).is_some_and(|h| h.cancel_item(item))
+            }
         }
     }
 
@@ -310,7 +297,7 @@ impl Session {
         let counts = StatusCounts::of(&items);
         let outcome = if counts.failed > 0 || !failed_handlers.is_empty() {
             SessionOutcome::Failed
-        } else if counts.stopped > 0 || shared.user_cancelled.load(Ordering::SeqCst) {
+        } else if counts.stopped > 0 || shared.cancel_took_effect.load(Ordering::SeqCst) {
             SessionOutcome::Cancelled
         } else {
             SessionOutcome::Succeeded
@@ -510,6 +497,7 @@ impl Unit {
         let mut outcome = UnitOutcome::default();
         if ctx.hs.user_cancel_all.load(Ordering::SeqCst) {
             // Cancelled while waiting for its turn: it never starts.
+            ctx.session.cancel_took_effect.store(true, Ordering::SeqCst);
             return outcome;
         }
         let base = HandlerCallback {
@@ -636,6 +624,7 @@ impl Unit {
             })
             .await;
         if ctx.hs.user_cancel_all.load(Ordering::SeqCst) {
+            ctx.session.cancel_took_effect.store(true, Ordering::SeqCst);
             return Ok(None);
         }
         Ok(Some(enumeration))
@@ -768,6 +757,12 @@ fn finalize(session: &SessionShared, set: &PreparedSet, reason: &str) -> Vec<Ite
                 LogLevel::Error
             };
             entries.push((slot.id.clone(), level, text));
+        }
+        if slots.iter().any(|s| {
+            (s.cancelled || user_all)
+                && matches!(s.status, ItemStatus::Stopped | ItemStatus::Skipped)
+        }) {
+            session.cancel_took_effect.store(true, Ordering::SeqCst);
         }
         slots
             .iter()
