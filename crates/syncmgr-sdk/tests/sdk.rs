@@ -1,0 +1,711 @@
+//! The handler SDKs, end to end: the example handlers of the Rust SDK
+//! (`examples/minimal.rs`, `examples/git_mirror.rs`), of the Python SDK
+//! (`sdk/python/examples/`) and the shell example
+//! (`examples/handlers/shell-handler.sh`) run as real child processes,
+//! driven by the core's session engine through `ProcessHandler` with an
+//! in-memory journal: the lifecycle, a cancelled item, a cancelled handler,
+//! and the retry path of an actionable log entry (`showError`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use syncmgr_core::{
+    CancelTarget, HandlerJob, ItemSnapshot, ItemStatus, LogLevel, MemoryJournal, NewLogEntry,
+    Selection, Session, SessionConfig, SessionEvent, SessionOutcome, SessionSummary, SyncEvent,
+};
+use syncmgr_protocol::ProcessHandler;
+use tokio::time::timeout;
+
+/// The longest a session may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The repository's root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The built example `name` of this crate, next to this test binary
+/// (`target/<profile>/examples/`).
+///
+/// `cargo test` builds the examples, but not when given a test name filter,
+/// so a filtered run could test a stale or missing binary: the examples are
+/// brought up to date once per run (a no-op when they are fresh; cargo does
+/// not hold its lock while tests run).
+fn example(name: &str) -> String {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        // target/<profile>/deps/sdk-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in target/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("target/<profile>");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "--quiet", "-p", "syncmgr-sdk", "--examples"])
+            .arg("--target-dir")
+            .arg(target_dir);
+        match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                build.arg("--release");
+            }
+            Some(profile) => {
+                build.args(["--profile", profile]);
+            }
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the examples failed: {status}");
+        profile_dir.join("examples")
+    });
+    let path = dir.join(name);
+    assert!(path.exists(), "no example binary at {}", path.display());
+    path.to_string_lossy().into_owned()
+}
+
+/// Says why a test does nothing (visible with `--nocapture`, and in the
+/// output of a failing run).
+fn skip(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipping {why}");
+}
+
+/// When to cancel what: once `item` is seen `updating`.
+struct CancelWhen {
+    item: &'static str,
+    target: CancelTarget,
+}
+
+/// One finished session.
+struct Run {
+    summary: SessionSummary,
+    log: Vec<NewLogEntry>,
+    /// Every item snapshot seen, in order.
+    snapshots: Vec<ItemSnapshot>,
+}
+
+impl Run {
+    fn status(&self, item: &str) -> ItemStatus {
+        self.summary
+            .items
+            .iter()
+            .find(|r| r.item == item)
+            .unwrap_or_else(|| panic!("no result for {item}: {}", self.describe()))
+            .status
+    }
+
+    /// The last snapshot of `item`.
+    fn last(&self, item: &str) -> &ItemSnapshot {
+        self.snapshots
+            .iter()
+            .rev()
+            .find(|s| s.item == item)
+            .unwrap_or_else(|| panic!("no snapshot of {item}: {}", self.describe()))
+    }
+
+    /// Log entries at warning level or above (the examples write none unless
+    /// something fails).
+    fn problems(&self) -> Vec<&NewLogEntry> {
+        self.log
+            .iter()
+            .filter(|e| e.level != LogLevel::Information)
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?}\n{:#?}", self.summary, self.log)
+    }
+}
+
+/// Runs one session of the handler `argv` (registered as "h").
+async fn session(argv: Vec<String>, selection: Selection, cancel: Option<CancelWhen>) -> Run {
+    let journal = Arc::new(MemoryJournal::default());
+    // No `__pycache__` in the checkout from the Python examples.
+    let env = [("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned())];
+    let handler = ProcessHandler::spawn(&argv, None, &env)
+        .unwrap_or_else(|e| panic!("cannot start {argv:?}: {e}"));
+    let job = HandlerJob {
+        name: "h".to_owned(),
+        handler: Box::new(handler),
+        selection,
+        timeout: Duration::from_secs(10),
+    };
+    let config = SessionConfig::new("sdk-test", SyncEvent::Manual);
+    let (session, control, mut events) = Session::new(config, journal.clone(), vec![job]);
+    let watch = async move {
+        let mut snapshots = Vec::new();
+        let mut cancel = cancel;
+        while let Some(event) = events.recv().await {
+            match event {
+                SessionEvent::ItemChanged(item) => {
+                    if let Some(when) = cancel
+                        .take_if(|c| c.item == item.item && item.status == ItemStatus::Updating)
+                    {
+                        assert!(control.cancel(&when.target));
+                    }
+                    snapshots.push(item);
+                }
+                SessionEvent::Finished(_) => break,
+                _ => {}
+            }
+        }
+        snapshots
+    };
+    let (summary, snapshots) = timeout(DEADLINE, async { tokio::join!(session.run(), watch) })
+        .await
+        .unwrap_or_else(|_| panic!("the session of {argv:?} did not finish in {DEADLINE:?}"));
+    let log = journal.entries().into_iter().map(|(_, e)| e).collect();
+    Run {
+        summary,
+        log,
+        snapshots,
+    }
+}
+
+fn checked() -> Selection {
+    Selection::Checked(HashMap::new())
+}
+
+fn cancel_item(item: &'static str) -> Option<CancelWhen> {
+    Some(CancelWhen {
+        item,
+        target: CancelTarget::Item {
+            handler: "h".to_owned(),
+            item: item.to_owned(),
+        },
+    })
+}
+
+fn cancel_handler(when: &'static str) -> Option<CancelWhen> {
+    Some(CancelWhen {
+        item: when,
+        target: CancelTarget::Handler("h".to_owned()),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The same four checks for the three "counting" examples (the Rust and Python
+// `minimal` and the shell example): two items counting to a number of steps,
+// an item that fails once with the actionable entry `retry-ITEM`.
+
+/// A counting example.
+struct Counter {
+    /// Its command line for: steps, milliseconds per step, an item to fail.
+    argv: fn(u64, u64, Option<&str>) -> Option<Vec<String>>,
+    /// Its two items, in order.
+    items: [&'static str; 2],
+}
+
+impl Counter {
+    /// The command line, or `None` when the example cannot run here (the
+    /// reason was printed).
+    fn argv(&self, steps: u64, step_ms: u64, fail: Option<&str>) -> Option<Vec<String>> {
+        (self.argv)(steps, step_ms, fail)
+    }
+}
+
+/// `--steps N --step-ms MS [--fail ITEM]` after `cmd`.
+fn with_flags(mut cmd: Vec<String>, steps: u64, step_ms: u64, fail: Option<&str>) -> Vec<String> {
+    cmd.extend(["--steps".to_owned(), steps.to_string()]);
+    cmd.extend(["--step-ms".to_owned(), step_ms.to_string()]);
+    if let Some(item) = fail {
+        cmd.extend(["--fail".to_owned(), item.to_owned()]);
+    }
+    cmd
+}
+
+const RUST: Counter = Counter {
+    argv: |steps, ms, fail| Some(with_flags(vec![example("minimal")], steps, ms, fail)),
+    items: ["inbox", "outbox"],
+};
+
+const PYTHON: Counter = Counter {
+    argv: |steps, ms, fail| {
+        let script = root().join("sdk/python/examples/minimal.py");
+        let cmd = vec!["python3".to_owned(), script.to_string_lossy().into_owned()];
+        Some(with_flags(cmd, steps, ms, fail))
+    },
+    items: ["inbox", "outbox"],
+};
+
+/// `sh examples/handlers/shell-handler.sh STEPS SECONDS [FAIL]`; `None`
+/// when `jq`, which it needs, is not installed.
+const SHELL: Counter = Counter {
+    argv: |steps, ms, fail| {
+        let jq = Command::new("jq").arg("--version").output();
+        if !jq.is_ok_and(|o| o.status.success()) {
+            skip("the shell example's tests: jq is not installed (apt-get install -y jq)");
+            return None;
+        }
+        let script = root().join("examples/handlers/shell-handler.sh");
+        Some(vec![
+            "sh".to_owned(),
+            script.to_string_lossy().into_owned(),
+            steps.to_string(),
+            format!("{}.{:03}", ms / 1000, ms % 1000),
+            fail.unwrap_or_default().to_owned(),
+        ])
+    },
+    items: ["alpha", "beta"],
+};
+
+/// Both items succeed, with their progress.
+async fn check_lifecycle(counter: &Counter) {
+    let Some(argv) = counter.argv(3, 0, None) else {
+        return;
+    };
+    let run = session(argv, checked(), None).await;
+    assert_eq!(
+        run.summary.outcome,
+        SessionOutcome::Succeeded,
+        "{}",
+        run.describe()
+    );
+    for item in counter.items {
+        assert_eq!(run.status(item), ItemStatus::Succeeded);
+        let last = run.last(item);
+        assert_eq!((last.value, last.max), (Some(3), Some(3)), "{last:?}");
+        assert_eq!(last.text, "done");
+    }
+    assert!(run.problems().is_empty(), "{}", run.describe());
+}
+
+/// A cancelled item stops at once; the other one still runs.
+async fn check_cancel_item(counter: &Counter) {
+    let [first, second] = counter.items;
+    let Some(argv) = counter.argv(4, 300, None) else {
+        return;
+    };
+    let run = session(argv, checked(), cancel_item(first)).await;
+    assert_eq!(run.status(first), ItemStatus::Stopped, "{}", run.describe());
+    assert_eq!(run.status(second), ItemStatus::Succeeded);
+    assert_eq!(run.summary.outcome, SessionOutcome::Cancelled);
+    // The handler stopped the item itself (the manager did not have to).
+    assert!(run.problems().is_empty(), "{}", run.describe());
+}
+
+/// Cancelling the handler stops the running item and skips the other.
+async fn check_cancel_all(counter: &Counter) {
+    let [first, second] = counter.items;
+    let Some(argv) = counter.argv(4, 300, None) else {
+        return;
+    };
+    let run = session(argv, checked(), cancel_handler(first)).await;
+    assert_eq!(run.status(first), ItemStatus::Stopped, "{}", run.describe());
+    assert_eq!(
+        run.status(second),
+        ItemStatus::Skipped,
+        "{}",
+        run.describe()
+    );
+    assert!(run.problems().is_empty(), "{}", run.describe());
+}
+
+/// A failure is an actionable entry; `showError` on it retries the item in
+/// a new process, where it succeeds.
+async fn check_retry(counter: &Counter) {
+    let [first, second] = counter.items;
+    let Some(argv) = counter.argv(1, 0, Some(second)) else {
+        return;
+    };
+    let run = session(argv.clone(), checked(), None).await;
+    assert_eq!(
+        run.status(first),
+        ItemStatus::Succeeded,
+        "{}",
+        run.describe()
+    );
+    assert_eq!(run.status(second), ItemStatus::Failed);
+    let error_id = format!("retry-{second}");
+    let entry = run
+        .log
+        .iter()
+        .find(|e| e.error_id.as_deref() == Some(error_id.as_str()))
+        .unwrap_or_else(|| panic!("no {error_id} entry: {}", run.describe()));
+    assert!(
+        entry.actionable && entry.level == LogLevel::Error,
+        "{entry:?}"
+    );
+    assert_eq!(entry.item.as_deref(), Some(second));
+
+    let retry = session(argv, Selection::ShowError(error_id), None).await;
+    assert_eq!(
+        retry.summary.outcome,
+        SessionOutcome::Succeeded,
+        "{}",
+        retry.describe()
+    );
+    assert_eq!(retry.summary.items.len(), 1, "{}", retry.describe());
+    assert_eq!(retry.status(second), ItemStatus::Succeeded);
+}
+
+// ---------------------------------------------------------------------------
+// Rust SDK
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_lifecycle() {
+    check_lifecycle(&RUST).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_cancel_item() {
+    check_cancel_item(&RUST).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_cancel_all() {
+    check_cancel_all(&RUST).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_retry() {
+    check_retry(&RUST).await;
+}
+
+/// Runs git in `dir` (independent of the user's configuration); its stdout.
+fn git(args: &[&str], dir: &Path) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args([
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("LC_ALL", "C")
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?} failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `git_mirror`: mirrors, fails a missing repository with an actionable
+/// entry, retries it once it exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_git_mirror() {
+    if Command::new("git").arg("--version").output().is_err() {
+        skip("rust_git_mirror: git is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    git(&["init", "-q"], &src);
+    std::fs::write(src.join("README"), "hello\n").unwrap();
+    git(&["add", "README"], &src);
+    git(&["commit", "-q", "-m", "first"], &src);
+    git(&["tag", "v1"], &src);
+    let later = tmp.path().join("later");
+    let mirrors = tmp.path().join("mirrors");
+    let argv = vec![
+        example("git_mirror"),
+        "--dir".to_owned(),
+        mirrors.to_string_lossy().into_owned(),
+        src.to_string_lossy().into_owned(),
+        format!("later=file://{}", later.display()),
+    ];
+
+    let run = session(argv.clone(), checked(), None).await;
+    assert_eq!(
+        run.status("src"),
+        ItemStatus::Succeeded,
+        "{}",
+        run.describe()
+    );
+    let done = run.last("src");
+    assert_eq!((done.value, done.max), (Some(1000), Some(1000)), "{done:?}");
+    assert!(done.text.contains("updated"), "{done:?}");
+    // The mirror has the source's refs.
+    let mirror = mirrors.join("src.git");
+    assert_eq!(
+        git(
+            &[
+                "--git-dir",
+                &mirror.to_string_lossy(),
+                "rev-parse",
+                "v1",
+                "main"
+            ],
+            &src
+        ),
+        git(&["rev-parse", "v1", "main"], &src)
+    );
+    assert_eq!(run.status("later"), ItemStatus::Failed);
+    let entry = run
+        .log
+        .iter()
+        .find(|e| e.error_id.as_deref() == Some("fetch-later"))
+        .unwrap_or_else(|| panic!("no fetch-later entry: {}", run.describe()));
+    assert!(
+        entry.actionable && entry.text.contains("git fetch"),
+        "{entry:?}"
+    );
+    // A failed first fetch leaves nothing behind.
+    let left: Vec<_> = std::fs::read_dir(&mirrors)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["src.git"], "{left:?}");
+
+    std::fs::create_dir(&later).unwrap();
+    git(&["init", "-q"], &later);
+    git(&["commit", "-q", "--allow-empty", "-m", "x"], &later);
+    let retry = session(argv, Selection::ShowError("fetch-later".to_owned()), None).await;
+    assert_eq!(
+        retry.status("later"),
+        ItemStatus::Succeeded,
+        "{}",
+        retry.describe()
+    );
+    let mirror = mirrors.join("later.git");
+    assert_eq!(
+        git(
+            &["--git-dir", &mirror.to_string_lossy(), "rev-parse", "main"],
+            &later
+        ),
+        git(&["rev-parse", "main"], &later)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Python SDK
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_lifecycle() {
+    check_lifecycle(&PYTHON).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_cancel_item() {
+    check_cancel_item(&PYTHON).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_cancel_all() {
+    check_cancel_all(&PYTHON).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_retry() {
+    check_retry(&PYTHON).await;
+}
+
+/// `fetch_files.py`: byte progress, the file renamed into place, a missing
+/// file retried once it exists, a cancel that leaves no partial file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_fetch_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dest) = (tmp.path().join("src"), tmp.path().join("dest"));
+    std::fs::create_dir(&src).unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    let url = |name: &str| format!("file://{}", src.join(name).display());
+    let script = root().join("sdk/python/examples/fetch_files.py");
+    let base = vec![
+        "python3".to_owned(),
+        script.to_string_lossy().into_owned(),
+        "--dest".to_owned(),
+        dest.to_string_lossy().into_owned(),
+    ];
+    let mut argv = base.clone();
+    argv.extend([url("big.bin"), url("late.txt")]);
+
+    let run = session(argv.clone(), checked(), None).await;
+    assert_eq!(
+        run.status("big.bin"),
+        ItemStatus::Succeeded,
+        "{}",
+        run.describe()
+    );
+    let done = run.last("big.bin");
+    assert_eq!((done.value, done.max), (Some(200_000), Some(200_000)));
+    assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), data);
+    assert_eq!(run.status("late.txt"), ItemStatus::Failed);
+    let entry = run
+        .log
+        .iter()
+        .find(|e| e.error_id.as_deref() == Some("fetch-late.txt"))
+        .unwrap_or_else(|| panic!("no fetch-late.txt entry: {}", run.describe()));
+    assert!(entry.actionable, "{entry:?}");
+
+    std::fs::write(src.join("late.txt"), "now here\n").unwrap();
+    let retry = session(
+        argv,
+        Selection::ShowError("fetch-late.txt".to_owned()),
+        None,
+    )
+    .await;
+    assert_eq!(
+        retry.status("late.txt"),
+        ItemStatus::Succeeded,
+        "{}",
+        retry.describe()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("late.txt")).unwrap(),
+        "now here\n"
+    );
+
+    // Throttled to 100 KB/s the 200 KB file takes 2 s: cancelled as it starts.
+    std::fs::remove_file(dest.join("big.bin")).unwrap();
+    let mut argv = base;
+    argv.extend(["--rate".to_owned(), "100000".to_owned(), url("big.bin")]);
+    let run = session(argv, checked(), cancel_item("big.bin")).await;
+    assert_eq!(
+        run.status("big.bin"),
+        ItemStatus::Stopped,
+        "{}",
+        run.describe()
+    );
+    let left: Vec<_> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["late.txt"], "no partial file may stay: {left:?}");
+}
+
+// ---------------------------------------------------------------------------
+// The shell example
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_lifecycle() {
+    check_lifecycle(&SHELL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_cancel_item() {
+    check_cancel_item(&SHELL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_cancel_all() {
+    check_cancel_all(&SHELL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_retry() {
+    check_retry(&SHELL).await;
+}
+
+// ---------------------------------------------------------------------------
+// The Rust SDK without a manager: `serve_io` over pipes, the test playing the
+// manager line by line.
+
+/// Two items syncing at once each have a report outstanding; the answers,
+/// sent in the opposite order, reach the right callers. Unknown methods are
+/// answered -32601; the end of input ends `serve_io` cleanly.
+#[test]
+fn pipelined_reports_get_their_own_answers() {
+    use std::io::{BufRead, BufReader, Write};
+
+    use serde_json::{Value, json};
+    use syncmgr_sdk::{
+        HandlerError, HandlerInfo, InitContext, Item, ItemOutcome, Progress, SyncHandler, Update,
+    };
+
+    struct Pair;
+    impl SyncHandler for Pair {
+        fn info(&self) -> HandlerInfo {
+            HandlerInfo::new("pair")
+        }
+        fn items(&mut self, _: &InitContext) -> Result<Vec<Item>, HandlerError> {
+            Ok(vec![Item::new("a", "A"), Item::new("b", "B")])
+        }
+        fn sync_item(&self, _: &str, progress: &Progress) -> Result<ItemOutcome, HandlerError> {
+            Ok(if progress.report(Update::progress(1, 2)).is_cancel() {
+                ItemOutcome::stopped()
+            } else {
+                ItemOutcome::succeeded()
+            })
+        }
+        fn max_parallel(&self) -> usize {
+            2
+        }
+    }
+
+    fn request(id: Value, method: &str, params: Value) -> Value {
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+    }
+    fn answer(id: &Value, action: &str) -> Value {
+        json!({"jsonrpc": "2.0", "id": id, "result": {"action": action}})
+    }
+
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (input, mut to_handler) = std::io::pipe().unwrap();
+        let (from_handler, output) = std::io::pipe().unwrap();
+        let server = std::thread::spawn(move || syncmgr_sdk::serve_io(Pair, input, output));
+        let mut lines = BufReader::new(from_handler).lines();
+        let mut next =
+            || -> Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+        let mut send = |line: Value| writeln!(to_handler, "{line}").unwrap();
+
+        send(request(
+            json!(1),
+            "prepareForSync",
+            json!({"items": ["a", "b"]}),
+        ));
+        assert_eq!(next()["result"], json!({}));
+        send(request(json!(2), "synchronize", json!({})));
+        let (mut outstanding, mut finals) = (Vec::new(), HashMap::new());
+        loop {
+            let msg = next();
+            if msg.get("method").is_none() {
+                // Our synchronize, answered once both items are done.
+                assert_eq!(
+                    (&msg["id"], &msg["result"]),
+                    (&json!(2), &json!({})),
+                    "{msg}"
+                );
+                break;
+            }
+            assert_eq!(msg["method"], "progress", "{msg}");
+            let params = &msg["params"];
+            let item = params["item"].as_str().unwrap().to_owned();
+            match params["status"].as_str() {
+                Some("updating") => send(answer(&msg["id"], "continue")),
+                Some(status) => {
+                    finals.insert(item, status.to_owned());
+                    send(answer(&msg["id"], "continue"));
+                }
+                None => {
+                    outstanding.push((msg["id"].clone(), item));
+                    if outstanding.len() == 2 {
+                        // Both reports wait at once; answer the later first.
+                        for (id, item) in outstanding.drain(..).rev() {
+                            let action = if item == "a" {
+                                "cancelItem"
+                            } else {
+                                "continue"
+                            };
+                            send(answer(&id, action));
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(finals["a"], "stopped");
+        assert_eq!(finals["b"], "succeeded");
+
+        send(request(json!("x"), "frobnicate", json!({})));
+        let msg = next();
+        assert_eq!(
+            (&msg["id"], &msg["error"]["code"]),
+            (&json!("x"), &json!(-32601))
+        );
+        // The end of input: `serve_io` returns.
+        drop(to_handler);
+        server.join().unwrap().unwrap();
+        done_tx.send(()).unwrap();
+    });
+    done_rx
+        .recv_timeout(DEADLINE)
+        .expect("the exchange finishes in time (a failed assertion shows above)");
+}

@@ -1,0 +1,893 @@
+"""Write syncmgr sync handlers in Python.
+
+One file, standard library only, Python 3.8 or newer. Copy it next to your
+handler (or put its directory on ``PYTHONPATH``), subclass :class:`Handler`
+and call :func:`serve`::
+
+    import time
+    from syncmgr_handler import CONTINUE, STOPPED, SUCCEEDED, Handler, Item, serve
+
+    class Notes(Handler):
+        name = "Notes"
+
+        def items(self):
+            return [Item("work", "Work notes"), Item("home", "Home notes")]
+
+        def sync_item(self, item, progress):
+            for step in range(1, 11):
+                time.sleep(0.1)                      # the real work
+                if progress.report(value=step, max=10, text=f"{step} of 10") != CONTINUE:
+                    return STOPPED                   # the manager said stop
+            return SUCCEEDED
+
+    if __name__ == "__main__":
+        serve(Notes())
+
+Register it with ``syncmgr register notes -- python3 /path/to/notes.py`` and
+run ``syncmgr sync``.
+
+The manager starts the handler for each session and talks to it over stdin
+and stdout in newline-delimited JSON-RPC 2.0 (``docs/protocol.md``). This
+module does all of that: framing, requests in both directions at once
+(``report`` may be called from any number of threads), cancellation,
+the statuses around each item, and the shutdown.
+
+Cancellation
+------------
+The manager stops an item two ways: the answer to a progress report and a
+``setItemStatus`` notification (which may arrive while the handler is not
+reporting at all). Both are folded into the item's cancel state.
+
+*Cancellation is returned, not raised*: :meth:`Progress.report` returns the
+manager's answer, :data:`CONTINUE`, :data:`CANCEL_ITEM` or :data:`CANCEL_ALL`,
+and never raises because of a cancel. :attr:`Progress.cancelled` reads the
+state without sending anything, :meth:`Progress.wait_cancelled` waits for it
+(use it instead of ``time.sleep``). If you would rather unwind with an
+exception, call :meth:`Progress.check`, which raises :class:`Cancelled`.
+
+``sync_item`` then returns :data:`STOPPED`, or raises :class:`Cancelled`,
+or raises anything else: once the item is cancelled every exception ends it
+``stopped``, not ``failed``. Items that had not started are reported
+``skipped`` without calling ``sync_item``.
+
+Output
+------
+Never print protocol yourself. :func:`serve` keeps private copies of stdin
+and stdout for the protocol, then points file descriptor 1 at stderr and
+descriptor 0 at ``/dev/null``: ``print()``, libraries and child processes
+write to stderr, which the manager keeps as information entries of the
+session's log.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import itertools
+import json
+import os
+import queue
+import sys
+import threading
+import traceback
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+__all__ = [
+    "Handler", "Item", "Progress", "Manager", "Context",
+    "HandlerError", "Cancelled", "ManagerError", "ChannelClosed",
+    "serve",
+    "CONTINUE", "CANCEL_ITEM", "CANCEL_ALL",
+    "SUCCEEDED", "FAILED", "STOPPED", "SKIPPED", "UPDATING", "UPDATING_INDETERMINATE",
+    "INFORMATION", "WARNING", "ERROR",
+]
+
+PROTOCOL_VERSION = 1
+#: Longest line either side may send, in bytes without the newline.
+MAX_LINE = 1 << 20
+#: Longest status or log text the manager accepts, in bytes.
+MAX_TEXT = 4096
+#: How long the process may take to wind down once the manager closed the
+#: channel, before :func:`serve` ends it (seconds).
+EXIT_GRACE = 3.0
+
+# The manager's answers to a progress report.
+CONTINUE = "continue"        #: go on
+CANCEL_ITEM = "cancelItem"   #: stop this item
+CANCEL_ALL = "cancelAll"     #: stop every item of this handler
+
+# Item statuses (the ones a handler reports).
+UPDATING = "updating"
+UPDATING_INDETERMINATE = "updatingIndeterminate"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+STOPPED = "stopped"
+SKIPPED = "skipped"
+TERMINAL = frozenset([SUCCEEDED, FAILED, STOPPED, SKIPPED, "deleted"])
+
+# Log levels.
+INFORMATION = "information"
+WARNING = "warning"
+ERROR = "error"
+
+# JSON-RPC error codes.
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+REFUSED = -32000
+
+
+# ---------------------------------------------------------------------------
+# Errors
+
+class HandlerError(Exception):
+    """A failure of the handler's own work, for the results log.
+
+    Raised from :meth:`Handler.sync_item` it ends the item ``failed`` and logs
+    an error entry with this message. With ``actionable=True`` (and an
+    ``error_id``) the user can act on the entry with ``syncmgr log show``,
+    which calls :meth:`Handler.show_error` with that id::
+
+        raise HandlerError("the server refused the password",
+                           error_id="login-" + item, actionable=True)
+
+    Raised from :meth:`Handler.items` or :meth:`Handler.prepare` it is the
+    error answer of that request.
+    """
+
+    def __init__(self, message: str, error_id: Optional[str] = None,
+                 actionable: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.error_id = error_id
+        self.actionable = actionable
+
+
+class Cancelled(Exception):
+    """The item was cancelled: raised by :meth:`Progress.check`; raising it
+    from :meth:`Handler.sync_item` ends the item ``stopped``."""
+
+
+class ManagerError(Exception):
+    """The manager refused a request (a JSON-RPC error answer), e.g. a
+    ``value`` greater than ``max`` (code -32005). Raised by the ``try_``
+    methods and by :class:`Manager`'s methods."""
+
+    def __init__(self, method: str, code: int, message: str):
+        super().__init__("the manager refused %s: %s (code %s)" % (method, message, code))
+        self.method = method
+        self.code = code
+        self.message = message
+
+
+class ChannelClosed(Exception):
+    """The manager closed the channel (``shutdown`` or end of input): no
+    answer can come any more; the work in progress should stop."""
+
+
+def _note(text: str) -> None:
+    """One line to stderr (kept by the manager as an information entry)."""
+    try:
+        sys.stderr.write("syncmgr_handler: %s\n" % text)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _clip(text: Optional[str]) -> Optional[str]:
+    """Cuts a text to the manager's limit of 4 KiB (UTF-8), marking the cut."""
+    if text is None:
+        return None
+    text = str(text)
+    data = text.encode("utf-8")
+    if len(data) <= MAX_TEXT:
+        return text
+    return data[:MAX_TEXT - 3].decode("utf-8", "ignore") + "\u2026"
+
+
+# ---------------------------------------------------------------------------
+# Values
+
+class Item:
+    """One thing the handler can sync (a mailbox, a folder, a repository).
+
+    :param id: 1 to 64 characters, stable across sessions.
+    :param name: the display name.
+    :param checked: synced when the user made no choice for it.
+    :param flags: any of ``hasProperties``, ``temporary``, ``roamingUser``,
+        ``mayDeleteItem``, ``hidden`` mapped to ``True``.
+    :param last_update: when it was last brought up to date: a
+        ``datetime`` (naive = local time) or a POSIX timestamp.
+    """
+
+    def __init__(self, id: str, name: str, checked: bool = True,
+                 flags: Optional[Dict[str, bool]] = None,
+                 last_update: Union[None, float, datetime.datetime] = None):
+        self.id = id
+        self.name = name
+        self.checked = checked
+        self.flags = dict(flags or {})
+        self.last_update = last_update
+
+    def to_json(self) -> Dict[str, Any]:
+        """The item as ``enumItems`` sends it."""
+        when = self.last_update
+        if isinstance(when, (int, float)):
+            when = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+        if isinstance(when, datetime.datetime):
+            if when.tzinfo is None:
+                when = when.astimezone()
+            when = when.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+        return {"id": self.id, "name": self.name, "checked": bool(self.checked),
+                "flags": self.flags, "lastUpdate": when}
+
+    def __repr__(self) -> str:
+        return "Item(%r, %r, checked=%r)" % (self.id, self.name, self.checked)
+
+
+class Context:
+    """What started this session (the ``initialize`` params).
+
+    Attributes: ``event`` (``manual``, ``connect``, ``pendingDisconnect``,
+    ``idle``, ``invoke``, ``scheduled``; unknown events read ``manual``),
+    ``may_bother_user``, ``settings_only``, ``cookie``.
+    """
+
+    EVENTS = ("connect", "pendingDisconnect", "manual", "idle", "invoke", "scheduled")
+
+    def __init__(self, params: Optional[Dict[str, Any]] = None):
+        params = params or {}
+        event = params.get("event", "manual")
+        self.event = event if event in self.EVENTS else "manual"
+        self.may_bother_user = bool(params.get("mayBotherUser", True))
+        self.settings_only = bool(params.get("settingsOnly", False))
+        self.cookie = params.get("cookie")
+
+    def __repr__(self) -> str:
+        return "Context(event=%r, may_bother_user=%r, settings_only=%r, cookie=%r)" % (
+            self.event, self.may_bother_user, self.settings_only, self.cookie)
+
+
+# ---------------------------------------------------------------------------
+# The channel
+
+class _CancelState:
+    """Who is cancelled in the current sync round; a condition to wait on."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._all = False
+        self._closed = False
+        self._items = set()  # type: set
+
+    def reset(self) -> None:
+        with self._cond:
+            self._all = False
+            self._items.clear()
+
+    def cancel_item(self, item: str) -> None:
+        with self._cond:
+            self._items.add(item)
+            self._cond.notify_all()
+
+    def cancel_all(self) -> None:
+        with self._cond:
+            self._all = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _state(self, item: str) -> str:
+        if self._all or self._closed:
+            return CANCEL_ALL
+        if item in self._items:
+            return CANCEL_ITEM
+        return CONTINUE
+
+    def state(self, item: str) -> str:
+        with self._cond:
+            return self._state(item)
+
+    def wait(self, item: str, timeout: Optional[float]) -> str:
+        with self._cond:
+            self._cond.wait_for(lambda: self._state(item) != CONTINUE, timeout)
+            return self._state(item)
+
+
+class _Waiter:
+    __slots__ = ("event", "answer")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.answer = None  # type: Optional[Dict[str, Any]]
+
+
+_MAIN_LOOP_METHODS = frozenset([
+    "initialize", "getHandlerInfo", "enumItems", "showProperties",
+    "prepareForSync", "synchronize", "showError",
+])
+
+
+class _Connection:
+    """The handler's end of the channel, shared by every thread.
+
+    A reader thread routes answers to waiting callers, applies
+    ``setItemStatus`` and ``shutdown`` at once, answers unknown methods, and
+    queues the other requests for the main loop.
+    """
+
+    def __init__(self, infile: io.BufferedIOBase, outfile: io.BufferedIOBase,
+                 exit_grace: Optional[float]):
+        self._in = infile
+        self._out = outfile
+        self._out_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._waiting = {}  # type: Dict[int, _Waiter]
+        self._waiting_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._finished = threading.Event()
+        self._exit_grace = exit_grace
+        self.inbox = queue.Queue()  # type: queue.Queue
+        self.cancel = _CancelState()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def start(self) -> None:
+        threading.Thread(target=self._read_loop, name="syncmgr-reader", daemon=True).start()
+
+    def finish(self) -> None:
+        self._finished.set()
+
+    # -- writing
+
+    def _send(self, message: Dict[str, Any]) -> None:
+        message = dict(jsonrpc="2.0", **message)
+        line = json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._out_lock:
+            self._out.write(line.encode("utf-8"))
+            self._out.flush()
+
+    def respond(self, id: Any, result: Any) -> None:
+        self._send({"id": id, "result": result})
+
+    def respond_error(self, id: Any, code: int, message: str) -> None:
+        self._send({"id": id, "error": {"code": code, "message": message}})
+
+    def call(self, method: str, params: Dict[str, Any]) -> Any:
+        """Sends a request and waits for its answer (from any thread)."""
+        rid = next(self._ids)
+        waiter = _Waiter()
+        with self._waiting_lock:
+            self._waiting[rid] = waiter
+        # `_close` sets the flag before it wakes the waiters: a request
+        # registered after that sees the flag here.
+        if self.closed:
+            raise ChannelClosed()
+        try:
+            self._send({"id": rid, "method": method, "params": params})
+        except (OSError, ValueError) as e:
+            with self._waiting_lock:
+                self._waiting.pop(rid, None)
+            if self.closed:
+                raise ChannelClosed() from e
+            raise
+        waiter.event.wait()
+        answer = waiter.answer
+        if answer is None:
+            raise ChannelClosed()
+        if "error" in answer:
+            error = answer["error"] if isinstance(answer["error"], dict) else {}
+            raise ManagerError(method, error.get("code", 0), str(error.get("message", "")))
+        return answer.get("result")
+
+    # -- reading
+
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                line = self._in.readline(MAX_LINE + 1)
+                if not line:
+                    break
+                if len(line) > MAX_LINE and not line.endswith(b"\n"):
+                    # Too long: drop it up to its newline.
+                    while line and not line.endswith(b"\n"):
+                        line = self._in.readline(MAX_LINE)
+                    _note("skipped a line from the manager longer than %d bytes" % MAX_LINE)
+                    continue
+                if not self._dispatch(line):
+                    break
+        except (OSError, ValueError) as e:
+            _note("cannot read from the manager: %s" % e)
+        self._close()
+
+    def _close(self) -> None:
+        self._closed.set()
+        with self._waiting_lock:
+            waiters = list(self._waiting.values())
+            self._waiting.clear()
+        for waiter in waiters:
+            waiter.event.set()  # answer None: closed
+        self.cancel.close()
+        self.inbox.put(None)
+        if self._exit_grace is not None and not self._finished.wait(self._exit_grace):
+            _note("the manager closed the channel and the handler did not stop "
+                  "within %s s; exiting" % self._exit_grace)
+            os._exit(0)
+
+    def _dispatch(self, line: bytes) -> bool:
+        """Handles one line; ``False`` to stop reading (``shutdown``)."""
+        line = line.strip()
+        if not line:
+            return True
+        try:
+            message = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            _note("bad line from the manager: %s" % e)
+            self._safely(self.respond_error, None, PARSE_ERROR, "not JSON: %s" % e)
+            return True
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            _note("not a JSON-RPC 2.0 message: %.200s" % line)
+            self._safely(self.respond_error, None, INVALID_REQUEST,
+                         "not a JSON-RPC 2.0 message")
+            return True
+        method = message.get("method")
+        if method is None:
+            self._route_answer(message)
+            return True
+        params = message.get("params") or {}
+        if "id" not in message:  # a notification
+            if method == "shutdown":
+                return False
+            if method == "setItemStatus" and isinstance(params, dict):
+                if params.get("status") == SKIPPED and isinstance(params.get("item"), str):
+                    self.cancel.cancel_item(params["item"])
+            return True
+        rid = message["id"]
+        if method == "shutdown":
+            self._safely(self.respond, rid, {})
+            return False
+        if method in _MAIN_LOOP_METHODS:
+            if method == "prepareForSync":
+                # A new round; reset here, in arrival order, so that a
+                # setItemStatus right after it is kept.
+                self.cancel.reset()
+            self.inbox.put((rid, method, params))
+        else:
+            self._safely(self.respond_error, rid, METHOD_NOT_FOUND,
+                         "method not found: %s" % method)
+        return True
+
+    def _route_answer(self, message: Dict[str, Any]) -> None:
+        rid = message.get("id")
+        with self._waiting_lock:
+            waiter = self._waiting.pop(rid, None) if isinstance(rid, int) else None
+        if waiter is None:
+            _note("answer to no request of ours (id %r)" % (rid,))
+            return
+        waiter.answer = message
+        waiter.event.set()
+
+    def _safely(self, send: Callable[..., None], *args: Any) -> None:
+        try:
+            send(*args)
+        except (OSError, ValueError) as e:
+            _note("cannot answer the manager: %s" % e)
+
+
+# ---------------------------------------------------------------------------
+# What a handler calls
+
+class Manager:
+    """The manager, as the handler sees it from ``prepare`` until the end of
+    the sync: log entries, connections, dialogs. Usable from any thread;
+    calls outside that window are refused. Available as ``handler.manager``
+    and ``progress.manager``. Its methods raise :class:`ManagerError` and
+    :class:`ChannelClosed`."""
+
+    def __init__(self, conn: _Connection):
+        self._conn = conn
+
+    def log(self, text: str, level: str = INFORMATION, error_id: Optional[str] = None,
+            item: Optional[str] = None, actionable: bool = False) -> str:
+        """Records a results-log entry (``logError``) and returns its error id
+        (``error_id``, or the one the manager assigned). ``actionable=True``
+        lets the user act on it with ``syncmgr log show``, which reaches
+        :meth:`Handler.show_error` with the id."""
+        params = {"level": level, "text": _clip(text), "actionable": bool(actionable)}
+        if error_id is not None:
+            params["errorId"] = error_id
+        if item is not None:
+            params["item"] = item
+        return self._conn.call("logError", params)["errorId"]
+
+    def delete_log(self, error_id: Optional[str] = None) -> None:
+        """Removes an entry this handler logged in this session, or all of them."""
+        self._conn.call("deleteLogError", {"errorId": error_id})
+
+    def establish_connection(self, connection: Optional[str] = None) -> None:
+        """Asks the manager for a network connection (the handler must have
+        the ``mayEstablishConnection`` flag)."""
+        self._conn.call("establishConnection", {"connection": connection})
+
+    def enable_modeless(self, enable: bool) -> bool:
+        """``True``: may the handler show a dialog now? (the answer).
+        ``False``: the dialog is closed."""
+        return bool(self._conn.call("enableModeless", {"enable": bool(enable)})["allowed"])
+
+    @property
+    def closed(self) -> bool:
+        """Whether the manager closed the channel."""
+        return self._conn.closed
+
+
+class Progress:
+    """The progress handle of one item during :meth:`Handler.sync_item`.
+    Thread-safe: report from any thread (a thread reading a child process's
+    output, a pool of workers)."""
+
+    def __init__(self, item: str, manager: Manager):
+        self.item = item
+        self.manager = manager
+        self._conn = manager._conn
+        self._terminal = None  # type: Optional[str]
+
+    def report(self, value: Optional[int] = None, max: Optional[int] = None,
+               text: Optional[str] = None, status: Optional[str] = None) -> str:
+        """Reports progress; every argument optional (absent = unchanged).
+        Returns the manager's answer: :data:`CONTINUE`, :data:`CANCEL_ITEM` or
+        :data:`CANCEL_ALL`. Cancels are sticky: once the item is cancelled,
+        every later report answers the cancel again.
+
+        Never raises: a report the manager refuses (e.g. ``value > max``) is
+        written to stderr and answers the current cancel state; when the
+        manager is gone it answers :data:`CANCEL_ALL`. Use :meth:`try_report`
+        to see refusals. ``value`` and ``max`` are non-negative integers in
+        any unit (bytes, files, steps); texts over 4 KiB are cut.
+        """
+        try:
+            return self.try_report(value=value, max=max, text=text, status=status)
+        except ChannelClosed:
+            return CANCEL_ALL
+        except ManagerError as e:
+            _note("progress of %s: %s" % (self.item, e))
+            return self.state
+
+    def try_report(self, value: Optional[int] = None, max: Optional[int] = None,
+                   text: Optional[str] = None, status: Optional[str] = None) -> str:
+        """Like :meth:`report`, but raises :class:`ManagerError` when the
+        manager refuses the report and :class:`ChannelClosed` when it is gone."""
+        params = {"item": self.item}  # type: Dict[str, Any]
+        if value is not None:
+            params["value"] = int(value)
+        if max is not None:
+            params["max"] = int(max)
+        if text is not None:
+            params["text"] = _clip(text)
+        if status is not None:
+            params["status"] = status
+        result = self._conn.call("progress", params)
+        if status in TERMINAL:
+            self._terminal = status
+        action = result.get("action") if isinstance(result, dict) else None
+        if action == CANCEL_ITEM:
+            self._conn.cancel.cancel_item(self.item)
+        elif action == CANCEL_ALL:
+            self._conn.cancel.cancel_all()
+        return self.state
+
+    @property
+    def state(self) -> str:
+        """The cancel state without sending anything: :data:`CONTINUE`,
+        :data:`CANCEL_ITEM` or :data:`CANCEL_ALL`."""
+        return self._conn.cancel.state(self.item)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the manager asked to stop this item (a cancel answer, a
+        ``setItemStatus``, or the channel closed)."""
+        return self.state != CONTINUE
+
+    def check(self) -> None:
+        """Raises :class:`Cancelled` when the item was cancelled."""
+        if self.cancelled:
+            raise Cancelled(self.item)
+
+    def wait_cancelled(self, timeout: Optional[float]) -> bool:
+        """Waits up to ``timeout`` seconds (``None``: forever) for a cancel
+        of this item; ``True`` as soon as it is cancelled, ``False`` when the
+        time ran out. Use it instead of ``time.sleep``."""
+        return self._conn.cancel.wait(self.item, timeout) != CONTINUE
+
+    def log(self, text: str, level: str = INFORMATION, error_id: Optional[str] = None,
+            actionable: bool = False) -> Optional[str]:
+        """Records a results-log entry about this item; returns its error id,
+        or ``None`` when the manager refused it (noted on stderr) or is gone."""
+        try:
+            return self.manager.log(text, level=level, error_id=error_id, item=self.item,
+                                    actionable=actionable)
+        except ChannelClosed:
+            return None
+        except ManagerError as e:
+            _note(str(e))
+            return None
+
+    def _send_status(self, status: str, text: Optional[str] = None) -> None:
+        try:
+            self.try_report(status=status, text=text)
+        except ChannelClosed:
+            pass
+        except ManagerError as e:
+            _note("reporting %s for %s: %s" % (status, self.item, e))
+
+
+# ---------------------------------------------------------------------------
+# The handler
+
+SyncResult = Union[None, str, Tuple[str, Optional[str]]]
+
+
+class Handler:
+    """Subclass it; override :meth:`items` and :meth:`sync_item` at least.
+
+    Class attributes: ``name`` (the display name), ``flags`` (handler flags:
+    ``hasProperties``, ``mayEstablishConnection``, ``alwaysListHandler``,
+    ``hidden``), ``items_complete`` (``False`` = some items could not be
+    listed this time; the manager keeps their stored choices),
+    ``max_parallel`` (how many items sync at once, each on its own thread).
+
+    Set by :func:`serve`: ``self.context`` (a :class:`Context`) and
+    ``self.manager`` (a :class:`Manager`).
+    """
+
+    name = "Python handler"
+    flags = {}  # type: Dict[str, bool]
+    items_complete = True
+    max_parallel = 1
+
+    context = Context()
+    manager = None  # type: Optional[Manager]
+
+    def participate(self) -> bool:
+        """``initialize``: take part in this session? (``self.context`` says
+        what started it.) Default: yes."""
+        return True
+
+    def info(self) -> Dict[str, Any]:
+        """``getHandlerInfo``: ``{"name": ..., "flags": {...}}``; by default
+        from the ``name`` and ``flags`` attributes."""
+        return {"name": self.name, "flags": dict(self.flags)}
+
+    def items(self) -> Iterable[Union[Item, Dict[str, Any]]]:
+        """``enumItems``: the items, as :class:`Item` objects (or dicts in the
+        wire form). Raise :class:`HandlerError` to fail."""
+        raise NotImplementedError("a handler must define items()")
+
+    def show_properties(self, item: Optional[str]) -> str:
+        """``showProperties`` for ``item`` (``None``: the handler itself).
+        Returns ``"ok"``, ``"itemDeleted"`` or ``"itemsChanged"``."""
+        return "ok"
+
+    def prepare(self, items: List[str]) -> None:
+        """``prepareForSync``: these items are synced next. Raise to refuse
+        (the handler is released, its items fail). ``self.manager`` may log,
+        establish a connection or ask for a dialog."""
+
+    def sync_item(self, item: str, progress: Progress) -> SyncResult:
+        """Syncs one item; the SDK has reported it ``updating``. Returns:
+
+        - ``None`` or :data:`SUCCEEDED`: succeeded (text "done");
+        - a status (:data:`STOPPED`, :data:`SKIPPED`, :data:`FAILED`), or a
+          ``(status, text)`` pair;
+
+        or raises: :class:`HandlerError` (``failed``, logged with its id and
+        actionable flag), :class:`Cancelled` (``stopped``), anything else
+        (``failed``, logged; the traceback goes to stderr). Once the item is
+        cancelled, any exception ends it ``stopped``.
+        """
+        raise NotImplementedError("a handler must define sync_item()")
+
+    def show_error(self, error_id: str) -> List[str]:
+        """``showError``: the user acted on the log entry ``error_id``. Fix
+        what can be fixed and return the items to sync again (``prepare`` and
+        ``sync_item`` follow in this process). Default: none."""
+        return []
+
+
+# ---------------------------------------------------------------------------
+# Serving
+
+def _take_stdio() -> Tuple[io.BufferedIOBase, io.BufferedIOBase]:
+    """Private copies of stdin and stdout for the protocol; fd 1 then writes
+    to stderr and fd 0 reads /dev/null, so nothing else reaches the channel."""
+    sys.stdout.flush()
+    in_fd, out_fd = os.dup(0), os.dup(1)  # not inherited by child processes
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        try:
+            os.dup2(2, 1)
+        except OSError:
+            os.dup2(null, 1)
+        os.dup2(null, 0)
+    finally:
+        os.close(null)
+    try:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        pass
+    return os.fdopen(in_fd, "rb"), os.fdopen(out_fd, "wb")
+
+
+def serve(handler: Handler, infile: Optional[io.BufferedIOBase] = None,
+          outfile: Optional[io.BufferedIOBase] = None) -> None:
+    """Serves ``handler`` until the manager sends ``shutdown`` or closes
+    stdin, then returns (return from your script right after).
+
+    By default on this process's stdin and stdout, which it takes over (see
+    the module's "Output"); if the handler's code does not stop within
+    :data:`EXIT_GRACE` seconds of the channel closing, the process exits with
+    status 0. With ``infile`` and ``outfile`` (binary files) it serves those
+    instead, leaves the process's descriptors alone and never exits the
+    process.
+
+    Unknown methods are answered -32601; malformed params -32602; a panic
+    (exception) in a handler method is an error answer, never a crash.
+    """
+    exit_grace = None  # type: Optional[float]
+    if infile is None or outfile is None:
+        infile, outfile = _take_stdio()
+        exit_grace = EXIT_GRACE
+    conn = _Connection(infile, outfile, exit_grace)
+    handler.manager = Manager(conn)
+    handler.context = Context()
+    conn.start()
+    try:
+        _main_loop(handler, conn)
+    finally:
+        conn.finish()
+
+
+def _main_loop(handler: Handler, conn: _Connection) -> None:
+    prepared = []  # type: List[str]
+    while True:
+        request = conn.inbox.get()
+        if request is None:
+            return
+        rid, method, params = request
+        try:
+            if not isinstance(params, dict):
+                raise _Invalid("params must be an object")
+            if method == "prepareForSync":
+                prepared = _str_list(params, "items")
+            result = _handle(handler, conn, method, params, prepared)
+        except _Invalid as e:
+            _answer(conn, conn.respond_error, rid, INVALID_PARAMS,
+                    "invalid params for %s: %s" % (method, e))
+            continue
+        except Exception as e:  # the handler's code failed: an error answer
+            if not isinstance(e, HandlerError):
+                traceback.print_exc()
+            _answer(conn, conn.respond_error, rid, REFUSED, _clip(str(e) or type(e).__name__))
+            continue
+        if not _answer(conn, conn.respond, rid, result):
+            return
+
+
+def _answer(conn: _Connection, send: Callable[..., None], *args: Any) -> bool:
+    try:
+        send(*args)
+        return True
+    except (OSError, ValueError):
+        if conn.closed:
+            return False
+        raise
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _str_list(params: Dict[str, Any], key: str) -> List[str]:
+    value = params.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Invalid("%s must be a list of strings" % key)
+    return value
+
+
+def _handle(handler: Handler, conn: _Connection, method: str, params: Dict[str, Any],
+            prepared: List[str]) -> Any:
+    if method == "initialize":
+        handler.context = Context(params)
+        return {"participate": bool(handler.participate())}
+    if method == "getHandlerInfo":
+        return handler.info()
+    if method == "enumItems":
+        items = []
+        for item in handler.items():
+            if isinstance(item, Item):
+                items.append(item.to_json())
+            elif isinstance(item, dict):
+                items.append(item)
+            else:
+                items.append(Item(*item).to_json())
+        return {"items": items, "complete": bool(handler.items_complete)}
+    if method == "showProperties":
+        return {"outcome": handler.show_properties(params.get("item"))}
+    if method == "prepareForSync":
+        handler.prepare(list(prepared))
+        return {}
+    if method == "synchronize":
+        _synchronize(handler, conn, prepared)
+        return {}
+    if method == "showError":
+        error_id = params.get("errorId")
+        if not isinstance(error_id, str):
+            raise _Invalid("errorId must be a string")
+        return {"retry": list(handler.show_error(error_id))}
+    raise _Invalid("unknown method")  # not reached: the reader filters methods
+
+
+def _synchronize(handler: Handler, conn: _Connection, items: Sequence[str]) -> None:
+    """Runs every prepared item, on up to ``handler.max_parallel`` threads."""
+    pending = queue.Queue()  # type: queue.Queue
+    for item in items:
+        pending.put(item)
+    manager = handler.manager or Manager(conn)
+
+    def work() -> None:
+        while True:
+            try:
+                item = pending.get_nowait()
+            except queue.Empty:
+                return
+            _run_item(handler, manager, item)
+
+    workers = [threading.Thread(target=work, name="syncmgr-worker-%d" % n, daemon=True)
+               for n in range(1, min(max(1, int(handler.max_parallel)), max(1, len(items))))]
+    for worker in workers:
+        worker.start()
+    work()
+    for worker in workers:
+        worker.join()
+
+
+def _run_item(handler: Handler, manager: Manager, item: str) -> None:
+    """``skipped`` if cancelled before it started; otherwise ``updating``,
+    the handler's work, and the final status."""
+    progress = Progress(item, manager)
+    if progress.cancelled:
+        progress._send_status(SKIPPED, "skipped")
+        return
+    progress._send_status(UPDATING)
+    if progress.cancelled:
+        progress._send_status(STOPPED, "stopped")
+        return
+    try:
+        result = handler.sync_item(item, progress)
+    except Cancelled:
+        status, text = STOPPED, "stopped"
+    except Exception as e:
+        if progress.cancelled:
+            status, text = STOPPED, "stopped"
+        else:
+            if isinstance(e, HandlerError):
+                message, error_id, actionable = e.message, e.error_id, e.actionable
+            else:
+                traceback.print_exc()
+                message = "%s: %s" % (type(e).__name__, e)
+                error_id, actionable = None, False
+            progress.log(message, level=ERROR, error_id=error_id, actionable=actionable)
+            status, text = FAILED, message
+    else:
+        if isinstance(result, tuple):
+            status, text = result[0], result[1]
+        else:
+            status, text = result or SUCCEEDED, None
+        if text is None:
+            text = {SUCCEEDED: "done", STOPPED: "stopped", SKIPPED: "skipped"}.get(status, status)
+    if progress._terminal is None:  # unless the handler reported one itself
+        progress._send_status(status, text)
