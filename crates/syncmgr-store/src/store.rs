@@ -78,10 +78,22 @@ impl Store {
         // Look before writing anything: a foreign or newer file is left as it was.
         let version = check_identity(&conn, &path).map_err(|e| e.at(&path))?;
 
-        // WAL lets readers (the CLI) run while the manager writes.
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(fail)?;
+        // WAL lets readers (the CLI) run while the manager writes. Switching
+        // needs a moment with no other connection in the file, and SQLite
+        // answers BUSY at once (no busy timeout) when another process is in
+        // the middle of creating it: retry for as long as the busy timeout.
+        let started = std::time::Instant::now();
+        let mode: String = loop {
+            match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => break other.map_err(fail)?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
             tracing::warn!(path = %path.display(), mode, "the database could not be put in WAL mode");
         }
@@ -350,9 +362,15 @@ fn check_identity(conn: &Connection, path: &Path) -> Result<i64, OpError> {
             source: None,
         })
     };
+    // One read transaction for the three reads: another process creating the
+    // database meanwhile must be seen as all done or not started, never half
+    // (which would look like another program's database).
+    let snapshot = conn.unchecked_transaction()?;
     // The first read of the file: SQLite says SQLITE_NOTADB here for garbage.
     let application_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let objects: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    snapshot.finish()?;
     if application_id == i64::from(APPLICATION_ID) {
         if version > LATEST_VERSION as i64 {
             return Err(OpError::Store(StoreError::TooNew {
@@ -371,7 +389,6 @@ fn check_identity(conn: &Connection, path: &Path) -> Result<i64, OpError> {
             "its application id is {application_id:#x}, it belongs to another program"
         )));
     }
-    let objects: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
     if version != 0 || objects != 0 {
         return Err(not_ours(
             "it is an SQLite database of another program".to_owned(),

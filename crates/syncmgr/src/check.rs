@@ -90,12 +90,23 @@ enum CancelPlan {
     All,
 }
 
+/// What a checked session's cancel hit.
+#[derive(Debug, Default)]
+struct Cancelled {
+    /// The item seen updating that triggered the cancel (`None`: the cancel
+    /// was never sent).
+    trigger: Option<String>,
+    /// Items already seen in a terminal status when the cancel was sent: the
+    /// cancel did not concern them.
+    done_before: HashSet<String>,
+}
+
 async fn run_session(
     argv: &[String],
     selection: Selection,
     timeout: Duration,
     plan: CancelPlan,
-) -> (Outcome, Option<String>) {
+) -> (Outcome, Cancelled) {
     let handler: Box<dyn syncmgr_core::Handler> = match ProcessHandler::spawn(argv, None, &[]) {
         Ok(h) => Box::new(h),
         Err(e) => Box::new(crate::handlers::FailedHandler::new(e.to_string())),
@@ -111,17 +122,28 @@ async fn run_session(
     };
     let (session, control, mut events) = Session::new(config, journal.clone(), vec![job]);
     let running = tokio::spawn(session.run());
-    let mut cancelled = None;
+    let mut cancelled = Cancelled::default();
     while let Some(event) = events.recv().await {
         match &event {
             SessionEvent::ItemChanged(s)
-                if cancelled.is_none()
+                if cancelled.trigger.is_none()
                     && plan != CancelPlan::None
                     && matches!(
                         s.status,
                         ItemStatus::Updating | ItemStatus::UpdatingIndeterminate
                     ) =>
             {
+                // Changes already on their way happened before the cancel.
+                let mut finished = false;
+                while let Ok(next) = events.try_recv() {
+                    match next {
+                        SessionEvent::ItemChanged(n) if n.status.is_terminal() => {
+                            cancelled.done_before.insert(n.item);
+                        }
+                        SessionEvent::Finished(_) => finished = true,
+                        _ => {}
+                    }
+                }
                 let target = match plan {
                     CancelPlan::FirstItem => CancelTarget::Item {
                         handler: NAME.to_owned(),
@@ -130,7 +152,15 @@ async fn run_session(
                     _ => CancelTarget::Handler(NAME.to_owned()),
                 };
                 control.cancel(&target);
-                cancelled = Some(s.item.clone());
+                cancelled.trigger = Some(s.item.clone());
+                if finished {
+                    break;
+                }
+            }
+            SessionEvent::ItemChanged(s)
+                if cancelled.trigger.is_none() && s.status.is_terminal() =>
+            {
+                cancelled.done_before.insert(s.item.clone());
             }
             SessionEvent::Finished(_) => break,
             _ => {}
@@ -285,7 +315,7 @@ pub async fn check_handler(
     verdicts.push(cancel_verdict(
         "honours cancelItem (progress reply and setItemStatus)",
         &one,
-        cancelled.as_slice(),
+        cancelled.trigger.as_slice(),
     ));
     actionable.extend(
         one.entries
@@ -302,8 +332,14 @@ pub async fn check_handler(
         CancelPlan::All,
     )
     .await;
-    let unfinished: Vec<String> = match started {
-        Some(_) => items.clone(),
+    // Items that had ended before the cancel was sent are not its business
+    // (an item may well fail while another one is still running).
+    let unfinished: Vec<String> = match started.trigger {
+        Some(_) => items
+            .iter()
+            .filter(|item| !started.done_before.contains(*item))
+            .cloned()
+            .collect(),
         None => Vec::new(),
     };
     verdicts.push(cancel_verdict(
@@ -349,8 +385,12 @@ pub async fn check_handler(
     report(&verdicts, out)
 }
 
-/// A cancel was honoured when every cancelled item ended `stopped` or
-/// `skipped` by the handler's own report (or had already finished).
+/// A cancel was honoured when the manager found nothing wrong (no cancel
+/// ignored past the grace period, none left unconfirmed, no silence, no exit)
+/// and every cancelled item ended `stopped` or `skipped` by the handler's own
+/// report. An item that ended `succeeded`, `failed` or `deleted` is taken to
+/// have ended before the cancel reached the handler: the checker cannot tell
+/// that apart from an end reported after it.
 fn cancel_verdict(rule: &'static str, outcome: &Outcome, cancelled: &[String]) -> Verdict {
     if cancelled.is_empty() {
         return Verdict {
@@ -370,8 +410,18 @@ fn cancel_verdict(rule: &'static str, outcome: &Outcome, cancelled: &[String]) -
     for item in cancelled {
         match outcome.status(item) {
             Some(ItemStatus::Stopped | ItemStatus::Skipped) => {}
-            // The cancel may reach a handler just after its last report.
-            Some(ItemStatus::Succeeded) => finished_first.push(item.as_str()),
+            // The cancel may reach a handler just after its last report, and
+            // the checker sees item changes a little late (coalesced), so an
+            // item may have ended, well or not, before the cancel reached
+            // the handler. A handler that goes on working after the cancel
+            // is caught by the manager ("did not honour a cancel").
+            Some(status @ (ItemStatus::Succeeded | ItemStatus::Failed | ItemStatus::Deleted)) => {
+                finished_first.push(if status == ItemStatus::Succeeded {
+                    item.clone()
+                } else {
+                    format!("{item} ({status})")
+                })
+            }
             Some(other) => problems.push(format!("item {item} ended {other} after the cancel")),
             None => problems.push(format!("item {item} was never prepared")),
         }

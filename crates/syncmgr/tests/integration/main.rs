@@ -12,7 +12,8 @@
 //!   `Cmd`/`Outcome` (run `syncmgr`, report command, status, stdout and stderr
 //!   on any failure), `SyncRun` (parsed `sync --json` events), `Background`
 //!   (a running session, read event by event, killed on drop), `wait_until`
-//!   (poll with a deadline) and the test handler, built once per process.
+//!   (poll with a deadline), and the handler programs built once per
+//!   process: the test handler and the Rust SDK's examples.
 //! - [`lifecycle`]: register → handlers → items → sync → history → unregister;
 //!   a handler that declines.
 //! - [`choices`]: per-event item choices, handler defaults, `NAME/ITEM`
@@ -28,8 +29,12 @@
 //! - [`signals`]: Ctrl-C (exit 130, clean cancel) and SIGKILL of the manager
 //!   (interrupted session, valid database, stale socket, orphaned handler).
 //! - [`usage`]: bad usage and bad input exit 2 with a clear message.
+//! - [`check_handler`]: `syncmgr check-handler` passes every example handler
+//!   (Rust SDK, Python SDK, none), fails each misbehaviour of the test
+//!   handler on the rule it breaks, in bounded time.
 
 mod cancel;
+mod check_handler;
 mod choices;
 mod faults;
 mod lifecycle;

@@ -1,7 +1,8 @@
 //! The test kit: a fresh home per test, a wrapper that runs `syncmgr` and
 //! reports everything about a command when an assertion fails, NDJSON parsing
 //! for `sync --json`, background sessions for cancel and signal tests, and the
-//! scripted handler (`syncmgr-test-handler`, built once per test process).
+//! handler programs: the scripted handler (`syncmgr-test-handler`) and the
+//! Rust SDK's examples, each built once per test process.
 //!
 //! Failure reports follow ripgrep's and nextest's test kits: every [`Outcome`]
 //! (and [`Background`]) still alive while a test panics prints the command,
@@ -42,32 +43,63 @@ pub fn test_handler() -> &'static Path {
     HANDLER.get_or_init(build_test_handler)
 }
 
-/// `syncmgr-testkit` is another package, so `cargo test -p syncmgr` does not
-/// build it: ask the cargo running these tests to (cheap when it is fresh).
-fn build_test_handler() -> PathBuf {
-    let profile_dir = syncmgr_bin()
+/// The example handler `name` of the Rust SDK (`crates/syncmgr-sdk/examples/`),
+/// in `target/<profile>/examples/`. All the examples are built once per test
+/// process, like the test handler.
+pub fn sdk_example(name: &str) -> PathBuf {
+    static EXAMPLES: OnceLock<PathBuf> = OnceLock::new();
+    let dir = EXAMPLES.get_or_init(|| {
+        let dir = profile_dir().join("examples");
+        cargo_build(&["-p", "syncmgr-sdk", "--examples"], &dir.join("minimal"));
+        dir
+    });
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "no example binary at {} (built with `cargo build -p syncmgr-sdk --examples`)",
+        path.display()
+    );
+    path
+}
+
+/// `target/<profile>`: where the `syncmgr` binary under test lives.
+fn profile_dir() -> &'static Path {
+    syncmgr_bin()
         .parent()
-        .expect("the syncmgr binary lives in a directory");
-    let path = profile_dir.join("syncmgr-test-handler");
+        .expect("the syncmgr binary lives in a directory")
+}
+
+/// `syncmgr-testkit` is another package, so `cargo test -p syncmgr` does not
+/// build it.
+fn build_test_handler() -> PathBuf {
+    let path = profile_dir().join("syncmgr-test-handler");
+    cargo_build(
+        &["-p", "syncmgr-testkit", "--bin", "syncmgr-test-handler"],
+        &path,
+    );
+    path
+}
+
+/// Asks the cargo running these tests to `build ARGS` in the profile and
+/// target directory under test (cheap when everything is fresh; cargo does
+/// not hold its lock while tests run), then checks that `product` exists.
+/// Without `CARGO` (the binary run by hand), `product` must exist already.
+fn cargo_build(args: &[&str], product: &Path) {
     let Some(cargo) = std::env::var_os("CARGO") else {
         assert!(
-            path.is_file(),
+            product.is_file(),
             "{} is missing and CARGO is not set: run the tests through `cargo test`, \
-             or build it with `cargo build -p syncmgr-testkit --bin syncmgr-test-handler`",
-            path.display()
+             or run `cargo build {}`",
+            product.display(),
+            args.join(" ")
         );
-        return path;
+        return;
     };
+    let profile_dir = profile_dir();
     let mut build = Command::new(cargo);
     build
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "syncmgr-testkit",
-            "--bin",
-            "syncmgr-test-handler",
-        ])
+        .args(["build", "--quiet"])
+        .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null());
     match profile_dir.file_name().and_then(OsStr::to_str) {
@@ -91,16 +123,15 @@ fn build_test_handler() -> PathBuf {
         .unwrap_or_else(|e| panic!("cannot run {build:?}: {e}"));
     assert!(
         out.status.success(),
-        "building the test handler failed: {build:?}\nstatus: {}\nstderr:\n{}",
+        "{build:?} failed\nstatus: {}\nstderr:\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        path.is_file(),
+        product.is_file(),
         "{build:?} succeeded but {} does not exist",
-        path.display()
+        product.display()
     );
-    path
 }
 
 /// Polls `condition` every few milliseconds until it holds or `timeout`
