@@ -74,8 +74,10 @@
 //!   `connection error <code>`), then acts like `ok`.
 //! - `flood`: during `synchronize` reports the first item `updating` (`max: N`),
 //!   then sends `--flood N` `progress {value}` requests for it pipelined, without
-//!   waiting, counts the replies (logs `flood replies <n>`), then reports every
-//!   item `succeeded`. For the throughput benchmark.
+//!   waiting, counts the replies (logs `flood replies <n>`, then
+//!   `flood elapsed_us <us>`: microseconds from writing the first of the `N`
+//!   requests to reading the last reply), then reports every item `succeeded`.
+//!   For the throughput benchmark (`crates/syncmgr/benches/handlers.rs`).
 //! - `slow-start`: sleeps `--step-ms` before answering `initialize`, for cancel
 //!   before start.
 
@@ -588,17 +590,22 @@ impl Handler {
     fn flood(&mut self) {
         let items = self.prepared.clone();
         let n = self.args.flood;
+        let mut elapsed = Duration::ZERO;
         let replies = match items.first() {
             Some(first) => {
                 self.progress(
                     first,
                     json!({"status": "updating", "text": "flooding", "value": 0, "max": n}),
                 );
-                self.conn.flood(first, n)
+                let start = Instant::now();
+                let replies = self.conn.flood(first, n);
+                elapsed = start.elapsed();
+                replies
             }
             None => 0,
         };
         note!("flood replies {replies}");
+        note!("flood elapsed_us {}", elapsed.as_micros());
         for item in &items {
             self.progress(item, json!({"status": "succeeded", "text": "done"}));
         }

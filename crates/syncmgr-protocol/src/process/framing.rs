@@ -197,9 +197,12 @@ type Stdin = Arc<Mutex<Option<BufWriter<Box<dyn AsyncWrite + Send + Unpin>>>>>;
 /// The sending side of the child's stdin. Cheap to clone.
 ///
 /// Messages normally go through a bounded queue to the writer task, which
-/// batches them. [`Outbox::send_urgent`] (the cancel path, a benchmark) writes
-/// directly instead, saving a task hop, but only when nothing is queued ahead
-/// of it, so the order on the wire is always the order of sending.
+/// batches them. [`Outbox::send_urgent`] (the cancel path) and
+/// [`Outbox::send_action`] (the reader's `progress` answers) write directly
+/// instead, saving a task hop, but only when nothing is queued ahead of them,
+/// so the order on the wire is always the order of sending. Bytes written
+/// directly may wait in the buffer until the next flush: whoever writes next
+/// flushes them too, and the reader flushes before it waits for input.
 #[derive(Clone)]
 pub(crate) struct Outbox {
     tx: mpsc::Sender<Outgoing>,
@@ -263,7 +266,7 @@ impl Outbox {
             && self.queued.load(Ordering::SeqCst) == 0
         {
             // Holding the lock with nothing queued: everything sent before
-            // is on the wire already (the writer flushes before unlocking).
+            // is on the wire or ahead of this line in the buffer.
             let Some(out) = stdin.as_mut() else {
                 return false;
             };
@@ -282,6 +285,58 @@ impl Outbox {
         }
         self.send(Outgoing::Line(line)).await
     }
+}
+
+impl Outbox {
+    /// Answers a `progress`: written into the stdin buffer at once, without a
+    /// flush, when nothing is queued and the pipe is free (the hot path saves
+    /// the hop to the writer task); queued otherwise. After
+    /// [`Sent::Buffered`] the caller must call [`Outbox::flush`] before it
+    /// waits for anything, or the answer may sit in the buffer.
+    pub(crate) async fn send_action(&self, id: InlineId, action: ProgressReply) -> Sent {
+        if let Ok(mut stdin) = self.stdin.try_lock()
+            && self.queued.load(Ordering::SeqCst) == 0
+        {
+            let Some(out) = stdin.as_mut() else {
+                return Sent::Closed;
+            };
+            // Short: copied into the buffer whole unless the buffer is full,
+            // in which case it is written out first (batching a flood).
+            if let Err(e) = write_action(out, &id, action).await {
+                tracing::debug!(error = %e, "cannot write to the handler's stdin");
+                *stdin = None;
+                return Sent::Closed;
+            }
+            return Sent::Buffered;
+        }
+        if self.send(Outgoing::Action { id, action }).await {
+            Sent::Queued
+        } else {
+            Sent::Closed
+        }
+    }
+
+    /// Flushes what [`Outbox::send_action`] left in the buffer.
+    pub(crate) async fn flush(&self) {
+        let mut stdin = self.stdin.lock().await;
+        if let Some(out) = stdin.as_mut()
+            && let Err(e) = out.flush().await
+        {
+            tracing::debug!(error = %e, "cannot write to the handler's stdin");
+            *stdin = None;
+        }
+    }
+}
+
+/// What became of a message given to [`Outbox::send_action`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// In the stdin buffer, not flushed yet.
+    Buffered,
+    /// Queued for the writer task, which flushes it.
+    Queued,
+    /// The pipe is closed (the handler is ending).
+    Closed,
 }
 
 /// Writes what the queue brings and flushes whenever it is momentarily empty,
@@ -412,6 +467,61 @@ mod tests {
         .unwrap();
         assert_eq!(got, format!("{expected}urgent\n"));
         assert_eq!(outbox.queued.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn buffered_answers_keep_their_place_and_go_out_on_flush() {
+        use tokio::io::AsyncReadExt;
+
+        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+        let (outbox, writer) = Outbox::start(ours);
+        let id = |n: u32| InlineId::new(&n.to_string()).unwrap();
+        let answer = |n: u32, action| {
+            let raw = serde_json::value::RawValue::from_string(n.to_string()).unwrap();
+            wire::encode_response(&raw, &wire::ProgressResult { action }).unwrap()
+        };
+        // Idle pipe: written into the buffer, not yet on the wire.
+        assert_eq!(
+            outbox.send_action(id(1), ProgressReply::Continue).await,
+            Sent::Buffered
+        );
+        let mut probe = [0u8; 1];
+        assert!(
+            futures::FutureExt::now_or_never(theirs.read(&mut probe)).is_none(),
+            "a buffered answer waits for the flush"
+        );
+        outbox.flush().await;
+        let first = answer(1, ProgressReply::Continue);
+        let mut got = vec![0u8; first.len()];
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), first);
+
+        // Buffered, then queued, then buffered again: the wire keeps the
+        // order of sending (the writer's flush takes the buffered bytes too).
+        assert_eq!(
+            outbox.send_action(id(2), ProgressReply::CancelItem).await,
+            Sent::Buffered
+        );
+        assert!(outbox.send(Outgoing::Line(b"queued\n".to_vec())).await);
+        let third = outbox.send_action(id(3), ProgressReply::CancelAll).await;
+        assert_ne!(third, Sent::Closed);
+        outbox.flush().await;
+        assert!(outbox.send(Outgoing::Close).await);
+        writer.await.unwrap();
+        assert_eq!(
+            outbox.send_action(id(4), ProgressReply::Continue).await,
+            Sent::Closed
+        );
+        let mut rest = String::new();
+        theirs.read_to_string(&mut rest).await.unwrap();
+        assert_eq!(
+            rest,
+            format!(
+                "{}queued\n{}",
+                answer(2, ProgressReply::CancelItem),
+                answer(3, ProgressReply::CancelAll)
+            )
+        );
     }
 
     proptest! {

@@ -5,10 +5,11 @@
 //! of its own. Four tasks serve it:
 //!
 //! - the *writer* writes queued lines to stdin and batches them (module
-//!   `framing`); only the cancel path writes directly, and only when nothing
-//!   is queued ahead of it;
+//!   `framing`); only the cancel path and the reader's `progress` answers
+//!   write directly, and only when nothing is queued ahead of them;
 //! - the *reader* reads stdout line by line, resolves responses and answers the
-//!   handler's requests (module `reader`);
+//!   handler's requests (module `reader`); its `progress` answers collect in
+//!   the stdin buffer while lines keep coming and are flushed before it waits;
 //! - the *stderr drain* turns stderr lines into information log entries;
 //! - the *lifecycle* task owns the [`Child`], notices its end (exit or a closed
 //!   stdout, whichever comes first, since a grandchild may hold the pipes) and
@@ -266,6 +267,7 @@ impl ProcessHandler {
             out: out.clone(),
             callbacks: callbacks_rx.clone(),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            unflushed: std::sync::atomic::AtomicBool::new(false),
         };
         let reader = tokio::spawn(async move {
             reader.run(stdout).await;

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
 use futures::StreamExt;
@@ -20,7 +21,7 @@ use tokio::io::AsyncRead;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::codec::FramedRead;
 
-use super::framing::{Frame, InlineId, Outbox, Outgoing, StdoutLines};
+use super::framing::{Frame, InlineId, Outbox, Outgoing, Sent, StdoutLines};
 use super::{Delivery, Shared};
 use crate::wire::{
     self, DeleteLogErrorParams, Empty, EnableModelessParams, EnableModelessResult, ErrorObject,
@@ -39,6 +40,9 @@ pub(crate) struct Reader {
     pub(crate) out: Outbox,
     pub(crate) callbacks: watch::Receiver<Option<HandlerCallback>>,
     pub(crate) in_flight: Arc<Semaphore>,
+    /// A `progress` answer waits in the stdin buffer: flush before waiting
+    /// for the next line.
+    pub(crate) unflushed: AtomicBool,
 }
 
 /// A future answering one request with a serialized line.
@@ -49,7 +53,21 @@ impl Reader {
     pub(crate) async fn run<R: AsyncRead + Unpin>(mut self, stdout: R) {
         let mut frames = FramedRead::new(stdout, StdoutLines::new());
         let mut callback: Option<HandlerCallback> = None;
-        while let Some(frame) = frames.next().await {
+        loop {
+            // Answers pile up in the stdin buffer while lines keep coming
+            // (one write for a pipelined burst); they go out once the input
+            // runs dry, before waiting for more.
+            let frame =
+                match std::future::poll_fn(|cx| Poll::Ready(frames.poll_next_unpin(cx))).await {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        if self.unflushed.swap(false, Ordering::Relaxed) {
+                            self.out.flush().await;
+                        }
+                        frames.next().await
+                    }
+                };
+            let Some(frame) = frame else { break };
             // An atomic load per line; the clone happens only when the
             // callback in effect changed (prepare, synchronize, shutdown).
             if self.callbacks.has_changed().unwrap_or(false) {
@@ -78,6 +96,9 @@ impl Reader {
                     break;
                 }
             }
+        }
+        if self.unflushed.swap(false, Ordering::Relaxed) {
+            self.out.flush().await;
         }
         tracing::debug!("the handler's stdout is closed");
     }
@@ -319,19 +340,20 @@ impl Reader {
     }
 
     async fn send_action(&self, id: &RawValue, action: ProgressReply) {
-        let message = match InlineId::new(id.get()) {
-            Some(id) => Outgoing::Action { id, action },
-            None => match wire::encode_response(id, &ProgressResult { action }) {
-                Ok(line) => Outgoing::Line(line.into_bytes()),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode a progress answer");
-                    return;
-                }
-            },
-        };
         // A closed writer means the handler is gone; the lifecycle task
         // reports that.
-        self.out.send(message).await;
+        let Some(inline) = InlineId::new(id.get()) else {
+            match wire::encode_response(id, &ProgressResult { action }) {
+                Ok(line) => {
+                    self.out.send(Outgoing::Line(line.into_bytes())).await;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode a progress answer"),
+            }
+            return;
+        };
+        if self.out.send_action(inline, action).await == Sent::Buffered {
+            self.unflushed.store(true, Ordering::Relaxed);
+        }
     }
 
     async fn send_line(&self, line: serde_json::Result<String>) {
