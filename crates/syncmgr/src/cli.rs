@@ -96,6 +96,32 @@ pub struct RegisterArgs {
     /// The handler program and its arguments (after `--`); run without a shell.
     #[arg(last = true, value_name = "PROGRAM [ARG]...")]
     pub argv: Vec<String>,
+    /// Built-in command handler: an item that runs a program, as
+    /// 'ITEM=PROGRAM [ARG...]' (split like a shell would, never run by one).
+    /// Repeat for more items.
+    #[arg(
+        long = "command",
+        value_name = "ITEM=PROGRAM [ARG...]",
+        conflicts_with = "command_file"
+    )]
+    pub commands: Vec<String>,
+    /// How to read a command item's progress: ITEM=none|percent|rsync|rclone|git
+    /// (default percent).
+    #[arg(long = "parser", value_name = "ITEM=KIND")]
+    pub parsers: Vec<String>,
+    /// Built-in command handler from a TOML file (see docs/handlers.md).
+    #[arg(long, value_name = "FILE")]
+    pub command_file: Option<PathBuf>,
+    /// Built-in folder handler: mirror SRC into DST, one item per pair.
+    /// Repeat for more pairs.
+    #[arg(long = "folder", num_args = 2, value_names = ["SRC", "DST"])]
+    pub folders: Vec<PathBuf>,
+    /// Folder handler: remove from DST what is not in SRC.
+    #[arg(long)]
+    pub delete: bool,
+    /// Folder handler: compare file contents, not size and modification time.
+    #[arg(long)]
+    pub checksum: bool,
 }
 
 /// `syncmgr items`.

@@ -75,24 +75,11 @@ pub fn register(store: &Store, args: RegisterArgs, out: &mut Stdout) -> anyhow::
             )));
         }
     };
-    let mut argv = args.argv;
-    let Some(program) = argv.first_mut() else {
-        return Err(usage(
-            "register needs the handler program after `--`, e.g. `syncmgr register mail -- /usr/bin/mail-handler`",
-        ));
-    };
-    if program.contains('/') {
-        // A relative path would be resolved against wherever `sync` runs
-        // later; pin it now.
-        let path = Path::new(program.as_str());
-        let absolute = std::fs::canonicalize(path)
-            .map_err(|e| usage(format!("handler program {program}: {e}")))?;
-        *program = absolute.to_string_lossy().into_owned();
-    }
+    let kind = handler_kind(&args)?;
     let registration = Registration {
         name: args.name.clone(),
         description: args.description,
-        kind: HandlerKind::Process { argv },
+        kind,
         events,
         timeout,
         registered: chrono::Utc::now(),
@@ -105,6 +92,71 @@ pub fn register(store: &Store, args: RegisterArgs, out: &mut Stdout) -> anyhow::
         args.name
     )?;
     Ok(())
+}
+
+/// What `register` registers: a program, or a built-in handler with its
+/// configuration (exactly one of them).
+fn handler_kind(args: &RegisterArgs) -> anyhow::Result<HandlerKind> {
+    let command = !args.commands.is_empty() || args.command_file.is_some();
+    let folder = !args.folders.is_empty();
+    let program = !args.argv.is_empty();
+    match (program, command, folder) {
+        (true, false, false) => {}
+        (false, true, false) => return command_kind(args),
+        (false, false, true) => return crate::builtin::folder_kind(args),
+        (false, false, false) => {
+            return Err(usage(
+                "register needs a handler: a program after `--` (e.g. `syncmgr register mail -- /usr/bin/mail-handler`), `--command`, or `--folder`",
+            ));
+        }
+        _ => {
+            return Err(usage(
+                "register takes one kind of handler: a program after `--`, `--command`, or `--folder`",
+            ));
+        }
+    }
+    if !args.parsers.is_empty() || args.delete || args.checksum {
+        return Err(usage(
+            "--parser goes with --command, and --delete/--checksum with --folder",
+        ));
+    }
+    let mut argv = args.argv.clone();
+    let program = &mut argv[0];
+    if program.contains('/') {
+        // A relative path would be resolved against wherever `sync` runs
+        // later; pin it now.
+        let path = Path::new(program.as_str());
+        let absolute = std::fs::canonicalize(path)
+            .map_err(|e| usage(format!("handler program {program}: {e}")))?;
+        *program = absolute.to_string_lossy().into_owned();
+    }
+    Ok(HandlerKind::Process { argv })
+}
+
+fn command_kind(args: &RegisterArgs) -> anyhow::Result<HandlerKind> {
+    use syncmgr_handlers::command::CommandConfig;
+    if args.delete || args.checksum {
+        return Err(usage("--delete and --checksum go with --folder"));
+    }
+    let config = match &args.command_file {
+        Some(file) => {
+            if !args.parsers.is_empty() {
+                return Err(usage(
+                    "--parser goes with --command; in a --command-file, set `parser` per item",
+                ));
+            }
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+            CommandConfig::from_toml(&text)
+                .map_err(|e| usage(format!("{}: {e}", file.display())))?
+        }
+        None => CommandConfig::from_cli(&args.commands, &args.parsers)
+            .map_err(|e| usage(e.to_string()))?,
+    };
+    Ok(HandlerKind::Builtin {
+        kind: crate::builtin::COMMAND.to_owned(),
+        config: serde_json::to_value(&config)?,
+    })
 }
 
 /// `syncmgr unregister`.

@@ -1,31 +1,43 @@
 //! `syncmgr demo`: a real session on built-in defaults, for a first look.
 //!
-//! Creates sample folders under the home, registers the example folder-mirror
-//! handler shipped in the repository (`examples/handlers/mirror.py`, embedded
-//! here so the binary is self-contained) and syncs it with live progress.
-//! Running it again syncs only what changed (nothing, unless you edit the
-//! sample files).
+//! Creates sample folders under the home, registers two built-in handlers and
+//! syncs them with live progress:
+//!
+//! - `demo-folders`, a folder mirror of the three sample folders (one item
+//!   each) into `demo/mirror`, with `--delete`;
+//! - `demo-commands`, a command handler with two items: `archive` (`tar` the
+//!   sample folders) and `checksums` (a shell loop that checksums every file
+//!   and reports a percentage).
+//!
+//! Nothing but `sh` and `tar` is needed. Running it again syncs only what
+//! changed (nothing, unless you edit the sample files).
 
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
+use syncmgr_handlers::command::{CommandConfig, CommandItem, ProgressParser};
+use syncmgr_handlers::folder::{FolderConfig, FolderPair};
 use syncmgr_store::{HandlerKind, Registration, Store};
 
+use crate::builtin;
 use crate::cli::{SessionTuning, SyncArgs};
 use crate::home::Home;
 use crate::output::Stdout;
 
-const MIRROR_PY: &str = include_str!("../../../examples/handlers/mirror.py");
-const HANDLER: &str = "demo-mirror";
+const FOLDERS: &str = "demo-folders";
+const COMMANDS: &str = "demo-commands";
 
 /// Sample folders: (name, files, bytes per file).
 const SAMPLES: &[(&str, usize, usize)] = &[
-    ("documents", 40, 64 * 1024),
-    ("photos", 12, 2 * 1024 * 1024),
+    ("documents", 400, 16 * 1024),
+    ("photos", 24, 1024 * 1024),
     ("music", 6, 4 * 1024 * 1024),
 ];
+
+/// Checksums every file under `$1`, printing a percentage as it goes.
+const CHECKSUM_SCRIPT: &str = r#"cd "$1" && total=$(find . -type f | wc -l) && n=0 && find . -type f | while IFS= read -r f; do cksum "$f" >/dev/null || exit 1; n=$((n + 1)); echo "$((n * 100 / total))% $f"; done"#;
 
 /// Sets the demo up and returns the `sync` arguments that run it.
 pub fn prepare(
@@ -34,8 +46,6 @@ pub fn prepare(
     json: bool,
     out: &mut Stdout,
 ) -> anyhow::Result<SyncArgs> {
-    let python = find_program("python3")
-        .context("the demo's example handler is a Python script and needs python3 on PATH")?;
     let root = home.state.join("demo");
     let source = root.join("source");
     let target = root.join("mirror");
@@ -43,35 +53,76 @@ pub fn prepare(
         make_samples(&source.join(name), files, size)?;
     }
     fs::create_dir_all(&target)?;
-    let script = root.join("mirror.py");
-    fs::write(&script, MIRROR_PY).with_context(|| format!("writing {}", script.display()))?;
 
-    let mut argv = vec![python, script.to_string_lossy().into_owned()];
-    for &(name, _, _) in SAMPLES {
-        argv.push(format!(
-            "{}:{}",
-            source.join(name).display(),
-            target.join(name).display()
-        ));
-    }
-    store.register(&Registration {
-        name: HANDLER.to_owned(),
-        description: Some("example folder mirror (syncmgr demo)".to_owned()),
-        kind: HandlerKind::Process { argv },
-        events: Vec::new(),
-        timeout: None,
-        registered: chrono::Utc::now(),
-    })?;
+    let folders = FolderConfig {
+        pairs: SAMPLES
+            .iter()
+            .map(|&(name, _, _)| FolderPair {
+                source: source.join(name),
+                target: target.join(name),
+            })
+            .collect(),
+        delete: true,
+        checksum: false,
+    };
+    folders.validate()?;
+    register(
+        store,
+        FOLDERS,
+        "sample folders mirrored (syncmgr demo)",
+        builtin::FOLDER,
+        serde_json::to_value(&folders)?,
+    )?;
+
+    let source_text = source.to_string_lossy().into_owned();
+    let mut archive = CommandItem::new(
+        "archive",
+        vec![
+            "tar".into(),
+            "-cf".into(),
+            root.join("archive.tar").to_string_lossy().into_owned(),
+            "-C".into(),
+            source_text.clone(),
+            ".".into(),
+        ],
+    );
+    archive.name = Some("Archive the samples (tar)".into());
+    archive.parser = ProgressParser::None;
+    let mut checksums = CommandItem::new(
+        "checksums",
+        vec![
+            "sh".into(),
+            "-c".into(),
+            CHECKSUM_SCRIPT.into(),
+            "sh".into(),
+            source_text,
+        ],
+    );
+    checksums.name = Some("Checksum every file (sh)".into());
+    checksums.parser = ProgressParser::Percent;
+    let commands = CommandConfig {
+        items: vec![archive, checksums],
+        ..CommandConfig::default()
+    };
+    commands.validate()?;
+    register(
+        store,
+        COMMANDS,
+        "tar and a checksum script (syncmgr demo)",
+        builtin::COMMAND,
+        serde_json::to_value(&commands)?,
+    )?;
+
     if !json {
         writeln!(
             out,
-            "demo: mirroring {} into {}",
+            "demo: mirroring {} into {}, archiving and checksumming it",
             source.display(),
             target.display()
         )?;
     }
     Ok(SyncArgs {
-        targets: vec![HANDLER.to_owned()],
+        targets: vec![FOLDERS.to_owned(), COMMANDS.to_owned()],
         event: None,
         cookie: None,
         json,
@@ -80,6 +131,27 @@ pub fn prepare(
             grace: 5.0,
         },
     })
+}
+
+fn register(
+    store: &Store,
+    name: &str,
+    description: &str,
+    kind: &str,
+    config: serde_json::Value,
+) -> anyhow::Result<()> {
+    store.register(&Registration {
+        name: name.to_owned(),
+        description: Some(description.to_owned()),
+        kind: HandlerKind::Builtin {
+            kind: kind.to_owned(),
+            config,
+        },
+        events: Vec::new(),
+        timeout: None,
+        registered: chrono::Utc::now(),
+    })?;
+    Ok(())
 }
 
 /// Writes `files` deterministic files of `size` bytes into `dir`, once.
@@ -103,12 +175,4 @@ fn make_samples(dir: &Path, files: usize, size: usize) -> anyhow::Result<()> {
         fs::write(&path, &data).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-fn find_program(name: &str) -> Option<String> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .map(|p| p.to_string_lossy().into_owned())
 }

@@ -22,10 +22,9 @@ pub fn build_handler(registration: &Registration) -> anyhow::Result<Box<dyn Hand
             argv: argv.clone(),
             state: Lazy::NotStarted(None),
         })),
-        HandlerKind::Builtin { kind, .. } => anyhow::bail!(
-            "handler {} is of the built-in kind {kind:?}, which this version does not have",
-            registration.name
-        ),
+        HandlerKind::Builtin { kind, config } => {
+            crate::builtin::build(&registration.name, kind, config)
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! outcome to the documented exit codes (`syncmgr_protocol::exit_codes`).
 //! Logic lives in the library crates; this binary is glue and presentation.
 
+mod builtin;
 mod check;
 mod cli;
 mod commands;
@@ -29,7 +30,13 @@ use crate::output::Stdout;
 fn main() {
     let cli = Cli::parse();
     init_tracing();
-    let code = match tokio::runtime::Runtime::new()
+    // One thread is enough: the manager waits on pipes and sockets, the
+    // store writer and file work have threads of their own, and a single
+    // thread saves the cross-thread wakeups that dominate its CPU per
+    // message (docs/performance.md, target 2b).
+    let code = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .context("cannot start the async runtime")
         .and_then(|rt| rt.block_on(exec(cli)))
     {
@@ -78,6 +85,10 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 async fn exec(cli: Cli) -> anyhow::Result<i32> {
+    // The conformance check needs no home: it keeps nothing.
+    if let Command::CheckHandler { timeout, argv } = &cli.command {
+        return check_handler(*timeout, argv).await;
+    }
     let home = Home::resolve(cli.home.as_deref())?;
     let store = open_store(&home)?;
     let mut out = Stdout::new();
@@ -114,16 +125,7 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             )
             .map(|()| ok),
         },
-        Command::CheckHandler { timeout, argv } => {
-            if !(timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0) {
-                return Err(usage(format!(
-                    "--timeout must be more than 0 and at most 3600 seconds, not {timeout}"
-                )));
-            }
-            let timeout = std::time::Duration::from_secs_f64(timeout);
-            let conforms = check::check_handler(&argv, timeout, &mut out).await?;
-            Ok(if conforms { ok } else { exit_codes::FAILED })
-        }
+        Command::CheckHandler { .. } => unreachable!("handled before the home is opened"),
         Command::Demo { json } => {
             let args = demo::prepare(&home, &store, json, &mut out)?;
             let plan = run::sync_plan(&store, args)?;
@@ -133,6 +135,21 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             commands::history(&store, limit, json, &mut out).map(|()| ok)
         }
     }
+}
+
+async fn check_handler(timeout: f64, argv: &[String]) -> anyhow::Result<i32> {
+    if !(timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0) {
+        return Err(usage(format!(
+            "--timeout must be more than 0 and at most 3600 seconds, not {timeout}"
+        )));
+    }
+    let timeout = std::time::Duration::from_secs_f64(timeout);
+    let conforms = check::check_handler(argv, timeout, &mut Stdout::new()).await?;
+    Ok(if conforms {
+        exit_codes::SUCCESS
+    } else {
+        exit_codes::FAILED
+    })
 }
 
 async fn cancel(home: &Home, targets: &[String], out: &mut Stdout) -> anyhow::Result<i32> {

@@ -38,7 +38,7 @@ fn bad_names_events_and_arguments_exit_2() {
     );
     usage_error(
         home.run(&["register", "nothing"]),
-        "register needs the handler program",
+        "register needs a handler",
     );
     usage_error(
         home.run(&["register", "man", "--events", "manual", "--", handler]),

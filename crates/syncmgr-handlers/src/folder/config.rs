@@ -1,0 +1,329 @@
+//! The folder mirror's registration: its pairs and options, the checks run
+//! when it is registered, and the stable item id of each pair.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Longest readable prefix of an item id (from the source's base name).
+const ID_PREFIX_MAX: usize = 24;
+/// Hex digits of the hash part of an item id (64 bits).
+const ID_HASH_HEX: usize = 16;
+
+/// What `syncmgr register NAME --folder SRC DST ... [--delete] [--checksum]`
+/// stores for a folder mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderConfig {
+    /// The folders to mirror, one item each.
+    pub pairs: Vec<FolderPair>,
+    /// Remove from each target what is not in its source.
+    #[serde(default)]
+    pub delete: bool,
+    /// Compare file contents instead of size and modification time.
+    #[serde(default)]
+    pub checksum: bool,
+}
+
+/// One source folder and the folder it is mirrored to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderPair {
+    /// The folder read from (never written).
+    pub source: PathBuf,
+    /// The folder made equal to the source.
+    pub target: PathBuf,
+}
+
+/// Why a folder mirror cannot be registered.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum FolderError {
+    /// No `--folder` pair was given.
+    #[error("a folder mirror needs at least one source and target pair")]
+    NoPairs,
+    /// A path is empty.
+    #[error("a folder path is empty")]
+    EmptyPath,
+    /// A path is relative. The registration outlives the working directory it
+    /// was typed in, so only absolute paths are stored; see
+    /// [`FolderConfig::make_absolute`].
+    #[error("folder path {0:?} is relative; give an absolute path")]
+    Relative(PathBuf),
+    /// Source and target are the same folder, or one is inside the other.
+    #[error(
+        "source {source_folder:?} and target {target_folder:?} {relation}; mirroring would copy a folder into itself"
+    )]
+    Nested {
+        /// The source folder.
+        source_folder: PathBuf,
+        /// The target folder.
+        target_folder: PathBuf,
+        /// How they overlap, in words.
+        relation: &'static str,
+    },
+    /// Two pairs write to the same folder, or one writes inside the other's.
+    #[error(
+        "targets {first:?} and {second:?} overlap; one mirror would overwrite or delete the other's files"
+    )]
+    OverlappingTargets {
+        /// One target.
+        first: PathBuf,
+        /// The other.
+        second: PathBuf,
+    },
+    /// A path could not be examined.
+    #[error("cannot examine {path:?}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What went wrong.
+        source: io::Error,
+    },
+}
+
+impl FolderConfig {
+    /// Checks the configuration before it is stored: at least one pair, only
+    /// absolute paths, no source and target inside one another (in either
+    /// direction, comparing whole path components after resolving symbolic
+    /// links in the parts that exist), and no two targets inside one another.
+    ///
+    /// Folders that do not exist yet are fine: a missing source is reported
+    /// when a session runs, and a missing target is created.
+    pub fn validate(&self) -> Result<(), FolderError> {
+        if self.pairs.is_empty() {
+            return Err(FolderError::NoPairs);
+        }
+        let mut targets: Vec<(PathBuf, &Path)> = Vec::with_capacity(self.pairs.len());
+        for pair in &self.pairs {
+            let source = resolve(&pair.source)?;
+            let target = resolve(&pair.target)?;
+            let relation = if source == target {
+                Some("are the same folder")
+            } else if target.starts_with(&source) {
+                Some("overlap: the target is inside the source")
+            } else if source.starts_with(&target) {
+                Some("overlap: the source is inside the target")
+            } else {
+                None
+            };
+            if let Some(relation) = relation {
+                return Err(FolderError::Nested {
+                    source_folder: pair.source.clone(),
+                    target_folder: pair.target.clone(),
+                    relation,
+                });
+            }
+            for (other, shown) in &targets {
+                if other.starts_with(&target) || target.starts_with(other) {
+                    return Err(FolderError::OverlappingTargets {
+                        first: shown.to_path_buf(),
+                        second: pair.target.clone(),
+                    });
+                }
+            }
+            targets.push((target, &pair.target));
+        }
+        Ok(())
+    }
+
+    /// Resolves relative paths against `base` (the command line passes its
+    /// working directory), lexically: nothing needs to exist.
+    pub fn make_absolute(&mut self, base: &Path) {
+        for pair in &mut self.pairs {
+            for path in [&mut pair.source, &mut pair.target] {
+                if path.is_relative() {
+                    *path = normalize(&base.join(&*path));
+                }
+            }
+        }
+    }
+}
+
+impl FolderPair {
+    /// The item id of this pair: a readable prefix from the source's base name
+    /// (characters outside `[A-Za-z0-9._-]` become `_`), a dash, and 16 hex
+    /// digits of the blake3 hash of the lexically normalized source and
+    /// target. At most 41 bytes, so that ids derived from it (`guard-<id>`)
+    /// stay under the 64-byte limit.
+    ///
+    /// The hash is of the paths as registered, not of what they resolve to
+    /// on disk today: an id must not change when a folder is created or a
+    /// symbolic link moves, or the user's per-item choices would be lost.
+    pub fn item_id(&self) -> String {
+        let source = normalize(&self.source);
+        let target = normalize(&self.target);
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(source.as_os_str().as_encoded_bytes());
+        hasher.update(&[0]);
+        hasher.update(target.as_os_str().as_encoded_bytes());
+        let hash = hasher.finalize().to_hex();
+        let base = source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut prefix: String = base
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(ID_PREFIX_MAX)
+            .collect();
+        if prefix.is_empty() {
+            prefix.push_str("folder");
+        }
+        format!("{prefix}-{}", &hash.as_str()[..ID_HASH_HEX])
+    }
+
+    /// The item's display name, `SRC → DST`.
+    pub fn item_name(&self) -> String {
+        format!("{} → {}", self.source.display(), self.target.display())
+    }
+}
+
+/// Removes `.` and resolves `..` lexically (`/a/b/../c` is `/a/c`).
+pub(crate) fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(component);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The absolute path `path` stands for: its longest existing ancestor with
+/// symbolic links resolved, then the rest, normalized lexically.
+fn resolve(path: &Path) -> Result<PathBuf, FolderError> {
+    if path.as_os_str().is_empty() {
+        return Err(FolderError::EmptyPath);
+    }
+    if path.is_relative() {
+        return Err(FolderError::Relative(path.to_path_buf()));
+    }
+    let path = normalize(path);
+    let mut rest: Vec<OsString> = Vec::new();
+    let mut existing = path.as_path();
+    loop {
+        match existing.canonicalize() {
+            Ok(mut resolved) => {
+                resolved.extend(rest.iter().rev());
+                return Ok(resolved);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match existing.parent() {
+                Some(parent) => {
+                    if let Some(name) = existing.file_name() {
+                        rest.push(name.to_os_string());
+                    }
+                    existing = parent;
+                }
+                None => return Ok(path),
+            },
+            Err(source) => {
+                return Err(FolderError::Io {
+                    path: existing.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(source: &str, target: &str) -> FolderPair {
+        FolderPair {
+            source: source.into(),
+            target: target.into(),
+        }
+    }
+
+    fn config(pairs: Vec<FolderPair>) -> FolderConfig {
+        FolderConfig {
+            pairs,
+            delete: false,
+            checksum: false,
+        }
+    }
+
+    #[test]
+    fn item_ids_are_short_stable_and_readable() {
+        let p = pair("/home/me/Mes Données ünd so/", "/mnt/backup");
+        let id = p.item_id();
+        assert_eq!(
+            id,
+            pair("/home/me/./Mes Données ünd so", "/mnt/x/../backup").item_id()
+        );
+        assert!(id.starts_with("Mes_Donn_es__nd_so-"), "{id}");
+        assert!(id.len() <= 41 && syncmgr_core::model::validate_id(&id).is_ok());
+        assert_ne!(
+            id,
+            pair("/home/me/Mes Données ünd so", "/mnt/other").item_id()
+        );
+        assert!(pair("/", "/mnt").item_id().starts_with("folder-"));
+        let long = format!("/{}", "x".repeat(300));
+        assert!(pair(&long, "/t").item_id().len() <= 41);
+    }
+
+    #[test]
+    fn nesting_is_by_component_not_by_prefix() {
+        assert!(config(vec![pair("/data/a", "/data/ab")]).validate().is_ok());
+        for (s, t) in [
+            ("/data/a", "/data/a/b"),
+            ("/data/a/b", "/data/a"),
+            ("/data/a", "/data/a/"),
+            ("/data/a", "/data/x/../a/c"),
+        ] {
+            let err = config(vec![pair(s, t)]).validate().unwrap_err();
+            assert!(matches!(err, FolderError::Nested { .. }), "{s} {t}: {err}");
+        }
+        let err = config(vec![pair("rel", "/t")]).validate().unwrap_err();
+        assert!(matches!(err, FolderError::Relative(_)), "{err}");
+        let err = config(vec![pair("/a", "/t"), pair("/b", "/t/sub")])
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(err, FolderError::OverlappingTargets { .. }),
+            "{err}"
+        );
+        assert!(matches!(
+            config(Vec::new()).validate(),
+            Err(FolderError::NoPairs)
+        ));
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_a_base() {
+        let mut c = config(vec![pair("src/../in", "/abs")]);
+        c.make_absolute(Path::new("/base"));
+        assert_eq!(c.pairs[0].source, Path::new("/base/in"));
+        assert_eq!(c.pairs[0].target, Path::new("/abs"));
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let c = FolderConfig {
+            pairs: vec![pair("/s", "/t")],
+            delete: true,
+            checksum: false,
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<FolderConfig>(&json).unwrap(), c);
+        let minimal: FolderConfig =
+            serde_json::from_str(r#"{"pairs":[{"source":"/s","target":"/t"}]}"#).unwrap();
+        assert!(!minimal.delete && !minimal.checksum);
+    }
+}

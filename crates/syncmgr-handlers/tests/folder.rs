@@ -1,0 +1,603 @@
+//! The folder mirror driven through a real session (`Session` with a
+//! `MemoryJournal`), on real temporary folders: trees are compared byte for
+//! byte (contents, modification times, permission bits, link targets, empty
+//! directories) after each step.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use filetime::FileTime;
+use syncmgr_core::{
+    CancelTarget, HandlerJob, ItemStatus, LogLevel, MemoryJournal, NewLogEntry, Selection, Session,
+    SessionConfig, SessionControl, SessionEvent, SessionSummary, SyncEvent,
+};
+use syncmgr_handlers::folder::{FolderConfig, FolderError, FolderHandler, FolderPair};
+
+const TEMP_PREFIX: &str = ".syncmgr-tmp-";
+
+// ---------------------------------------------------------------------------
+// Trees.
+
+#[derive(Debug, PartialEq, Eq)]
+enum Node {
+    Dir {
+        mode: u32,
+        mtime: (i64, i64),
+    },
+    File {
+        mode: u32,
+        mtime: (i64, i64),
+        data: Vec<u8>,
+    },
+    Link {
+        target: PathBuf,
+        mtime: (i64, i64),
+    },
+    Other,
+}
+
+/// Everything under `root` (the root included, as ""), links not followed.
+fn tree(root: &Path) -> BTreeMap<PathBuf, Node> {
+    walkdir::WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|entry| {
+            let entry = entry.expect("walk");
+            let meta = entry.path().symlink_metadata().expect("lstat");
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .expect("under root")
+                .to_owned();
+            let mtime = (meta.mtime(), meta.mtime_nsec());
+            let mode = meta.mode() & 0o7777;
+            let node = if meta.is_dir() {
+                Node::Dir { mode, mtime }
+            } else if meta.is_file() {
+                let data = fs::read(entry.path()).unwrap_or_else(|_| b"<unreadable>".to_vec());
+                Node::File { mode, mtime, data }
+            } else if meta.file_type().is_symlink() {
+                let target = fs::read_link(entry.path()).expect("readlink");
+                Node::Link { target, mtime }
+            } else {
+                Node::Other
+            };
+            (rel, node)
+        })
+        .collect()
+}
+
+#[track_caller]
+fn assert_mirror(source: &Path, target: &Path) {
+    let (s, t) = (tree(source), tree(target));
+    for (rel, node) in &s {
+        assert_eq!(t.get(rel), Some(node), "{} differs", rel.display());
+    }
+    for rel in t.keys() {
+        assert!(
+            s.contains_key(rel),
+            "{} is not in the source",
+            rel.display()
+        );
+    }
+}
+
+fn temp_files(root: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
+        .map(|e| e.into_path())
+        .collect()
+}
+
+fn write(root: &Path, rel: &str, data: &[u8], mode: u32, mtime: i64) {
+    let path = root.join(rel);
+    fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    fs::write(&path, data).expect("write");
+    // The time first: setting it opens the file, which mode 000 may forbid.
+    filetime::set_file_mtime(&path, FileTime::from_unix_time(mtime, 123_456_789)).expect("mtime");
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+fn link(root: &Path, rel: &str, to: &str, mtime: i64) {
+    let path = root.join(rel);
+    symlink(to, &path).expect("symlink");
+    let t = FileTime::from_unix_time(mtime, 987_654_321);
+    filetime::set_symlink_file_times(&path, t, t).expect("link times");
+}
+
+/// Gives every directory under `root` a fixed mode and a past time, after
+/// its contents are in place (deepest first).
+fn settle_dirs(root: &Path, mode: u32) {
+    for entry in walkdir::WalkDir::new(root).contents_first(true) {
+        let entry = entry.expect("walk");
+        if entry.file_type().is_dir() {
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode)).expect("chmod");
+            filetime::set_file_mtime(entry.path(), FileTime::from_unix_time(1_400_000_000, 5))
+                .expect("mtime");
+        }
+    }
+}
+
+fn config(source: &Path, target: &Path, delete: bool) -> FolderConfig {
+    FolderConfig {
+        pairs: vec![FolderPair {
+            source: source.to_owned(),
+            target: target.to_owned(),
+        }],
+        delete,
+        checksum: false,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sessions.
+
+struct Run {
+    summary: SessionSummary,
+    events: Vec<SessionEvent>,
+    journal: Arc<MemoryJournal>,
+}
+
+impl Run {
+    fn status(&self) -> ItemStatus {
+        assert_eq!(self.summary.items.len(), 1, "{:?}", self.summary);
+        self.summary.items[0].status
+    }
+
+    fn logs(&self) -> Vec<NewLogEntry> {
+        self.journal.entries().into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// The text of the item's final information entry (the totals).
+    fn totals(&self) -> String {
+        self.logs()
+            .into_iter()
+            .rev()
+            .find(|e| e.level == LogLevel::Information)
+            .map(|e| e.text)
+            .unwrap_or_else(|| panic!("no totals entry in {:#?}", self.logs()))
+    }
+
+    fn errors(&self) -> Vec<NewLogEntry> {
+        self.logs()
+            .into_iter()
+            .filter(|e| e.level == LogLevel::Error)
+            .collect()
+    }
+}
+
+async fn run(config: &FolderConfig, selection: Selection) -> Run {
+    run_with(config, selection, |_, _| {}).await
+}
+
+/// Runs one session with the folder handler as "mirror", calling `on_event`
+/// for every event until the final one.
+async fn run_with(
+    config: &FolderConfig,
+    selection: Selection,
+    mut on_event: impl FnMut(&SessionEvent, &SessionControl),
+) -> Run {
+    let job = HandlerJob {
+        name: "mirror".into(),
+        handler: Box::new(FolderHandler::new(config.clone())),
+        selection,
+        timeout: Duration::from_secs(60),
+    };
+    let mut session_config = SessionConfig::new("s", SyncEvent::Manual);
+    // Every update reaches the test at once (the cancel test reacts to one).
+    session_config.coalesce = Duration::ZERO;
+    let journal = Arc::new(MemoryJournal::default());
+    let (session, control, mut rx) = Session::new(session_config, journal.clone(), vec![job]);
+    let running = tokio::spawn(session.run());
+    let mut events = Vec::new();
+    while let Some(event) = rx.recv().await {
+        on_event(&event, &control);
+        let last = matches!(event, SessionEvent::Finished(_));
+        events.push(event);
+        if last {
+            break;
+        }
+    }
+    let summary = running.await.expect("session task");
+    Run {
+        summary,
+        events,
+        journal,
+    }
+}
+
+async fn sync(config: &FolderConfig) -> Run {
+    run(config, Selection::Checked(HashMap::new())).await
+}
+
+fn item_id(config: &FolderConfig) -> String {
+    config.pairs[0].item_id()
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn mirrors_changes_and_deletes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("source"), dir.path().join("target dir"));
+    write(&src, "plain.txt", b"plain", 0o644, 1_500_000_001);
+    write(&src, "with space ü €.txt", b"spaces", 0o640, 1_500_000_002);
+    write(&src, "run.sh", b"#!/bin/sh\n", 0o755, 1_500_000_003);
+    write(&src, "ro.txt", b"read only", 0o444, 1_500_000_004);
+    write(&src, "zero.txt", b"", 0o600, 1_500_000_005);
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    write(&src, "nested/deeper/data.bin", &big, 0o644, 1_500_000_006);
+    write(&src, "nested/données/x", b"x", 0o644, 1_500_000_007);
+    fs::create_dir_all(src.join("empty")).expect("mkdir");
+    link(&src, "link-rel", "plain.txt", 1_500_000_008);
+    link(&src, "link-dangling", "does/not/exist", 1_500_000_009);
+    link(&src, "nested/link-dir", "../empty", 1_500_000_010);
+    write(
+        &src,
+        "read-only dir/inside",
+        b"inside",
+        0o644,
+        1_500_000_011,
+    );
+    settle_dirs(&src, 0o750);
+    // Entries change in it below: the mirror must open it for that (when not
+    // root) and give it its mode back.
+    let read_only = |root: &Path, mode: u32| {
+        fs::set_permissions(root.join("read-only dir"), fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    };
+    read_only(&src, 0o555);
+    let cfg = config(&src, &dst, false);
+    let id = item_id(&cfg);
+
+    // First sync: everything, the target folder created.
+    let first = sync(&cfg).await;
+    assert_eq!(first.status(), ItemStatus::Succeeded, "{:#?}", first.logs());
+    assert_mirror(&src, &dst);
+    assert!(first.errors().is_empty(), "{:#?}", first.errors());
+    assert!(
+        first.totals().starts_with("8 files and 3 links copied"),
+        "{}",
+        first.totals()
+    );
+    let enumerated = first.events.iter().find_map(|e| match e {
+        SessionEvent::ItemsEnumerated { enumeration, .. } => Some(enumeration.items[0].clone()),
+        _ => None,
+    });
+    let item = enumerated.expect("enumerated");
+    assert_eq!(item.id, id);
+    assert_eq!(item.name, format!("{} → {}", src.display(), dst.display()));
+    // Progress is in bytes: the last snapshot shows all of them.
+    let last = first
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            SessionEvent::ItemChanged(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("item events");
+    let bytes = (5 + 6 + 10 + 9 + big.len() + 1 + 6) as u64;
+    assert_eq!((last.value, last.max), (Some(bytes), Some(bytes)));
+
+    // Nothing changed: nothing copied.
+    let again = sync(&cfg).await;
+    assert_eq!(again.status(), ItemStatus::Succeeded);
+    assert!(
+        again.totals().starts_with("0 files and 0 links copied"),
+        "{}",
+        again.totals()
+    );
+    assert_mirror(&src, &dst);
+
+    // Changes: contents, mode only, a link's target, new entries.
+    fs::write(src.join("plain.txt"), b"plain, longer now").expect("write");
+    fs::set_permissions(src.join("run.sh"), fs::Permissions::from_mode(0o700)).expect("chmod");
+    fs::remove_file(src.join("link-rel")).expect("rm");
+    link(&src, "link-rel", "with space ü €.txt", 1_500_000_011);
+    write(&src, "nested/new file", b"new", 0o600, 1_500_000_012);
+    fs::create_dir(src.join("new empty")).expect("mkdir");
+    read_only(&src, 0o755);
+    write(&src, "read-only dir/added", b"added", 0o644, 1_500_000_012);
+    read_only(&src, 0o555);
+    let changed = sync(&cfg).await;
+    assert_eq!(
+        changed.status(),
+        ItemStatus::Succeeded,
+        "{:#?}",
+        changed.logs()
+    );
+    assert!(
+        changed.totals().contains("3 files and 1 links copied"),
+        "{}",
+        changed.totals()
+    );
+    assert!(
+        changed.totals().contains("1 updated"),
+        "{}",
+        changed.totals()
+    );
+    assert_mirror(&src, &dst);
+
+    // Deletions without `delete`: what went from the source stays.
+    fs::remove_file(src.join("ro.txt")).expect("rm");
+    fs::remove_dir_all(src.join("nested/deeper")).expect("rm");
+    let kept = sync(&cfg).await;
+    assert_eq!(kept.status(), ItemStatus::Succeeded, "{:#?}", kept.logs());
+    assert!(dst.join("ro.txt").exists() && dst.join("nested/deeper/data.bin").exists());
+    let (s, mut t) = (tree(&src), tree(&dst));
+    t.retain(|rel, _| !rel.starts_with("ro.txt") && !rel.starts_with("nested/deeper"));
+    assert_eq!(s, t);
+
+    // With `delete`, and entries changing type both ways.
+    fs::remove_file(src.join("zero.txt")).expect("rm");
+    write(&src, "zero.txt/inside", b"in", 0o644, 1_500_000_013);
+    fs::remove_dir_all(src.join("nested/données")).expect("rm");
+    write(&src, "nested/données", b"now a file", 0o644, 1_500_000_014);
+    let cfg = config(&src, &dst, true);
+    let deleted = sync(&cfg).await;
+    assert_eq!(
+        deleted.status(),
+        ItemStatus::Succeeded,
+        "{:#?}",
+        deleted.logs()
+    );
+    assert_mirror(&src, &dst);
+    assert!(
+        deleted.totals().contains("4 deleted"),
+        "{}",
+        deleted.totals()
+    );
+    assert!(temp_files(&dst).is_empty());
+    // So that the temporary folder can go when the test does not run as root.
+    read_only(&src, 0o755);
+    read_only(&dst, 0o755);
+}
+
+#[tokio::test]
+async fn checksum_compares_contents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
+    write(&src, "same-size.txt", b"aaaa", 0o644, 1_500_000_000);
+    let mut cfg = config(&src, &dst, false);
+    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
+    // Same size, same time, other contents: size and time cannot see it.
+    write(&src, "same-size.txt", b"bbbb", 0o644, 1_500_000_000);
+    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
+    assert_eq!(fs::read(dst.join("same-size.txt")).expect("read"), b"aaaa");
+    cfg.checksum = true;
+    let run = sync(&cfg).await;
+    assert_eq!(run.status(), ItemStatus::Succeeded);
+    assert!(run.totals().starts_with("1 files"), "{}", run.totals());
+    assert_mirror(&src, &dst);
+}
+
+#[tokio::test]
+async fn guards_refuse_until_confirmed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
+    for n in 1..=4 {
+        write(&src, &format!("f{n}"), b"data", 0o644, 1_500_000_000);
+    }
+    let cfg = config(&src, &dst, true);
+    let id = item_id(&cfg);
+    let guard = format!("guard-{id}");
+    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
+
+    // Three of four files would go: refused, nothing touched.
+    for n in 1..=3 {
+        fs::remove_file(src.join(format!("f{n}"))).expect("rm");
+    }
+    let before = tree(&dst);
+    let refused = sync(&cfg).await;
+    assert_eq!(refused.status(), ItemStatus::Failed);
+    let entry = refused
+        .errors()
+        .into_iter()
+        .find(|e| e.error_id.as_deref() == Some(&guard))
+        .unwrap_or_else(|| panic!("no guard entry in {:#?}", refused.logs()));
+    assert!(entry.actionable && entry.item.as_deref() == Some(id.as_str()));
+    assert!(
+        entry.text.contains("delete 3 of the 4 files"),
+        "{}",
+        entry.text
+    );
+    assert_eq!(tree(&dst), before);
+
+    // Acting on the entry confirms it; the retry goes ahead.
+    let confirmed = run(&cfg, Selection::ShowError(guard.clone())).await;
+    assert_eq!(
+        confirmed.status(),
+        ItemStatus::Succeeded,
+        "{:#?}",
+        confirmed.logs()
+    );
+    assert_mirror(&src, &dst);
+
+    // An empty source over a non-empty target: the same.
+    fs::remove_file(src.join("f4")).expect("rm");
+    let refused = sync(&cfg).await;
+    assert_eq!(refused.status(), ItemStatus::Failed);
+    let entry = refused.errors().pop().expect("guard entry");
+    assert_eq!(entry.error_id.as_deref(), Some(guard.as_str()));
+    assert!(
+        entry.text.contains("source folder is empty"),
+        "{}",
+        entry.text
+    );
+    assert!(dst.join("f4").exists());
+    let confirmed = run(&cfg, Selection::ShowError(guard)).await;
+    assert_eq!(confirmed.status(), ItemStatus::Succeeded);
+    assert_mirror(&src, &dst);
+}
+
+#[tokio::test]
+async fn missing_source_is_refused_and_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("not mounted"), dir.path().join("t"));
+    let cfg = config(&src, &dst, true);
+    let id = item_id(&cfg);
+    let refused = sync(&cfg).await;
+    assert_eq!(refused.status(), ItemStatus::Failed);
+    let entry = refused.errors().pop().expect("an error entry");
+    assert_eq!(entry.error_id, Some(format!("missing-{id}")));
+    assert!(entry.actionable);
+    assert!(entry.text.contains("does not exist"), "{}", entry.text);
+    assert!(!dst.exists(), "nothing is created for a missing source");
+
+    // Acting on it retries (and finds the source now).
+    write(&src, "back", b"again", 0o644, 1_500_000_000);
+    let retried = run(&cfg, Selection::ShowError(format!("missing-{id}"))).await;
+    assert_eq!(retried.status(), ItemStatus::Succeeded);
+    assert_mirror(&src, &dst);
+}
+
+#[test]
+fn validate_refuses_nested_folders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    fs::create_dir_all(root.join("data/a")).expect("mkdir");
+    fs::create_dir_all(root.join("data/ab")).expect("mkdir");
+    symlink(root.join("data/a"), root.join("alias")).expect("symlink");
+    let pair = |s: &str, t: &str| config(&root.join(s), &root.join(t), false);
+    // Component-wise: "a" is not inside "ab".
+    pair("data/a", "data/ab")
+        .validate()
+        .expect("siblings are fine");
+    pair("data/a", "elsewhere/new")
+        .validate()
+        .expect("a new target is fine");
+    for (s, t) in [
+        ("data/a", "data/a/new/deeper"),
+        ("data/a/sub", "data"),
+        ("alias", "data/a/x"),
+        ("data/a/x", "alias"),
+        ("alias", "data/a"),
+    ] {
+        let err = pair(s, t).validate().expect_err(s);
+        assert!(matches!(err, FolderError::Nested { .. }), "{s} {t}: {err}");
+        assert!(err.to_string().contains("into itself"), "{err}");
+    }
+}
+
+/// Whether this process can read a file whatever its permission bits (root,
+/// or CAP_DAC_OVERRIDE): then chmod 000 does not make a file unreadable.
+fn privileged(dir: &Path) -> bool {
+    let probe = dir.join("probe");
+    fs::write(&probe, b"x").expect("write");
+    fs::set_permissions(&probe, fs::Permissions::from_mode(0o000)).expect("chmod");
+    let readable = fs::File::open(&probe).is_ok();
+    fs::remove_file(&probe).expect("rm");
+    readable
+}
+
+#[tokio::test]
+async fn unreadable_entries_are_logged_and_fail_the_item() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
+    write(&src, "a-good", b"good", 0o644, 1_500_000_000);
+    write(&src, "m-locked", b"secret", 0o000, 1_500_000_000);
+    write(&src, "z-good", b"also good", 0o644, 1_500_000_000);
+    // A FIFO cannot be read like a file (opening it would block): it is the
+    // unreadable entry that also works as root, where chmod 000 stops
+    // nothing. mkfifo(1) rather than libc keeps the tests free of unsafe.
+    let fifo = src.join("n-fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let locked_is_unreadable = !privileged(dir.path());
+
+    let run = sync(&config(&src, &dst, false)).await;
+    assert_eq!(run.status(), ItemStatus::Failed, "{:#?}", run.logs());
+    let errors = run.errors();
+    let names = |needle: &str| {
+        errors
+            .iter()
+            .any(|e| e.text.contains(needle) && e.error_id.as_deref().is_some())
+    };
+    assert!(names(&fifo.display().to_string()), "{errors:#?}");
+    if locked_is_unreadable {
+        assert!(
+            names(&src.join("m-locked").display().to_string()),
+            "{errors:#?}"
+        );
+        assert!(!dst.join("m-locked").exists());
+    }
+    // The rest was finished.
+    for good in ["a-good", "z-good"] {
+        assert_eq!(fs::read(dst.join(good)).ok(), fs::read(src.join(good)).ok());
+    }
+    assert!(!dst.join("n-fifo").exists());
+    assert!(temp_files(&dst).is_empty());
+}
+
+#[tokio::test]
+async fn cancel_in_a_large_file_leaves_nothing_partial() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
+    // 64 MiB: about a hundred chunks, so the cancel, sent as soon as the file's
+    // first progress arrives, lands while it is being copied.
+    let big: Vec<u8> = (0..64u32 << 20).map(|i| (i % 253) as u8).collect();
+    write(&src, "a big file", &big, 0o644, 1_500_000_000);
+    for n in 0..20 {
+        write(&src, &format!("small {n}"), b"small", 0o644, 1_500_000_000);
+    }
+    let cfg = config(&src, &dst, false);
+    let id = item_id(&cfg);
+    let mut sent = false;
+    let run = run_with(
+        &cfg,
+        Selection::Checked(HashMap::new()),
+        |event, control| {
+            if let SessionEvent::ItemChanged(item) = event
+                && item.text == "a big file"
+                && !sent
+            {
+                sent = control.cancel(&CancelTarget::Item {
+                    handler: "mirror".into(),
+                    item: id.clone(),
+                });
+            }
+        },
+    )
+    .await;
+    assert!(sent, "the big file's progress was seen");
+    assert_eq!(run.status(), ItemStatus::Stopped, "{:#?}", run.logs());
+    assert!(run.totals().starts_with("stopped:"), "{}", run.totals());
+    assert!(temp_files(&dst).is_empty(), "{:?}", temp_files(&dst));
+    // Nothing partial under a final name: whatever is there is complete.
+    for (rel, node) in tree(&dst) {
+        if let Node::File { data, .. } = node {
+            assert_eq!(
+                data,
+                fs::read(src.join(&rel)).expect("source"),
+                "{}",
+                rel.display()
+            );
+        }
+    }
+    assert!(
+        !dst.join("a big file").exists(),
+        "the big file was cut short"
+    );
+    // And the cancel was seen within the big file (the copy of 64 MiB takes
+    // far longer than an event takes to reach the test and come back).
+    let stopped_at = run
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            SessionEvent::ItemChanged(s) => s.value,
+            _ => None,
+        })
+        .expect("progress");
+    assert!(stopped_at < big.len() as u64, "stopped at {stopped_at}");
+}
