@@ -29,10 +29,13 @@
 //! - [`signals`]: Ctrl-C (exit 130, clean cancel) and SIGKILL of the manager
 //!   (interrupted session, valid database, stale socket, orphaned handler).
 //! - [`usage`]: bad usage and bad input exit 2 with a clear message.
+//! - [`builtins`]: the built-in folder and command handlers through
+//!   `register`, and `syncmgr demo`.
 //! - [`check_handler`]: `syncmgr check-handler` passes every example handler
 //!   (Rust SDK, Python SDK, none), fails each misbehaviour of the test
 //!   handler on the rule it breaks, in bounded time.
 
+mod builtins;
 mod cancel;
 mod check_handler;
 mod choices;
