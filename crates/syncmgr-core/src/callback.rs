@@ -121,6 +121,8 @@ pub(crate) struct HandlerShared {
     pub(crate) current: Mutex<Option<Arc<PreparedSet>>>,
     /// `showError` is running (a window for `enableModeless`).
     pub(crate) showing_error: AtomicBool,
+    /// Called on every cancel, synchronously, by whoever cancels.
+    cancel_hook: HookSlot,
     problems: AtomicU32,
     output_lines: AtomicU32,
 }
@@ -138,6 +140,7 @@ impl HandlerShared {
             flags: Mutex::new(HandlerFlags::default()),
             current: Mutex::new(None),
             showing_error: AtomicBool::new(false),
+            cancel_hook: HookSlot::default(),
             problems: AtomicU32::new(0),
             output_lines: AtomicU32::new(0),
         }
@@ -145,6 +148,11 @@ impl HandlerShared {
 
     pub(crate) fn signal_cancel(&self) {
         self.cancel_gen.send_modify(|g| *g += 1);
+        // Cloned out of the lock: the hook takes other locks of this handler.
+        let hook = lock(&self.cancel_hook.0).clone();
+        if let Some(hook) = hook {
+            hook();
+        }
     }
 
     /// Asks the handler to stop everything; `by_user` separates the user's
@@ -177,6 +185,24 @@ impl HandlerShared {
         };
         self.signal_cancel();
         known
+    }
+}
+
+/// A function run synchronously on every cancel that concerns a handler
+/// (see [`HandlerCallback::set_cancel_hook`]).
+pub type CancelHook = Arc<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
+struct HookSlot(Mutex<Option<CancelHook>>);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = lock(&self.0).is_some();
+        f.write_str(if set {
+            "HookSlot(set)"
+        } else {
+            "HookSlot(none)"
+        })
     }
 }
 
@@ -556,6 +582,16 @@ impl HandlerCallback {
     /// arrives; wait on it, then call [`take_skip_requests`](Self::take_skip_requests).
     pub fn cancel_signal(&self) -> watch::Receiver<u64> {
         self.handler.cancel_gen.subscribe()
+    }
+
+    /// Installs (or with `None` removes) a function that runs synchronously,
+    /// on the canceller's thread, on every cancel that concerns this handler.
+    ///
+    /// [`cancel_signal`](Self::cancel_signal) wakes a task; a hook saves that
+    /// wakeup, so a process handler can write `setItemStatus` to the pipe
+    /// straight from the cancel. It must be quick and must not block.
+    pub fn set_cancel_hook(&self, hook: Option<CancelHook>) {
+        *lock(&self.handler.cancel_hook.0) = hook;
     }
 
     /// Notes that the handler is alive (any message counts), for the silence

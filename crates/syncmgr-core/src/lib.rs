@@ -18,7 +18,7 @@ pub mod model;
 mod session;
 pub mod state;
 
-pub use callback::HandlerCallback;
+pub use callback::{CancelHook, HandlerCallback};
 pub use error::{CallbackError, HandlerError, JournalError, ParseEnumError};
 pub use event::{ItemSnapshot, SessionEvent, SessionSummary};
 pub use handler::{Handler, Journal, MemoryJournal};

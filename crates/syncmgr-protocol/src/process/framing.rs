@@ -288,6 +288,52 @@ impl Outbox {
 }
 
 impl Outbox {
+    /// Writes `line` and flushes it right here, without awaiting, when the
+    /// pipe is free, nothing is queued and the kernel takes it at once (the
+    /// cancel path, called synchronously from the cancel); otherwise hands it
+    /// to a task that sends it as [`Outbox::send_urgent`] would. Must run
+    /// inside a tokio runtime.
+    pub(crate) fn send_now(&self, line: Vec<u8>) {
+        use futures::FutureExt as _;
+        if let Ok(mut stdin) = self.stdin.try_lock()
+            && self.queued.load(Ordering::SeqCst) == 0
+        {
+            let Some(out) = stdin.as_mut() else {
+                return;
+            };
+            // A line shorter than the buffer is either copied into it whole
+            // or not at all (the buffer must drain first), so polling once
+            // never leaves half a line behind.
+            match out.write_all(&line).now_or_never() {
+                Some(Ok(())) => match out.flush().now_or_never() {
+                    Some(Ok(())) => return,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "cannot write to the handler's stdin");
+                        *stdin = None;
+                        return;
+                    }
+                    None => {
+                        // In the buffer; the pipe is full. Flush from a task.
+                        drop(stdin);
+                        let this = self.clone();
+                        tokio::spawn(async move { this.flush().await });
+                        return;
+                    }
+                },
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "cannot write to the handler's stdin");
+                    *stdin = None;
+                    return;
+                }
+                None => {}
+            }
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.send_urgent(line).await;
+        });
+    }
+
     /// Answers a `progress`: written into the stdin buffer at once, without a
     /// flush, when nothing is queued and the pipe is free (the hot path saves
     /// the hop to the writer task); queued otherwise. After

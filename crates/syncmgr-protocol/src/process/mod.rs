@@ -54,6 +54,26 @@ use crate::wire::{
     ShowPropertiesResult, method,
 };
 
+/// The `setItemStatus skipped` notification for `item`.
+fn skip_line(item: &str) -> Option<String> {
+    let params = SetItemStatusParams {
+        item: Cow::Borrowed(item),
+        status: ItemStatus::Skipped,
+    };
+    wire::encode_notification(method::SET_ITEM_STATUS, &params)
+        .map_err(|e| tracing::error!(error = %e, "cannot encode setItemStatus"))
+        .ok()
+}
+
+/// Removes the cancel hook when the forwarding call ends, however it ends.
+struct Unhook<'a>(&'a HandlerCallback);
+
+impl Drop for Unhook<'_> {
+    fn drop(&mut self) {
+        self.0.set_cancel_hook(None);
+    }
+}
+
 /// How long `shutdown` waits for the child to exit before killing its group.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -357,6 +377,23 @@ impl ProcessHandler {
         let mut cancels = cb.cancel_signal();
         let mut request = self.send_request(method, params).await?;
         self.forward_skips(cb).await;
+        // The fast path: write `setItemStatus` from the cancel call itself,
+        // saving the wakeup of this task (the watch below stays as the
+        // fallback, for cancels from outside a runtime).
+        let hook_cb = cb.clone();
+        let out = self.out.clone();
+        cb.set_cancel_hook(Some(Arc::new(move || {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return;
+            }
+            for item in hook_cb.take_skip_requests() {
+                if let Some(line) = skip_line(&item) {
+                    out.send_now(line.into_bytes());
+                    tracing::debug!(item, "forwarded a cancel as setItemStatus skipped");
+                }
+            }
+        })));
+        let _unhook = Unhook(cb);
         let mut watching = true;
         let raw = {
             let answer = request.wait();
@@ -379,16 +416,9 @@ impl ProcessHandler {
     /// Sends `setItemStatus skipped` for every item cancelled since last time.
     async fn forward_skips(&self, cb: &HandlerCallback) {
         for item in cb.take_skip_requests() {
-            let params = SetItemStatusParams {
-                item: Cow::Borrowed(&item),
-                status: ItemStatus::Skipped,
-            };
-            match wire::encode_notification(method::SET_ITEM_STATUS, &params) {
-                Ok(line) => {
-                    self.out.send_urgent(line.into_bytes()).await;
-                    tracing::debug!(item, "forwarded a cancel as setItemStatus skipped");
-                }
-                Err(e) => tracing::error!(error = %e, "cannot encode setItemStatus"),
+            if let Some(line) = skip_line(&item) {
+                self.out.send_urgent(line.into_bytes()).await;
+                tracing::debug!(item, "forwarded a cancel as setItemStatus skipped");
             }
         }
     }
