@@ -93,6 +93,8 @@ def sync(m):
         send({"jsonrpc": "1.0", "id": "odd", "method": "progress"})
         while True:
             n = read()
+            if "method" not in n and n.get("id") is None:
+                continue  # the manager's answers to the unparseable lines
             if n.get("id") == "odd":
                 assert n["error"]["code"] == -32600, n
                 break
@@ -114,6 +116,11 @@ def sync(m):
 while True:
     m = read()
     if note(m):
+        continue
+    if "method" not in m:
+        # An answer to none of our requests: the manager's `id: null`
+        # error for a line it could not parse.
+        assert m.get("id") is None and "error" in m, m
         continue
     method = m.get("method")
     if method == "initialize":

@@ -115,9 +115,9 @@ impl Reader {
                         wire::excerpt(line)
                     ),
                 );
-                if let Some(id) = &e.id {
-                    self.send_error(Some(id), e.code, &e.message).await;
-                }
+                // JSON-RPC 2.0: a line whose id cannot be read is answered
+                // with `id: null`.
+                self.send_error(e.id.as_deref(), e.code, &e.message).await;
             }
             Ok(Message::Response { id, outcome }) => self.response(id, outcome, line, cb),
             Ok(Message::Notification { method, .. }) => problem(
