@@ -84,9 +84,9 @@ fn main() -> Result<()> {
     let bins = Binaries::locate()?;
     println!("{}; {}", machine(), load());
     let mut report = Report::default();
-    // As the command line's runtime (`Runtime::new()`: one worker per CPU),
-    // unless SYNCMGR_BENCH_WORKERS says otherwise (for experiments; 0 is a
-    // current-thread runtime).
+    // As the command line's runtime (current-thread), unless
+    // SYNCMGR_BENCH_WORKERS says otherwise (for experiments: N workers; 0 is
+    // the current-thread runtime too).
     let workers: Option<usize> = std::env::var("SYNCMGR_BENCH_WORKERS")
         .ok()
         .and_then(|v| v.parse().ok());
@@ -98,7 +98,9 @@ fn main() -> Result<()> {
             .worker_threads(n)
             .enable_all()
             .build()?,
-        None => tokio::runtime::Runtime::new()?,
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
     };
     if let Some(n) = workers {
         println!("runtime: SYNCMGR_BENCH_WORKERS={n} (0 = current thread)");
