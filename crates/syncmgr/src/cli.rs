@@ -23,7 +23,8 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Register (or update) an out-of-process handler.
+    /// Register (or update) a handler: a program, `--folder` pairs or
+    /// `--command` items.
     Register(RegisterArgs),
     /// Remove a handler's registration (its log and history stay).
     Unregister {
@@ -59,8 +60,8 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "PROGRAM [ARG]...")]
         argv: Vec<String>,
     },
-    /// Run a real session on sample data: registers the example folder-mirror
-    /// handler and syncs it with live progress.
+    /// Run a real session on sample data: registers a built-in folder mirror
+    /// and command handler and syncs them with live progress.
     Demo {
         /// Newline-delimited JSON events on stdout.
         #[arg(long)]
