@@ -107,10 +107,7 @@ async fn run_session(
     timeout: Duration,
     plan: CancelPlan,
 ) -> (Outcome, Cancelled) {
-    let handler: Box<dyn syncmgr_core::Handler> = match ProcessHandler::spawn(argv, None, &[]) {
-        Ok(h) => Box::new(h),
-        Err(e) => Box::new(crate::handlers::FailedHandler::new(e.to_string())),
-    };
+    let handler = crate::handlers::process_handler(argv);
     let journal = Arc::new(MemoryJournal::default());
     let mut config = SessionConfig::new(uuid::Uuid::now_v7().to_string(), SyncEvent::Manual);
     config.grace = GRACE;

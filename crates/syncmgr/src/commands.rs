@@ -246,7 +246,6 @@ pub async fn items(store: &Store, args: ItemsArgs, out: &mut Stdout) -> anyhow::
         let mut handler = match build_handler(&reg) {
             Ok(h) => h,
             Err(e) => {
-                tracing::error!("{}: {e:#}", reg.name);
                 crate::output::warn(&format!("{}: {e:#}", reg.name));
                 all_ok = false;
                 continue;

@@ -18,14 +18,20 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// cancel may mean it never runs at all).
 pub fn build_handler(registration: &Registration) -> anyhow::Result<Box<dyn Handler>> {
     match &registration.kind {
-        HandlerKind::Process { argv } => Ok(Box::new(LazyProcess {
-            argv: argv.clone(),
-            state: Lazy::NotStarted(None),
-        })),
+        HandlerKind::Process { argv } => Ok(process_handler(argv)),
         HandlerKind::Builtin { kind, config } => {
             crate::builtin::build(&registration.name, kind, config)
         }
     }
+}
+
+/// A handler program, started on first use; a program that cannot start
+/// fails its `initialize` with the spawn error.
+pub fn process_handler(argv: &[String]) -> Box<dyn Handler> {
+    Box::new(LazyProcess {
+        argv: argv.to_vec(),
+        state: Lazy::NotStarted(None),
+    })
 }
 
 /// Stands in for a handler that could not be started, so that the failure
