@@ -232,6 +232,10 @@ pub(crate) struct PreparedSet {
     pub(crate) open: AtomicBool,
     /// Some slot changed since the pump last looked.
     pub(crate) dirty: AtomicBool,
+    /// Slots cancelled one by one since the skip requests were last taken:
+    /// a cancel looks at these instead of scanning every slot (a scan of a
+    /// thousand cold slots costs more than the rest of the cancel path).
+    skip_candidates: Mutex<Vec<usize>>,
 }
 
 impl PreparedSet {
@@ -266,6 +270,7 @@ impl PreparedSet {
             slots: Mutex::new(slots),
             open: AtomicBool::new(true),
             dirty: AtomicBool::new(true),
+            skip_candidates: Mutex::new(Vec::new()),
         }
     }
 
@@ -274,6 +279,7 @@ impl PreparedSet {
             let mut slots = lock(&self.slots);
             if !slots[i].status.is_terminal() {
                 slots[i].cancelled = true;
+                lock(&self.skip_candidates).push(i);
             }
         }
     }
@@ -569,12 +575,22 @@ impl HandlerCallback {
         };
         let all = self.handler.cancel_all.load(Ordering::SeqCst);
         let mut due = Vec::new();
-        for slot in lock(&set.slots).iter_mut() {
+        let mut slots = lock(&set.slots);
+        let candidates = std::mem::take(&mut *lock(&set.skip_candidates));
+        let mut take = |slot: &mut Slot| {
             if (all || slot.cancelled) && !slot.skip_sent && !slot.status.is_terminal() {
                 slot.skip_sent = true;
                 due.push(slot.id.clone());
             }
+        };
+        if all {
+            slots.iter_mut().for_each(take);
+        } else {
+            for i in candidates {
+                take(&mut slots[i]);
+            }
         }
+        drop(slots);
         due
     }
 

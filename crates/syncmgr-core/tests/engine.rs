@@ -63,6 +63,8 @@ enum Step {
     CancelItem(usize),
     CancelAll,
     Log(usize),
+    /// `take_skip_requests` returns exactly these items.
+    ExpectSkips(Vec<&'static str>),
     /// Waits (in paused time) longer than any timeout.
     Hang,
     Panic,
@@ -169,6 +171,9 @@ impl Handler for Scripted {
                     })
                     .await
                     .expect("log entry accepted");
+                }
+                Step::ExpectSkips(expected) => {
+                    assert_eq!(cb.take_skip_requests(), expected);
                 }
                 Step::Hang => tokio::time::sleep(Duration::from_secs(3600)).await,
                 Step::Panic => panic!("scripted panic"),
@@ -387,23 +392,34 @@ async fn cancel_replies_and_terminal_rules() {
     );
 }
 
+/// Each cancelled item is asked to skip once; finished items never are; a
+/// cancel-all covers the rest.
 #[tokio::test(start_paused = true)]
 async fn skip_requests_are_delivered_once() {
-    fn check(cb: &HandlerCallback, items: &[&'static str]) {
-        assert!(cb.take_skip_requests().is_empty());
-        cb.handler_output("about to cancel");
-        let _ = items;
-    }
     let script = Script {
-        items: vec!["a", "b"],
-        steps: vec![Step::CancelItem(1), progress(0, ItemStatus::Succeeded)],
-        on_sync: Some(check),
+        items: vec!["a", "b", "c", "d"],
+        steps: vec![
+            Step::ExpectSkips(vec![]),
+            progress(0, ItemStatus::Succeeded),
+            Step::CancelItem(1),
+            Step::CancelItem(2),
+            Step::CancelItem(1),
+            Step::ExpectSkips(vec!["b", "c"]),
+            Step::ExpectSkips(vec![]),
+            Step::CancelItem(0), // finished: nothing to skip
+            Step::ExpectSkips(vec![]),
+            Step::CancelAll,
+            Step::ExpectSkips(vec!["d"]),
+            Step::ExpectSkips(vec![]),
+        ],
         ..Script::default()
     };
     let run = run(vec![("h", script)]).await;
     check_event_invariants(&run);
-    // b was cancelled and never confirmed: the manager stops it.
-    assert_eq!(status_of(&run.summary, "b"), ItemStatus::Stopped);
+    // b, c and d were cancelled and never confirmed: the manager stops them.
+    for item in ["b", "c", "d"] {
+        assert_eq!(status_of(&run.summary, item), ItemStatus::Stopped);
+    }
 }
 
 #[tokio::test(start_paused = true)]

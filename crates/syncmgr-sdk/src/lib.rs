@@ -76,6 +76,16 @@
 //! reported `stopped`, not `failed`. Items that had not started are reported
 //! `skipped` without calling `sync_item`.
 //!
+//! # Reporting often
+//!
+//! [`Progress::report`] is a round trip: it waits for the manager's answer
+//! (tens of microseconds). A handler that reports per block of a copy or per
+//! line of a child's output uses [`Progress::post`] instead: it sends the
+//! report and returns at once with the cancel state known so far; the answer
+//! is applied when it arrives, and up to [`POST_WINDOW`] reports are in
+//! flight. Either call may be made from any thread; a thread waiting for an
+//! answer reads it itself, so no thread switch is paid per report.
+//!
 //! # Output
 //!
 //! Never write to stdout: it is the protocol. [`serve`] makes that safe by
@@ -92,6 +102,7 @@ mod serve;
 mod stdio;
 mod util;
 
+pub use conn::POST_WINDOW;
 pub use error::{Error, HandlerError};
 pub use model::{HandlerInfo, InitContext, Item, ItemOutcome};
 pub use progress::{LogEntry, Manager, Progress, Reply, Update};

@@ -387,6 +387,62 @@ impl Progress {
         Ok(self.state())
     }
 
+    /// Reports progress without waiting for the manager's answer, for a
+    /// handler that reports often (every block of a copy): a round trip per
+    /// report would cost more than the work between two. Returns the cancel
+    /// state known so far, like [`Progress::state`].
+    ///
+    /// The answer is applied when it arrives: a `cancelItem` or `cancelAll`
+    /// turns [`Progress::is_cancelled`] true (so check the returned state or
+    /// `is_cancelled` as with [`Progress::report`], one or a few reports
+    /// later); a refusal is written to stderr. At most
+    /// [`POST_WINDOW`](crate::POST_WINDOW) posted reports await their answers
+    /// at once; a further `post` waits for the oldest. The SDK waits for every
+    /// answer before it ends the round; [`Progress::flush`] waits for them
+    /// earlier. After the manager is gone it answers [`Reply::CancelAll`].
+    ///
+    /// ```no_run
+    /// # use syncmgr_sdk::{Progress, Update, ItemOutcome};
+    /// # fn f(progress: &Progress, blocks: u64) -> ItemOutcome {
+    /// for block in 1..=blocks {
+    ///     // ... copy one block ...
+    ///     if progress.post(Update::progress(block, blocks)).is_cancel() {
+    ///         return ItemOutcome::stopped();
+    ///     }
+    /// }
+    /// # ItemOutcome::succeeded() }
+    /// ```
+    pub fn post(&self, update: impl Into<Update>) -> Reply {
+        let update = update.into();
+        let status = update.status;
+        let params = wire::ProgressParams {
+            item: Cow::Borrowed(&self.item),
+            text: update.text.map(|t| Cow::Owned(clip(t))),
+            status,
+            value: update.value,
+            max: update.max,
+        };
+        match self.manager.conn.post(&self.item, &params) {
+            Ok(()) => {
+                if let Some(status) = status.filter(|s| s.is_terminal()) {
+                    *lock(&self.terminal) = Some(status);
+                }
+                self.state()
+            }
+            Err(Error::Closed) => Reply::CancelAll,
+            Err(e) => {
+                note(format_args!("progress of {}: {e}", self.item));
+                self.state()
+            }
+        }
+    }
+
+    /// Waits until the manager answered every [`Progress::post`]ed report
+    /// (of every item), so that their cancels are in [`Progress::state`].
+    pub fn flush(&self) {
+        self.manager.conn.wait_posted();
+    }
+
     /// Whether the manager asked to stop this item (a `cancelItem` or
     /// `cancelAll` reply, a `setItemStatus skipped`, or the channel closed).
     /// Cheap: no message is sent.

@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -77,7 +76,7 @@ fn run<H: SyncHandler>(
     output: Box<dyn Write + Send>,
     exit_grace: Option<Duration>,
 ) -> Result<(), Error> {
-    let (conn, inbox) = Conn::start(
+    let conn = Conn::start(
         Box::new(BufReader::with_capacity(64 * 1024, input)),
         output,
         exit_grace,
@@ -89,7 +88,7 @@ fn run<H: SyncHandler>(
         ctx: InitContext::default(),
         prepared: Vec::new(),
     };
-    let result = server.main_loop(&inbox);
+    let result = server.main_loop();
     conn.finish();
     result
 }
@@ -106,8 +105,8 @@ struct Server<H> {
 type Answer = Result<Box<RawValue>, (i64, String)>;
 
 impl<H: SyncHandler> Server<H> {
-    fn main_loop(&mut self, inbox: &Receiver<Inbound>) -> Result<(), Error> {
-        while let Ok(Inbound::Request { id, method, params }) = inbox.recv() {
+    fn main_loop(&mut self) -> Result<(), Error> {
+        while let Inbound::Request { id, method, params } = self.conn.next_request() {
             let answer = self.handle(&method, params.as_deref());
             let written = match answer {
                 Ok(result) => self.conn.respond(&id, &result),
@@ -166,6 +165,9 @@ impl<H: SyncHandler> Server<H> {
             method::SYNCHRONIZE => {
                 let _: wire::Empty = decode(name, params)?;
                 self.synchronize();
+                // Every posted report answered first: its refusal is noted
+                // while the round is still on.
+                self.conn.wait_posted();
                 encode(&wire::Empty {})
             }
             method::SHOW_ERROR => {

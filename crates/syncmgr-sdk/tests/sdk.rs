@@ -598,6 +598,200 @@ async fn shell_retry() {
 // The Rust SDK without a manager: `serve_io` over pipes, the test playing the
 // manager line by line.
 
+fn request(id: serde_json::Value, method: &str, params: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+fn answer(id: &serde_json::Value, action: &str) -> serde_json::Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"action": action}})
+}
+
+/// The manager's side of `serve_io(handler)` over pipes: `script` gets a
+/// line reader (with a deadline per line) and a line writer, and runs on its
+/// own thread; the test fails when the whole exchange takes over
+/// [`DEADLINE`].
+fn converse<H: syncmgr_sdk::SyncHandler + Send + 'static>(
+    handler: H,
+    script: impl FnOnce(
+        &mut dyn FnMut() -> Option<serde_json::Value>,
+        &mut dyn FnMut(serde_json::Value),
+    ) + Send
+    + 'static,
+) {
+    use std::io::{BufRead, BufReader, Write};
+
+    let (input, mut to_handler) = std::io::pipe().unwrap();
+    let (from_handler, output) = std::io::pipe().unwrap();
+    let server = std::thread::spawn(move || syncmgr_sdk::serve_io(handler, input, output));
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from_handler).lines() {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // `None`: nothing within 100 ms (for "nothing more comes" checks).
+        let mut next = || -> Option<serde_json::Value> {
+            let line = line_rx.recv_timeout(Duration::from_millis(100)).ok()?;
+            Some(serde_json::from_str(&line).unwrap())
+        };
+        let mut send = |line: serde_json::Value| writeln!(to_handler, "{line}").unwrap();
+        script(&mut next, &mut send);
+        drop(to_handler);
+        server.join().unwrap().unwrap();
+        done_tx.send(()).unwrap();
+    });
+    done_rx
+        .recv_timeout(DEADLINE)
+        .expect("the exchange finishes in time (a failed assertion shows above)");
+}
+
+/// Waits (up to [`DEADLINE`]) for the next line, skipping none.
+fn expect_line(next: &mut dyn FnMut() -> Option<serde_json::Value>) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(line) = next() {
+            return line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line from the handler"
+        );
+    }
+}
+
+/// One item that posts 50 reports, stops at the first cancel it sees, and
+/// flushes before it returns.
+struct Poster;
+
+impl syncmgr_sdk::SyncHandler for Poster {
+    fn info(&self) -> syncmgr_sdk::HandlerInfo {
+        syncmgr_sdk::HandlerInfo::new("poster")
+    }
+    fn items(
+        &mut self,
+        _: &syncmgr_sdk::InitContext,
+    ) -> Result<Vec<syncmgr_sdk::Item>, syncmgr_sdk::HandlerError> {
+        Ok(vec![syncmgr_sdk::Item::new("a", "A")])
+    }
+    fn sync_item(
+        &self,
+        _: &str,
+        progress: &syncmgr_sdk::Progress,
+    ) -> Result<syncmgr_sdk::ItemOutcome, syncmgr_sdk::HandlerError> {
+        for i in 1..=50 {
+            if progress
+                .post(syncmgr_sdk::Update::progress(i, 50))
+                .is_cancel()
+            {
+                break;
+            }
+        }
+        progress.flush();
+        Ok(if progress.is_cancelled() {
+            syncmgr_sdk::ItemOutcome::stopped()
+        } else {
+            syncmgr_sdk::ItemOutcome::succeeded()
+        })
+    }
+}
+
+/// Posted reports: never more than `POST_WINDOW` unanswered (the manager
+/// holds its answers and sees nothing more come), answers in any order, and
+/// a `cancelItem` answer reaches the item, which ends `stopped`.
+#[test]
+fn posted_reports_keep_their_window_and_apply_cancels() {
+    use serde_json::json;
+
+    converse(Poster, |next, send| {
+        send(request(json!(1), "prepareForSync", json!({"items": ["a"]})));
+        assert_eq!(expect_line(next)["result"], json!({}));
+        send(request(json!(2), "synchronize", json!({})));
+        let updating = expect_line(next);
+        assert_eq!(updating["params"]["status"], "updating", "{updating}");
+        send(answer(&updating["id"], "continue"));
+        let mut held = Vec::new();
+        while held.len() < syncmgr_sdk::POST_WINDOW {
+            let msg = expect_line(next);
+            assert_eq!(msg["params"]["value"], json!(held.len() + 1), "{msg}");
+            held.push(msg["id"].clone());
+        }
+        assert_eq!(next(), None, "a report beyond the window");
+        // Answer the window in reverse, the third report cancelled.
+        for (n, id) in held.iter().enumerate().rev() {
+            send(answer(id, if n == 2 { "cancelItem" } else { "continue" }));
+        }
+        // The item sees the cancel within a few more posts, then flushes:
+        // every further report is answered; its final status is `stopped`.
+        loop {
+            let msg = expect_line(next);
+            if msg.get("method").is_none() {
+                assert_eq!(msg["id"], json!(2), "{msg}");
+                break;
+            }
+            let status = msg["params"]["status"].as_str().map(str::to_owned);
+            send(answer(&msg["id"], "continue"));
+            if let Some(status) = status {
+                assert_eq!(status, "stopped", "{msg}");
+            } else {
+                assert!(
+                    msg["params"]["value"].as_u64().unwrap() <= 2 * syncmgr_sdk::POST_WINDOW as u64,
+                    "{msg}"
+                );
+            }
+        }
+    });
+}
+
+/// An item that waits for a cancel without reporting: the background
+/// reader delivers `setItemStatus skipped` while nobody calls the SDK.
+#[test]
+fn set_item_status_reaches_a_quiet_item() {
+    use serde_json::json;
+
+    struct Quiet;
+    impl syncmgr_sdk::SyncHandler for Quiet {
+        fn info(&self) -> syncmgr_sdk::HandlerInfo {
+            syncmgr_sdk::HandlerInfo::new("quiet")
+        }
+        fn items(
+            &mut self,
+            _: &syncmgr_sdk::InitContext,
+        ) -> Result<Vec<syncmgr_sdk::Item>, syncmgr_sdk::HandlerError> {
+            Ok(vec![syncmgr_sdk::Item::new("a", "A")])
+        }
+        fn sync_item(
+            &self,
+            _: &str,
+            progress: &syncmgr_sdk::Progress,
+        ) -> Result<syncmgr_sdk::ItemOutcome, syncmgr_sdk::HandlerError> {
+            Ok(if progress.wait_cancelled(DEADLINE) {
+                syncmgr_sdk::ItemOutcome::stopped()
+            } else {
+                syncmgr_sdk::ItemOutcome::succeeded()
+            })
+        }
+    }
+
+    converse(Quiet, |next, send| {
+        send(request(json!(1), "prepareForSync", json!({"items": ["a"]})));
+        assert_eq!(expect_line(next)["result"], json!({}));
+        send(request(json!(2), "synchronize", json!({})));
+        let updating = expect_line(next);
+        send(answer(&updating["id"], "continue"));
+        send(json!({"jsonrpc": "2.0", "method": "setItemStatus",
+                    "params": {"item": "a", "status": "skipped"}}));
+        let last = expect_line(next);
+        assert_eq!(last["params"]["status"], "stopped", "{last}");
+        send(answer(&last["id"], "continue"));
+        assert_eq!(expect_line(next)["id"], json!(2));
+    });
+}
+
 /// Two items syncing at once each have a report outstanding; the answers,
 /// sent in the opposite order, reach the right callers. Unknown methods are
 /// answered -32601; the end of input ends `serve_io` cleanly.
@@ -628,13 +822,6 @@ fn pipelined_reports_get_their_own_answers() {
         fn max_parallel(&self) -> usize {
             2
         }
-    }
-
-    fn request(id: Value, method: &str, params: Value) -> Value {
-        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-    }
-    fn answer(id: &Value, action: &str) -> Value {
-        json!({"jsonrpc": "2.0", "id": id, "result": {"action": action}})
     }
 
     let (done_tx, done_rx) = std::sync::mpsc::channel();
