@@ -32,6 +32,17 @@ module does all of that: framing, requests in both directions at once
 (``report`` may be called from any number of threads), cancellation,
 the statuses around each item, and the shutdown.
 
+Reporting fast
+--------------
+:meth:`Progress.report` waits for the manager's answer, a round trip per
+report. :meth:`Progress.post` sends the same report and returns at once
+with the cancel state known so far; up to :data:`POST_WINDOW` posted
+reports await their answer at a time, and their cancels are applied as the
+answers arrive. Use ``report`` when you act on each answer (a report every
+step, every second); use ``post`` for many small reports in a row (a
+counter per file or per chunk), then :meth:`Progress.flush` when you need
+every answer in.
+
 Cancellation
 ------------
 The manager stops an item two ways: the answer to a progress report and a
@@ -61,6 +72,7 @@ session's log.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import io
 import itertools
@@ -69,6 +81,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import traceback
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -280,29 +293,43 @@ class _CancelState:
             self._closed = True
             self._cond.notify_all()
 
-    def _state(self, item: str) -> str:
+    def state(self, item: str) -> str:
+        # No lock: every report reads the state, and within a round each
+        # flag only goes from unset to set, so an unlocked read (each one
+        # atomic under the GIL) is a state that was true a moment ago.
         if self._all or self._closed:
             return CANCEL_ALL
         if item in self._items:
             return CANCEL_ITEM
         return CONTINUE
 
-    def state(self, item: str) -> str:
-        with self._cond:
-            return self._state(item)
-
     def wait(self, item: str, timeout: Optional[float]) -> str:
         with self._cond:
-            self._cond.wait_for(lambda: self._state(item) != CONTINUE, timeout)
-            return self._state(item)
+            self._cond.wait_for(lambda: self.state(item) != CONTINUE, timeout)
+            return self.state(item)
 
 
 class _Waiter:
-    __slots__ = ("event", "answer")
+    """A thread's handle for sleeping on the connection; one per thread,
+    reused (a thread waits for one thing at a time).
+
+    ``wake`` is a lock kept locked: the thread sleeps by acquiring it, and
+    the one waker releases it (whoever removes the waiter from
+    ``_Connection._sleepers``, so exactly once per sleep). ``ready`` is what
+    the thread waits for, a predicate over the connection's state.
+    """
+
+    __slots__ = ("wake", "ready", "answer")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.ready = None  # type: Optional[Callable[[], bool]]
         self.answer = None  # type: Optional[Dict[str, Any]]
+
+    def answered(self) -> bool:
+        """``ready`` of a caller: its answer has come."""
+        return self.answer is not None
 
 
 _MAIN_LOOP_METHODS = frozenset([
@@ -310,13 +337,48 @@ _MAIN_LOOP_METHODS = frozenset([
     "prepareForSync", "synchronize", "showError",
 ])
 
+#: How long the handler must have made no call before the background
+#: thread reads the input in its place (seconds).
+QUIET = 0.01
+#: How many posted progress reports (:meth:`Progress.post`) may await their
+#: answer at once, per connection.
+POST_WINDOW = 8
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _parse(line: bytes) -> Any:
+    """``json.loads`` of one line from the manager, minus the two regular
+    expression matches of its whitespace handling for the usual line
+    (none before, a newline after): a good part of the SDK's cost per
+    answer."""
+    text = line.decode("utf-8")
+    try:
+        value, end = _raw_decode(text)
+    except ValueError:
+        return json.loads(text)  # whitespace first, or the error to report
+    if end == len(text) or text[end:] in ("\n", "\r\n"):
+        return value
+    return json.loads(text)
+
 
 class _Connection:
     """The handler's end of the channel, shared by every thread.
 
-    A reader thread routes answers to waiting callers, applies
-    ``setItemStatus`` and ``shutdown`` at once, answers unknown methods, and
-    queues the other requests for the main loop.
+    Leader/follower reading: whoever waits for something (a caller for its
+    answer, the main loop for the next request, a poster for window credit)
+    reads the input itself when nobody else does, until its own thing has
+    come, then hands the reading on to one other waiting thread. So the
+    answer to a call is usually read by the caller itself, without waking
+    another thread. The thread that reads routes what it reads: answers to
+    their callers, ``setItemStatus`` and ``shutdown`` applied at once,
+    unknown methods answered, other requests queued for the main loop.
+
+    A background thread reads in quiet periods (nobody waiting and no call
+    for :data:`QUIET` seconds), so that a cancel or the end of input reaches
+    a handler that is busy with its own work; it also runs the exit
+    watchdog.
     """
 
     def __init__(self, infile: io.BufferedIOBase, outfile: io.BufferedIOBase,
@@ -325,20 +387,32 @@ class _Connection:
         self._out = outfile
         self._out_lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._waiting = {}  # type: Dict[int, _Waiter]
-        self._waiting_lock = threading.Lock()
-        self._closed = threading.Event()
         self._finished = threading.Event()
         self._exit_grace = exit_grace
-        self.inbox = queue.Queue()  # type: queue.Queue
+        self._local = threading.local()
         self.cancel = _CancelState()
+        # The state below is guarded by _lock.
+        self._lock = threading.Lock()
+        self._reading = False  # a thread leads (reads the input)
+        # Outstanding requests: id -> the caller's _Waiter, or the item of a
+        # posted report.
+        self._pending = {}  # type: Dict[int, Union[_Waiter, str]]
+        self._posted = 0  # posted reports not answered yet
+        self._sleepers = {}  # type: Dict[_Waiter, bool]  # in order of arrival
+        self._requests = collections.deque()  # type: collections.deque
+        self._closed = False
+        self._last_call = 0.0  # time.monotonic() of the last call or post
+        # The background thread waits on _idle; _parked: without a timeout,
+        # until the reading stops with nobody else waiting.
+        self._idle = threading.Condition(self._lock)
+        self._parked = False
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self._closed
 
     def start(self) -> None:
-        threading.Thread(target=self._read_loop, name="syncmgr-reader", daemon=True).start()
+        threading.Thread(target=self._background, name="syncmgr-reader", daemon=True).start()
 
     def finish(self) -> None:
         self._finished.set()
@@ -346,92 +420,251 @@ class _Connection:
     # -- writing
 
     def _send(self, message: Dict[str, Any]) -> None:
-        message = dict(jsonrpc="2.0", **message)
-        line = json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n"
+        line = (_encode(message) + "\n").encode("utf-8")
         with self._out_lock:
-            self._out.write(line.encode("utf-8"))
+            self._out.write(line)
             self._out.flush()
 
     def respond(self, id: Any, result: Any) -> None:
-        self._send({"id": id, "result": result})
+        self._send({"jsonrpc": "2.0", "id": id, "result": result})
 
     def respond_error(self, id: Any, code: int, message: str) -> None:
-        self._send({"id": id, "error": {"code": code, "message": message}})
+        self._send({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 
     def call(self, method: str, params: Dict[str, Any]) -> Any:
         """Sends a request and waits for its answer (from any thread)."""
+        waiter = self._waiter()
+        waiter.answer = None
         rid = next(self._ids)
-        waiter = _Waiter()
-        with self._waiting_lock:
-            self._waiting[rid] = waiter
-        # `_close` sets the flag before it wakes the waiters: a request
-        # registered after that sees the flag here.
-        if self.closed:
-            raise ChannelClosed()
+        with self._lock:
+            if self._closed:
+                raise ChannelClosed()
+            self._pending[rid] = waiter
+            self._last_call = time.monotonic()
         try:
-            self._send({"id": rid, "method": method, "params": params})
+            self._send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
         except (OSError, ValueError) as e:
-            with self._waiting_lock:
-                self._waiting.pop(rid, None)
-            if self.closed:
+            with self._lock:
+                self._pending.pop(rid, None)
+            if self._closed:
                 raise ChannelClosed() from e
             raise
-        waiter.event.wait()
-        answer = waiter.answer
-        if answer is None:
+        if not self._await(waiter, waiter.answered):
             raise ChannelClosed()
+        answer = waiter.answer
         if "error" in answer:
-            error = answer["error"] if isinstance(answer["error"], dict) else {}
-            raise ManagerError(method, error.get("code", 0), str(error.get("message", "")))
+            raise _refusal(method, answer)
         return answer.get("result")
 
-    # -- reading
-
-    def _read_loop(self) -> None:
+    def post(self, item: str, params: Dict[str, Any]) -> bool:
+        """Sends a ``progress`` request without waiting for its answer, once
+        fewer than :data:`POST_WINDOW` posted ones are outstanding; the
+        answer is applied by whoever reads it. ``False``: the channel is
+        closed."""
+        rid = next(self._ids)
+        lock = self._lock
+        while True:
+            with lock:
+                if self._closed:
+                    return False
+                if self._posted < POST_WINDOW:
+                    self._posted += 1
+                    self._pending[rid] = item
+                    self._last_call = time.monotonic()
+                    break
+            self._await(self._waiter(), self._has_credit)
         try:
-            while True:
-                line = self._in.readline(MAX_LINE + 1)
-                if not line:
-                    break
-                if len(line) > MAX_LINE and not line.endswith(b"\n"):
-                    # Too long: drop it up to its newline.
-                    while line and not line.endswith(b"\n"):
-                        line = self._in.readline(MAX_LINE)
-                    _note("skipped a line from the manager longer than %d bytes" % MAX_LINE)
-                    continue
-                if not self._dispatch(line):
-                    break
-        except (OSError, ValueError) as e:
-            _note("cannot read from the manager: %s" % e)
-        self._close()
+            self._send({"jsonrpc": "2.0", "id": rid, "method": "progress", "params": params})
+        except (OSError, ValueError):
+            with lock:
+                if self._pending.pop(rid, None) is not None:
+                    self._posted -= 1
+                    self._wake_ready()
+            if self._closed:
+                return False
+            raise
+        return True
 
-    def _close(self) -> None:
-        self._closed.set()
-        with self._waiting_lock:
-            waiters = list(self._waiting.values())
-            self._waiting.clear()
-        for waiter in waiters:
-            waiter.event.set()  # answer None: closed
-        self.cancel.close()
-        self.inbox.put(None)
+    def wait_posted(self) -> None:
+        """Waits until every posted report is answered or the channel closed."""
+        self._await(self._waiter(), self._all_posted_answered)
+
+    def next_request(self) -> Optional[Tuple[Any, str, Any]]:
+        """The main loop's next request ``(id, method, params)``; ``None``
+        once the channel is closed and every queued request was taken."""
+        if self._await(self._waiter(), self._has_request):
+            return self._requests.popleft()  # only the main loop takes
+        return None
+
+    # -- waiting (the predicates are called with _lock held)
+
+    def _has_credit(self) -> bool:
+        return self._posted < POST_WINDOW
+
+    def _all_posted_answered(self) -> bool:
+        return self._posted == 0
+
+    def _has_request(self) -> bool:
+        return bool(self._requests)
+
+    def _busy(self) -> bool:
+        """The background reader's cue to stop: someone waits, or calls are
+        being made (their callers read their answers themselves)."""
+        return bool(self._sleepers) or time.monotonic() - self._last_call < QUIET
+
+    def _waiter(self) -> _Waiter:
+        try:
+            return self._local.waiter
+        except AttributeError:
+            waiter = self._local.waiter = _Waiter()
+            return waiter
+
+    def _await(self, waiter: _Waiter, ready: Callable[[], bool]) -> bool:
+        """Waits until ``ready()`` holds (``True``) or the channel is closed
+        (``False``), reading the input while nobody else does."""
+        lock = self._lock
+        while True:
+            with lock:
+                if ready():
+                    return True
+                if self._closed:
+                    return False
+                lead = not self._reading
+                if lead:
+                    self._reading = True
+                else:
+                    waiter.ready = ready
+                    self._sleepers[waiter] = True
+            if lead:
+                if self._lead(ready):
+                    return True
+            else:
+                # Released once: by whoever makes ready() hold, by the
+                # leader handing the reading on, or by _close.
+                waiter.wake.acquire()
+
+    def _lead(self, ready: Callable[[], bool]) -> bool:
+        """Reads and handles lines until ``ready()`` holds (``True``) or the
+        channel closes (``False``), then hands the reading on. The caller
+        has set ``_reading``."""
+        lock = self._lock
+        try:
+            while self._step():
+                with lock:
+                    if ready():
+                        self._hand_off()
+                        return True
+        except BaseException:
+            with lock:
+                self._hand_off()
+            raise
+        with lock:
+            self._hand_off()
+        return False
+
+    def _hand_off(self) -> None:
+        """Stops reading and wakes a successor, if anyone waits (``_lock``
+        held)."""
+        self._reading = False
+        if self._sleepers:
+            # It waits for something that has not come yet (whoever's thing
+            # came was woken already): it reads next. The newest sleeper:
+            # answers come roughly in request order, so it likely reads the
+            # answers of the others before its own, rather than handing the
+            # reading on again after one line.
+            waiter, _ = self._sleepers.popitem()
+            waiter.wake.release()
+        elif self._parked:
+            self._parked = False
+            self._idle.notify()
+
+    def _wake_ready(self) -> None:
+        """Wakes the sleepers whose thing is there now (``_lock`` held)."""
+        for waiter in [w for w in self._sleepers if w.ready()]:
+            del self._sleepers[waiter]
+            waiter.wake.release()
+
+    # -- the background thread
+
+    def _background(self) -> None:
+        """Reads while the handler is quiet; once the channel is closed,
+        ends the process if the handler does not stop within the grace."""
+        while self._await_quiet():
+            self._lead(self._busy)
         if self._exit_grace is not None and not self._finished.wait(self._exit_grace):
             _note("the manager closed the channel and the handler did not stop "
                   "within %s s; exiting" % self._exit_grace)
             os._exit(0)
 
+    def _await_quiet(self) -> bool:
+        """Waits until nobody reads or waits and no call was made for
+        :data:`QUIET` seconds, then takes the reading (``True``); ``False``
+        once the channel is closed."""
+        with self._lock:
+            while not self._closed:
+                left = self._last_call + QUIET - time.monotonic()
+                if self._reading or self._sleepers:
+                    if left > 0:
+                        # Calls are being made: look again later rather
+                        # than have every call that ends wake this thread.
+                        self._idle.wait(QUIET)
+                    else:
+                        # Someone waits long (the main loop for a request,
+                        # a slow answer): until the reading stops.
+                        self._parked = True
+                        self._idle.wait()
+                        self._parked = False
+                elif left > 0:
+                    self._idle.wait(left)
+                else:
+                    self._reading = True
+                    return True
+            return False
+
+    # -- reading (by the leader only)
+
+    def _step(self) -> bool:
+        """Reads and handles one line; ``False`` once the channel is closed
+        (end of input, ``shutdown``, a read error)."""
+        try:
+            line = self._in.readline(MAX_LINE + 1)
+            while len(line) > MAX_LINE and not line.endswith(b"\n"):
+                # Too long: drop it up to its newline.
+                while line and not line.endswith(b"\n"):
+                    line = self._in.readline(MAX_LINE)
+                _note("skipped a line from the manager longer than %d bytes" % MAX_LINE)
+                line = self._in.readline(MAX_LINE + 1)
+        except (OSError, ValueError) as e:
+            _note("cannot read from the manager: %s" % e)
+            line = b""
+        if line and self._dispatch(line):
+            return True
+        self._close()
+        return False
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._pending.clear()  # their callers see the flag: ChannelClosed
+            self._posted = 0
+            for waiter in self._sleepers:
+                waiter.wake.release()
+            self._sleepers.clear()
+            self._idle.notify_all()  # the background thread: the watchdog
+        self.cancel.close()
+
     def _dispatch(self, line: bytes) -> bool:
         """Handles one line; ``False`` to stop reading (``shutdown``)."""
-        line = line.strip()
-        if not line:
-            return True
         try:
-            message = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
+            message = _parse(line)
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            if not line.strip():
+                return True
             _note("bad line from the manager: %s" % e)
             self._safely(self.respond_error, None, PARSE_ERROR, "not JSON: %s" % e)
             return True
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-            _note("not a JSON-RPC 2.0 message: %.200s" % line)
+            _note("not a JSON-RPC 2.0 message: %.200s" % line.strip())
             self._safely(self.respond_error, None, INVALID_REQUEST,
                          "not a JSON-RPC 2.0 message")
             return True
@@ -456,7 +689,10 @@ class _Connection:
                 # A new round; reset here, in arrival order, so that a
                 # setItemStatus right after it is kept.
                 self.cancel.reset()
-            self.inbox.put((rid, method, params))
+            with self._lock:
+                self._requests.append((rid, method, params))
+                if self._sleepers:
+                    self._wake_ready()
         else:
             self._safely(self.respond_error, rid, METHOD_NOT_FOUND,
                          "method not found: %s" % method)
@@ -464,19 +700,50 @@ class _Connection:
 
     def _route_answer(self, message: Dict[str, Any]) -> None:
         rid = message.get("id")
-        with self._waiting_lock:
-            waiter = self._waiting.pop(rid, None) if isinstance(rid, int) else None
-        if waiter is None:
+        refused = None  # type: Optional[str]
+        with self._lock:
+            entry = self._pending.pop(rid, None) if isinstance(rid, int) else None
+            if isinstance(entry, _Waiter):
+                entry.answer = message
+                if self._sleepers.pop(entry, False):
+                    entry.wake.release()
+                return
+            if entry is not None:
+                # A posted report: its cancel is applied before the window
+                # frees, so that whoever waits for the window or for
+                # wait_posted() sees it.
+                if "error" in message:
+                    refused = entry
+                else:
+                    _apply_action(self.cancel, entry, message.get("result"))
+                self._posted -= 1
+                if self._sleepers:
+                    self._wake_ready()
+        if entry is None:
             _note("answer to no request of ours (id %r)" % (rid,))
-            return
-        waiter.answer = message
-        waiter.event.set()
+        elif refused is not None:
+            _note("progress of %s: %s" % (refused, _refusal("progress", message)))
 
     def _safely(self, send: Callable[..., None], *args: Any) -> None:
         try:
             send(*args)
         except (OSError, ValueError) as e:
             _note("cannot answer the manager: %s" % e)
+
+
+def _refusal(method: str, answer: Dict[str, Any]) -> ManagerError:
+    """The :class:`ManagerError` of an error answer."""
+    error = answer["error"] if isinstance(answer["error"], dict) else {}
+    return ManagerError(method, error.get("code", 0), str(error.get("message", "")))
+
+
+def _apply_action(cancel: _CancelState, item: str, result: Any) -> None:
+    """Folds the answer to a progress report into the cancel state."""
+    action = result.get("action") if isinstance(result, dict) else None
+    if action == CANCEL_ITEM:
+        cancel.cancel_item(item)
+    elif action == CANCEL_ALL:
+        cancel.cancel_all()
 
 
 # ---------------------------------------------------------------------------
@@ -548,6 +815,9 @@ class Progress:
         manager is gone it answers :data:`CANCEL_ALL`. Use :meth:`try_report`
         to see refusals. ``value`` and ``max`` are non-negative integers in
         any unit (bytes, files, steps); texts over 4 KiB are cut.
+
+        Each call waits for the manager (a round trip); to report faster
+        than that, use :meth:`post`.
         """
         try:
             return self.try_report(value=value, max=max, text=text, status=status)
@@ -561,6 +831,43 @@ class Progress:
                    text: Optional[str] = None, status: Optional[str] = None) -> str:
         """Like :meth:`report`, but raises :class:`ManagerError` when the
         manager refuses the report and :class:`ChannelClosed` when it is gone."""
+        result = self._conn.call("progress", self._params(value, max, text, status))
+        if status in TERMINAL:
+            self._terminal = status
+        _apply_action(self._conn.cancel, self.item, result)
+        return self.state
+
+    def post(self, value: Optional[int] = None, max: Optional[int] = None,
+             text: Optional[str] = None, status: Optional[str] = None) -> str:
+        """Sends a report like :meth:`report` but does not wait for the
+        manager's answer: returns at once with the cancel state known so far
+        (:attr:`state`). For reports sent faster than a round trip (a
+        counter per file or per chunk).
+
+        The answer is applied when it arrives: a cancel shows in
+        :attr:`state`, :attr:`cancelled` and the next ``post``, a refusal
+        is written to stderr. At most :data:`POST_WINDOW` (8) posted reports
+        await their answer at once: past that, ``post`` waits for one.
+        :meth:`flush` waits for all of them. Returns :data:`CANCEL_ALL` once
+        the manager is gone. A terminal ``status`` counts as with
+        :meth:`report` (the SDK then sends no final status of its own).
+        """
+        if not self._conn.post(self.item, self._params(value, max, text, status)):
+            return CANCEL_ALL
+        if status in TERMINAL:
+            self._terminal = status
+        return self.state
+
+    def flush(self) -> str:
+        """Waits until every report posted on this channel (by any item) has
+        its answer, or the manager is gone; returns :attr:`state`, which
+        then includes every cancel those answers carried. The SDK flushes by
+        itself before answering the manager's ``synchronize``."""
+        self._conn.wait_posted()
+        return self.state
+
+    def _params(self, value: Optional[int], max: Optional[int], text: Optional[str],
+                status: Optional[str]) -> Dict[str, Any]:
         params = {"item": self.item}  # type: Dict[str, Any]
         if value is not None:
             params["value"] = int(value)
@@ -570,15 +877,7 @@ class Progress:
             params["text"] = _clip(text)
         if status is not None:
             params["status"] = status
-        result = self._conn.call("progress", params)
-        if status in TERMINAL:
-            self._terminal = status
-        action = result.get("action") if isinstance(result, dict) else None
-        if action == CANCEL_ITEM:
-            self._conn.cancel.cancel_item(self.item)
-        elif action == CANCEL_ALL:
-            self._conn.cancel.cancel_all()
-        return self.state
+        return params
 
     @property
     def state(self) -> str:
@@ -754,7 +1053,7 @@ def serve(handler: Handler, infile: Optional[io.BufferedIOBase] = None,
 def _main_loop(handler: Handler, conn: _Connection) -> None:
     prepared = []  # type: List[str]
     while True:
-        request = conn.inbox.get()
+        request = conn.next_request()
         if request is None:
             return
         rid, method, params = request
@@ -822,6 +1121,7 @@ def _handle(handler: Handler, conn: _Connection, method: str, params: Dict[str, 
         return {}
     if method == "synchronize":
         _synchronize(handler, conn, prepared)
+        conn.wait_posted()  # every posted report answered before the round ends
         return {}
     if method == "showError":
         error_id = params.get("errorId")

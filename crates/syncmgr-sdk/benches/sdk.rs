@@ -4,7 +4,7 @@
 //! (`sdk/python/syncmgr_handler.py`), each against a hand-written handler in
 //! the same language that speaks raw NDJSON (see `docs/performance.md`).
 //!
-//! `cargo bench -p syncmgr-sdk --bench sdk`
+//! `cargo bench -p syncmgr-sdk --bench sdk [-- rust|python]`
 //!
 //! This process plays a minimal manager, no engine: it sends `initialize`,
 //! `getHandlerInfo`, `enumItems`, `prepareForSync ["a"]`, `synchronize` to a
@@ -13,18 +13,20 @@
 //! `a` as fast as it can and times itself; its last stderr line is
 //! `BENCH n=<N> elapsed_us=<T> p50_us=<..> p99_us=<..>`.
 //!
-//! - `flood`: N reports with at most `W` outstanding. The SDK children call
-//!   `report` from `W` threads at once; the raw children run a writer that
-//!   keeps `W` requests in flight and a reader thread (same depth, and one
-//!   write per request, as the SDK does).
+//! - `flood` (pipelined): N reports from one thread with `W` in flight. The
+//!   SDK children call `post` (the SDK keeps `POST_WINDOW` = `W` in flight
+//!   and reads answers when the window is full); the raw children write while
+//!   fewer than `W` are in flight and otherwise read one reply. One write per
+//!   request on both sides.
+//! - `threads`: N reports from `W` threads, each waiting for its answer
+//!   (`report`); the raw children run a writer thread that keeps `W` in
+//!   flight and read the replies on the main thread.
 //! - `rtt`: N reports one after the other, each timed from before the write
 //!   to after the reply is parsed.
 //!
 //! Target: the SDK adds at most 25 % to the raw cost (1/throughput, and
 //! latency p50/p99) of the same language. The binary is also the Rust
-//! children: `sdk --child raw|sdk flood|rtt N W` (and `raw relay N W`: the
-//! raw flood with one request in flight, a round trip through a reader
-//! thread as the SDKs make it; an informative row of the table).
+//! children: `sdk --child raw|sdk flood|threads|rtt N W`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -87,12 +89,34 @@ fn main() -> Result<()> {
         ]
     };
     let env = [("PYTHONPATH", py_path)];
+    // `-- once rust|python raw|sdk MODE N`: one child, for profiling.
+    if let [_, once, lang, side, mode, n] = &args[..]
+        && once == "once"
+    {
+        let argv = if lang == "rust" {
+            rust(side, mode, n.parse()?)
+        } else {
+            python(side, mode, n.parse()?)
+        };
+        let f = run(&argv, &env)?;
+        println!("{:.0}/s p50 {:.1} µs p99 {:.1} µs", f.rate(), f.p50, f.p99);
+        return Ok(());
+    }
     eprintln!("{}", machine());
     eprintln!(
         "{ROUNDS} rounds; flood: Rust {RUST_FLOOD_N}, Python {PY_FLOOD_N} reports, {WINDOW} in flight; rtt: {RTT_N} sequential round trips"
     );
+    // `cargo bench --bench sdk -- rust` (or `python`) runs one language.
+    let only: Vec<String> = args[1..]
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| a.to_lowercase())
+        .collect();
     let mut table = Table::default();
     for lang in ["Rust", "Python"] {
+        if !only.is_empty() && !only.contains(&lang.to_lowercase()) {
+            continue;
+        }
         let (argv, flood_n): (Argv<'_>, u64) = if lang == "Rust" {
             (&rust, RUST_FLOOD_N)
         } else {
@@ -103,66 +127,61 @@ fn main() -> Result<()> {
             run(&argv(side, "flood", flood_n / 10), &env)?;
             run(&argv(side, "rtt", RTT_N / 10), &env)?;
         }
-        let (mut raw, mut sdk) = (Vec::new(), Vec::new());
-        let (mut raw_rtt, mut sdk_rtt) = (Vec::new(), Vec::new());
-        let mut relay = Vec::new();
+        let mut runs = Runs::default();
         for round in 1..=ROUNDS {
             let r = run(&argv("raw", "flood", flood_n), &env)?;
             let s = run(&argv("sdk", "flood", flood_n), &env)?;
+            let rt = run(&argv("raw", "threads", flood_n), &env)?;
+            let st = run(&argv("sdk", "threads", flood_n), &env)?;
             let rl = run(&argv("raw", "rtt", RTT_N), &env)?;
             let sl = run(&argv("sdk", "rtt", RTT_N), &env)?;
-            let rr = run(&argv("raw", "relay", RTT_N), &env)?;
-            relay.push(1e6 / rr.rate());
             eprintln!(
-                "  {lang} round {round}: flood raw {:>8.0}/s sdk {:>8.0}/s   rtt p50/p99 raw {:.1}/{:.1} µs sdk {:.1}/{:.1} µs",
+                "  {lang} round {round}: flood raw {:>7.0}/s sdk {:>7.0}/s   threads raw {:>7.0}/s sdk {:>7.0}/s   rtt p50/p99 raw {:.1}/{:.1} µs sdk {:.1}/{:.1} µs",
                 r.rate(),
                 s.rate(),
+                rt.rate(),
+                st.rate(),
                 rl.p50,
                 rl.p99,
                 sl.p50,
                 sl.p99
             );
-            raw.push(r);
-            sdk.push(s);
-            raw_rtt.push(rl);
-            sdk_rtt.push(sl);
+            runs.flood.push((r, s));
+            runs.threads.push((rt, st));
+            runs.rtt.push((rl, sl));
         }
-        let raw_rate = median(raw.iter().map(Figures::rate));
-        let sdk_rate = median(sdk.iter().map(Figures::rate));
         // Ratios are paired per round (the runs of a round are adjacent, so
         // they share the machine's load), then the median is taken.
-        table.row(
-            &format!("{lang}: pipelined reports/s ({WINDOW} in flight)"),
-            format!("{sdk_rate:.0}/s"),
-            format!("{raw_rate:.0}/s"),
-            median(raw.iter().zip(&sdk).map(|(r, s)| r.rate() / s.rate())),
+        let rate_row = |table: &mut Table, what: String, pairs: &[(Figures, Figures)]| {
+            table.row(
+                &what,
+                format!("{:.0}/s", median(pairs.iter().map(|(_, s)| s.rate()))),
+                format!("{:.0}/s", median(pairs.iter().map(|(r, _)| r.rate()))),
+                median(pairs.iter().map(|(r, s)| r.rate() / s.rate())),
+            );
+        };
+        rate_row(
+            &mut table,
+            format!("{lang}: pipelined reports/s (one thread, {WINDOW} in flight)"),
+            &runs.flood,
         );
         for (what, pick) in [
             ("p50", (|f: &Figures| f.p50) as fn(&Figures) -> f64),
             ("p99", |f: &Figures| f.p99),
         ] {
-            let r = median(raw_rtt.iter().map(pick));
-            let s = median(sdk_rtt.iter().map(pick));
             table.row(
                 &format!("{lang}: round trip {what}"),
-                format!("{s:.1} µs"),
-                format!("{r:.1} µs"),
-                median(raw_rtt.iter().zip(&sdk_rtt).map(|(r, s)| pick(s) / pick(r))),
+                format!("{:.1} µs", median(runs.rtt.iter().map(|(_, s)| pick(s)))),
+                format!("{:.1} µs", median(runs.rtt.iter().map(|(r, _)| pick(r)))),
+                median(runs.rtt.iter().map(|(r, s)| pick(s) / pick(r))),
             );
         }
-        // Diagnosis: the mean round trip of a raw child whose replies are
-        // read by another thread (one in flight), against the SDK's mean.
-        let r = median(relay.iter().copied());
-        let s = median(sdk_rtt.iter().map(|f| f.elapsed_us / f.n as f64));
-        let r_same = median(raw_rtt.iter().map(|f| f.elapsed_us / f.n as f64));
-        table.rows.push([
-            format!("  {lang}: mean round trip, raw via a reader thread (info)"),
-            format!("{s:.1} µs"),
-            format!("{r:.1} µs"),
-            format!("{:+.0} %", (s / r - 1.0) * 100.0),
-            format!("(raw same thread: {r_same:.1} µs)"),
-        ]);
-        table.runs.push((lang, raw, sdk, raw_rtt, sdk_rtt));
+        rate_row(
+            &mut table,
+            format!("{lang}: reports/s from {WINDOW} threads, each waiting"),
+            &runs.threads,
+        );
+        table.runs.push((lang, runs));
     }
     table.print();
     Ok(())
@@ -333,17 +352,18 @@ impl Peer {
     }
 }
 
+/// The (raw, SDK) figures of every round, per workload.
+#[derive(Default)]
+struct Runs {
+    flood: Vec<(Figures, Figures)>,
+    threads: Vec<(Figures, Figures)>,
+    rtt: Vec<(Figures, Figures)>,
+}
+
 #[derive(Default)]
 struct Table {
     rows: Vec<[String; 5]>,
-    #[allow(clippy::type_complexity)]
-    runs: Vec<(
-        &'static str,
-        Vec<Figures>,
-        Vec<Figures>,
-        Vec<Figures>,
-        Vec<Figures>,
-    )>,
+    runs: Vec<(&'static str, Runs)>,
 }
 
 impl Table {
@@ -395,16 +415,20 @@ impl Table {
             );
         }
         // Python against Rust, for scale (not the target).
-        if let [(_, rr, _, rrl, _), (_, pr, ps, prl, psl)] = &self.runs[..] {
-            let rate = |v: &Vec<Figures>| median(v.iter().map(Figures::rate));
-            let p50 = |v: &Vec<Figures>| median(v.iter().map(|f| f.p50));
+        if let [(_, rust), (_, python)] = &self.runs[..] {
+            let rate = |v: &[(Figures, Figures)], sdk: bool| {
+                median(v.iter().map(|(r, s)| if sdk { s.rate() } else { r.rate() }))
+            };
+            let p50 = |v: &[(Figures, Figures)], sdk: bool| {
+                median(v.iter().map(|(r, s)| if sdk { s.p50 } else { r.p50 }))
+            };
             println!(
-                "  * Python vs Rust raw (scale only): throughput raw {:.0} %, SDK {:.0} % of Rust raw; \
+                "  * Python vs Rust raw (scale only): pipelined raw {:.0} %, SDK {:.0} % of Rust raw; \
                  rtt p50 raw {:.1}x, SDK {:.1}x Rust raw",
-                rate(pr) / rate(rr) * 100.0,
-                rate(ps) / rate(rr) * 100.0,
-                p50(prl) / p50(rrl),
-                p50(psl) / p50(rrl),
+                rate(&python.flood, false) / rate(&rust.flood, false) * 100.0,
+                rate(&python.flood, true) / rate(&rust.flood, false) * 100.0,
+                p50(&python.rtt, false) / p50(&rust.rtt, false),
+                p50(&python.rtt, true) / p50(&rust.rtt, false),
             );
         }
     }
@@ -415,29 +439,39 @@ impl Table {
 
 fn child(args: &[String]) -> Result<()> {
     let [side, mode, n, window] = args else {
-        bail!("usage: sdk --child raw|sdk flood|rtt|relay N W");
+        bail!("usage: sdk --child raw|sdk flood|threads|rtt N W");
     };
     let n: u64 = n.parse()?;
-    let mut window: u64 = window.parse()?;
-    let flood = match mode.as_str() {
-        "flood" => true,
-        "rtt" => false,
-        // The raw child's flood with one request in flight: a round trip
-        // through a reader thread, as the SDKs do it.
-        "relay" => {
-            window = 1;
-            true
-        }
+    let window: u64 = window.parse()?;
+    let mode = match mode.as_str() {
+        "flood" => Mode::Flood,
+        "threads" => Mode::Threads,
+        "rtt" => Mode::Rtt,
         other => bail!("unknown mode {other}"),
     };
     match side.as_str() {
-        "raw" => raw_child(flood, n, window),
+        "raw" => raw_child(mode, n, window),
         "sdk" => {
-            syncmgr_sdk::serve(Bench { flood, n, window })?;
+            ensure!(
+                mode != Mode::Flood || window == syncmgr_sdk::POST_WINDOW as u64,
+                "the SDK's flood keeps POST_WINDOW reports in flight, not {window}"
+            );
+            syncmgr_sdk::serve(Bench { mode, n, window })?;
             Ok(())
         }
         other => bail!("unknown side {other}"),
     }
+}
+
+/// What a child does during `synchronize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// N reports from one thread, W in flight (`Progress::post`).
+    Flood,
+    /// N reports from W threads, each waiting for its answer (`report`).
+    Threads,
+    /// N reports one after the other, each timed.
+    Rtt,
 }
 
 /// Prints the figures line; `samples` are round trips in µs (may be empty).
@@ -459,7 +493,7 @@ fn bench_line(n: u64, elapsed: f64, samples: &mut [f64]) {
 
 /// The Rust SDK child: one item, `sync_item` reports `n` times.
 struct Bench {
-    flood: bool,
+    mode: Mode,
     n: u64,
     window: u64,
 }
@@ -475,27 +509,38 @@ impl SyncHandler for Bench {
 
     fn sync_item(&self, _item: &str, progress: &Progress) -> Result<ItemOutcome, HandlerError> {
         let n = self.n;
-        if self.flood {
-            let start = Instant::now();
-            thread::scope(|s| {
-                for t in 0..self.window {
-                    s.spawn(move || {
-                        for i in (t..n).step_by(self.window as usize) {
-                            let _ = progress.report(Update::progress(i + 1, n));
-                        }
-                    });
+        match self.mode {
+            Mode::Flood => {
+                let start = Instant::now();
+                for i in 1..=n {
+                    let _ = progress.post(Update::progress(i, n));
                 }
-            });
-            bench_line(n, start.elapsed().as_secs_f64() * 1e6, &mut []);
-        } else {
-            let mut samples = Vec::with_capacity(n as usize);
-            let start = Instant::now();
-            for i in 1..=n {
-                let t = Instant::now();
-                let _ = progress.report(Update::progress(i, n));
-                samples.push(t.elapsed().as_secs_f64() * 1e6);
+                progress.flush();
+                bench_line(n, start.elapsed().as_secs_f64() * 1e6, &mut []);
             }
-            bench_line(n, start.elapsed().as_secs_f64() * 1e6, &mut samples);
+            Mode::Threads => {
+                let start = Instant::now();
+                thread::scope(|s| {
+                    for t in 0..self.window {
+                        s.spawn(move || {
+                            for i in (t..n).step_by(self.window as usize) {
+                                let _ = progress.report(Update::progress(i + 1, n));
+                            }
+                        });
+                    }
+                });
+                bench_line(n, start.elapsed().as_secs_f64() * 1e6, &mut []);
+            }
+            Mode::Rtt => {
+                let mut samples = Vec::with_capacity(n as usize);
+                let start = Instant::now();
+                for i in 1..=n {
+                    let t = Instant::now();
+                    let _ = progress.report(Update::progress(i, n));
+                    samples.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+                bench_line(n, start.elapsed().as_secs_f64() * 1e6, &mut samples);
+            }
         }
         Ok(ItemOutcome::succeeded())
     }
@@ -526,7 +571,7 @@ fn request(id: u64, i: u64, n: u64) -> String {
 
 /// The raw Rust child: the lifecycle answered by hand, then the workload
 /// during `synchronize`. One `write` per request, like the SDK.
-fn raw_child(flood: bool, n: u64, window: u64) -> Result<()> {
+fn raw_child(mode: Mode, n: u64, window: u64) -> Result<()> {
     let mut input = BufReader::new(std::io::stdin().lock());
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let send = |line: &str| -> Result<()> {
@@ -554,10 +599,10 @@ fn raw_child(flood: bool, n: u64, window: u64) -> Result<()> {
             "getHandlerInfo" => r#"{"name":"raw bench","flags":{}}"#,
             "enumItems" => r#"{"items":[{"id":"a","name":"A"}],"complete":true}"#,
             "synchronize" => {
-                if flood {
-                    raw_flood(&mut input, &out, n, window)?;
-                } else {
-                    raw_rtt(&mut input, &send, n)?;
+                match mode {
+                    Mode::Flood => raw_flood(&mut input, &send, n, window)?,
+                    Mode::Threads => raw_threads(&mut input, &out, n, window)?,
+                    Mode::Rtt => raw_rtt(&mut input, &send, n)?,
                 }
                 "{}"
             }
@@ -597,8 +642,33 @@ fn raw_rtt(input: &mut impl BufRead, send: &dyn Fn(&str) -> Result<()>, n: u64) 
     Ok(())
 }
 
-/// A writer thread keeps `window` requests in flight; this thread reads.
+/// One thread keeps `window` requests in flight: it writes while there is
+/// room, otherwise reads one reply.
 fn raw_flood(
+    input: &mut impl BufRead,
+    send: &dyn Fn(&str) -> Result<()>,
+    n: u64,
+    window: u64,
+) -> Result<()> {
+    let mut line = String::new();
+    let (mut sent, mut in_flight) = (0, 0);
+    let start = Instant::now();
+    while sent < n || in_flight > 0 {
+        if sent < n && in_flight < window {
+            sent += 1;
+            send(&request(1_000_000 + sent, sent, n))?;
+            in_flight += 1;
+        } else {
+            read_reply(input, &mut line)?;
+            in_flight -= 1;
+        }
+    }
+    bench_line(n, start.elapsed().as_secs_f64() * 1e6, &mut []);
+    Ok(())
+}
+
+/// A writer thread keeps `window` requests in flight; this thread reads.
+fn raw_threads(
     input: &mut impl BufRead,
     out: &Arc<Mutex<std::io::Stdout>>,
     n: u64,

@@ -1,13 +1,21 @@
 """The Python children of `benches/sdk.rs` (see there and docs/performance.md).
 
-    python3 sdk_child.py raw|sdk flood|rtt N W
+    python3 sdk_child.py raw|sdk flood|threads|rtt|relay N W
 
 `sdk`: a handler on sdk/python/syncmgr_handler.py (on PYTHONPATH) whose
-sync_item calls progress.report N times, from W threads (flood) or one after
-the other (rtt). `raw`: the same workload written by hand on raw NDJSON, with
-the lifecycle answered by hand; a writer keeps W requests in flight while the
-main thread reads the replies (flood). Both print
-`BENCH n=.. elapsed_us=.. p50_us=.. p99_us=..` to stderr at the end.
+sync_item reports N times. `raw`: the same workload written by hand on raw
+NDJSON, with the lifecycle answered by hand. Modes:
+
+- `flood`: one thread, W reports in flight. SDK: `progress.post` N times
+  (its window is POST_WINDOW, 8), then `progress.flush()`. Raw: one thread
+  writes a request while fewer than W are in flight, otherwise reads a reply.
+- `threads`: W threads at once. SDK: each calls `progress.report`. Raw: a
+  writer thread keeps W requests in flight while the main thread reads.
+- `rtt`: one report after the other, each timed.
+- `relay`: `threads` with one request in flight (a round trip through a
+  reader thread).
+
+All print `BENCH n=.. elapsed_us=.. p50_us=.. p99_us=..` to stderr at the end.
 """
 
 import json
@@ -30,8 +38,11 @@ def bench_line(n, elapsed, samples):
     sys.stderr.flush()
 
 
-def sdk(flood, n, window):
-    from syncmgr_handler import SUCCEEDED, Handler, Item, serve
+def sdk(mode, n, window):
+    from syncmgr_handler import POST_WINDOW, SUCCEEDED, Handler, Item, serve
+
+    if mode == "flood" and window != POST_WINDOW:
+        raise SystemExit("flood: W must be the SDK's POST_WINDOW, %d" % POST_WINDOW)
 
     class Bench(Handler):
         name = "SDK bench"
@@ -40,7 +51,13 @@ def sdk(flood, n, window):
             return [Item("a", "A")]
 
         def sync_item(self, item, progress):
-            if flood:
+            if mode == "flood":
+                start = time.perf_counter()
+                for i in range(1, n + 1):
+                    progress.post(value=i, max=n)
+                progress.flush()
+                bench_line(n, time.perf_counter() - start, [])
+            elif mode == "threads":
                 def worker(t):
                     for i in range(t, n, window):
                         progress.report(value=i + 1, max=n)
@@ -65,7 +82,7 @@ def sdk(flood, n, window):
     serve(Bench())
 
 
-def raw(flood, n, window):
+def raw(mode, n, window):
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
     out_lock = threading.Lock()
@@ -89,6 +106,18 @@ def raw(flood, n, window):
             raise SystemExit("unexpected reply %r" % line)
 
     def run_flood():
+        start = time.perf_counter()
+        sent = received = 0
+        while received < n:
+            if sent < n and sent - received < window:
+                sent += 1
+                send(request(1000000 + sent, sent))
+            else:
+                read_reply()
+                received += 1
+        bench_line(n, time.perf_counter() - start, [])
+
+    def run_threads():
         credit = threading.Semaphore(window)
 
         def writer():
@@ -132,16 +161,20 @@ def raw(flood, n, window):
                 return
             continue
         if method == "synchronize":
-            run_flood() if flood else run_rtt()
+            {"flood": run_flood, "threads": run_threads, "rtt": run_rtt}[mode]()
         send({"jsonrpc": "2.0", "id": msg["id"], "result": results.get(method, {})})
 
 
 def main():
     side, mode, n, window = sys.argv[1:5]
-    # relay: the raw flood with one request in flight (a round trip through a
-    # reader thread, as the SDK does it).
-    window = 1 if mode == "relay" else int(window)
-    (sdk if side == "sdk" else raw)(mode in ("flood", "relay"), int(n), window)
+    if mode not in ("flood", "threads", "rtt", "relay"):
+        raise SystemExit("usage: sdk_child.py raw|sdk flood|threads|rtt|relay N W")
+    window = int(window)
+    if mode == "relay":
+        # `threads` with one request in flight: a round trip through another
+        # thread (the raw side's reader).
+        mode, window = "threads", 1
+    (sdk if side == "sdk" else raw)(mode, int(n), window)
 
 
 if __name__ == "__main__":

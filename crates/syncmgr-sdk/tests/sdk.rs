@@ -499,6 +499,30 @@ async fn python_retry() {
 
 /// `fetch_files.py`: byte progress, the file renamed into place, a missing
 /// file retried once it exists, a cancel that leaves no partial file.
+/// The Python SDK's own unit tests (`sdk/python/test_syncmgr_handler.py`:
+/// the channel against a fake manager), so that `cargo test` runs them too.
+#[test]
+fn python_sdk_unit_tests() {
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "unittest",
+            "discover",
+            "-s",
+            "sdk/python",
+            "-p",
+            "test_*.py",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the Python SDK's unit tests failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_fetch_files() {
     let tmp = tempfile::tempdir().unwrap();
