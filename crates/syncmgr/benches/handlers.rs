@@ -906,7 +906,8 @@ fn cancel(bins: &Binaries, report: &mut Report) -> Result<()> {
         summary(&e2e),
         "100 µs (target)".into(),
         format!("{:.2}x of budget", p(&e2e, 0.99) / 100.0),
-        verdict(p(&e2e, 0.99) <= 100.0),
+        // Not the target's measure: two process wakeups are inside it.
+        "(upper bound)",
     );
     report.row(
         "  raw relay (socket -> pipe, no engine), same path",
@@ -942,7 +943,8 @@ fn cancel(bins: &Binaries, report: &mut Report) -> Result<()> {
         summary(&share),
         "100 µs (target)".into(),
         format!("{:.2}x of budget", p(&share, 0.99) / 100.0),
-        verdict(p(&share, 0.99) <= 100.0),
+        // Not the target's measure: the instrumentation is inside it.
+        "(instrumented)",
     );
     report.notes.push(format!(
         "cancel end to end = just before the bench writes the control socket -> the handler's read() of setItemStatus \
