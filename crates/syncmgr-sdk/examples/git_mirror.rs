@@ -275,9 +275,10 @@ fn parse_stderr(stderr: impl Read, progress: &Progress) -> Parsed {
                 // most once per percent.
                 if last.as_ref() != Some(&key) && !progress.is_cancelled() {
                     last = Some(key);
-                    // The answer is acted on by `wait_or_kill` (the cancel
-                    // state it reads is the same).
-                    let _ = progress.report(Update::progress(value, PERMILLE).text(text));
+                    // Posted, not reported: this thread must keep reading
+                    // git's output. The answer's cancel is acted on by
+                    // `wait_or_kill` (the cancel state it reads is the same).
+                    let _ = progress.post(Update::progress(value, PERMILLE).text(text));
                 }
             }
             None if text.trim().is_empty() => {}

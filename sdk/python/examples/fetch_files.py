@@ -102,8 +102,10 @@ class FetchFiles(Handler):
                     return done
                 out.write(chunk)
                 done += len(chunk)
-                if progress.report(value=done if total is None or done <= total else total,
-                                   max=total, text="%d KiB" % (done // 1024)) != CONTINUE:
+                # post, not report: a report per chunk would wait a round
+                # trip each time; a cancel is seen a few chunks later.
+                if progress.post(value=done if total is None or done <= total else total,
+                                 max=total, text="%d KiB" % (done // 1024)) != CONTINUE:
                     return None
                 if self.rate:
                     # Bandwidth limit: wait until `done` bytes are due; a
