@@ -368,13 +368,7 @@ impl Progress {
     /// Reports progress; an error when the manager refused the report or is gone.
     pub fn try_report(&self, update: Update) -> Result<Reply, Error> {
         let status = update.status;
-        let params = wire::ProgressParams {
-            item: Cow::Borrowed(&self.item),
-            text: update.text.map(|t| Cow::Owned(clip(t))),
-            status,
-            value: update.value,
-            max: update.max,
-        };
+        let params = self.params(update);
         let result: wire::ProgressResult = self.manager.conn.call(method::PROGRESS, &params)?;
         if let Some(status) = status.filter(|s| s.is_terminal()) {
             *lock(&self.terminal) = Some(status);
@@ -415,13 +409,7 @@ impl Progress {
     pub fn post(&self, update: impl Into<Update>) -> Reply {
         let update = update.into();
         let status = update.status;
-        let params = wire::ProgressParams {
-            item: Cow::Borrowed(&self.item),
-            text: update.text.map(|t| Cow::Owned(clip(t))),
-            status,
-            value: update.value,
-            max: update.max,
-        };
+        let params = self.params(update);
         match self.manager.conn.post(&self.item, &params) {
             Ok(()) => {
                 if let Some(status) = status.filter(|s| s.is_terminal()) {
@@ -434,6 +422,17 @@ impl Progress {
                 note(format_args!("progress of {}: {e}", self.item));
                 self.state()
             }
+        }
+    }
+
+    /// The `progress` params of `update` for this item (texts clipped).
+    fn params(&self, update: Update) -> wire::ProgressParams<'_> {
+        wire::ProgressParams {
+            item: Cow::Borrowed(&self.item),
+            text: update.text.map(|t| Cow::Owned(clip(t))),
+            status: update.status,
+            value: update.value,
+            max: update.max,
         }
     }
 

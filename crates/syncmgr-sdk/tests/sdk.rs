@@ -688,13 +688,13 @@ fn expect_line(next: &mut dyn FnMut() -> Option<serde_json::Value>) -> serde_jso
     }
 }
 
-/// One item that posts 50 reports, stops at the first cancel it sees, and
-/// flushes before it returns.
-struct Poster;
+/// A handler of one item, `a`, whose `sync_item` is the closure: what ends
+/// it (`true`: stopped, `false`: succeeded).
+struct OneItem<F>(F);
 
-impl syncmgr_sdk::SyncHandler for Poster {
+impl<F: Fn(&syncmgr_sdk::Progress) -> bool + Sync> syncmgr_sdk::SyncHandler for OneItem<F> {
     fn info(&self) -> syncmgr_sdk::HandlerInfo {
-        syncmgr_sdk::HandlerInfo::new("poster")
+        syncmgr_sdk::HandlerInfo::new("one item")
     }
     fn items(
         &mut self,
@@ -707,21 +707,27 @@ impl syncmgr_sdk::SyncHandler for Poster {
         _: &str,
         progress: &syncmgr_sdk::Progress,
     ) -> Result<syncmgr_sdk::ItemOutcome, syncmgr_sdk::HandlerError> {
-        for i in 1..=50 {
-            if progress
-                .post(syncmgr_sdk::Update::progress(i, 50))
-                .is_cancel()
-            {
-                break;
-            }
-        }
-        progress.flush();
-        Ok(if progress.is_cancelled() {
+        Ok(if (self.0)(progress) {
             syncmgr_sdk::ItemOutcome::stopped()
         } else {
             syncmgr_sdk::ItemOutcome::succeeded()
         })
     }
+}
+
+/// Posts 50 reports, stops at the first cancel it sees, and flushes before
+/// it returns.
+fn post_fifty(progress: &syncmgr_sdk::Progress) -> bool {
+    for i in 1..=50 {
+        if progress
+            .post(syncmgr_sdk::Update::progress(i, 50))
+            .is_cancel()
+        {
+            break;
+        }
+    }
+    progress.flush();
+    progress.is_cancelled()
 }
 
 /// Posted reports: never more than `POST_WINDOW` unanswered (the manager
@@ -731,7 +737,7 @@ impl syncmgr_sdk::SyncHandler for Poster {
 fn posted_reports_keep_their_window_and_apply_cancels() {
     use serde_json::json;
 
-    converse(Poster, |next, send| {
+    converse(OneItem(post_fifty), |next, send| {
         send(request(json!(1), "prepareForSync", json!({"items": ["a"]})));
         assert_eq!(expect_line(next)["result"], json!({}));
         send(request(json!(2), "synchronize", json!({})));
@@ -777,31 +783,8 @@ fn posted_reports_keep_their_window_and_apply_cancels() {
 fn set_item_status_reaches_a_quiet_item() {
     use serde_json::json;
 
-    struct Quiet;
-    impl syncmgr_sdk::SyncHandler for Quiet {
-        fn info(&self) -> syncmgr_sdk::HandlerInfo {
-            syncmgr_sdk::HandlerInfo::new("quiet")
-        }
-        fn items(
-            &mut self,
-            _: &syncmgr_sdk::InitContext,
-        ) -> Result<Vec<syncmgr_sdk::Item>, syncmgr_sdk::HandlerError> {
-            Ok(vec![syncmgr_sdk::Item::new("a", "A")])
-        }
-        fn sync_item(
-            &self,
-            _: &str,
-            progress: &syncmgr_sdk::Progress,
-        ) -> Result<syncmgr_sdk::ItemOutcome, syncmgr_sdk::HandlerError> {
-            Ok(if progress.wait_cancelled(DEADLINE) {
-                syncmgr_sdk::ItemOutcome::stopped()
-            } else {
-                syncmgr_sdk::ItemOutcome::succeeded()
-            })
-        }
-    }
-
-    converse(Quiet, |next, send| {
+    let quiet = OneItem(|progress: &syncmgr_sdk::Progress| progress.wait_cancelled(DEADLINE));
+    converse(quiet, |next, send| {
         send(request(json!(1), "prepareForSync", json!({"items": ["a"]})));
         assert_eq!(expect_line(next)["result"], json!({}));
         send(request(json!(2), "synchronize", json!({})));
