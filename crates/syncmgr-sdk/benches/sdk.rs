@@ -31,9 +31,9 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Instant;
@@ -44,6 +44,7 @@ use serde_json::value::RawValue;
 use syncmgr_sdk::{
     HandlerError, HandlerInfo, InitContext, Item, ItemOutcome, Progress, SyncHandler, Update,
 };
+use syncmgr_testkit::RawPeer;
 
 /// Reports per Rust flood run, per Python flood run, round trips per rtt run.
 const RUST_FLOOD_N: u64 = 200_000;
@@ -244,9 +245,10 @@ fn run(argv: &[String], env: &[(&str, PathBuf)]) -> Result<Figures> {
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let answered = Peer::serve(&mut child);
+    let served = RawPeer::serve(&mut child);
     let notes = notes.join().map_err(|_| anyhow::anyhow!("stderr thread"))?;
-    let answered = answered.with_context(|| format!("{argv:?}: {notes}"))?;
+    let (answered, status) = served.with_context(|| format!("{argv:?}: {notes}"))?;
+    ensure!(status.success(), "{argv:?} exited with {status}: {notes}");
     let line = notes
         .lines()
         .rev()
@@ -270,89 +272,6 @@ fn run(argv: &[String], env: &[(&str, PathBuf)]) -> Result<Figures> {
         figures.n
     );
     Ok(figures)
-}
-
-/// The least a manager does: parse each line's envelope with serde_json and
-/// echo `continue` for every `progress`, flushing when its input runs dry.
-struct Peer {
-    w: BufWriter<std::process::ChildStdin>,
-    r: BufReader<std::process::ChildStdout>,
-    line: String,
-    next_id: u64,
-    answered: u64,
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    method: Option<&'a str>,
-    #[serde(borrow)]
-    error: Option<&'a RawValue>,
-}
-
-impl Peer {
-    fn serve(child: &mut Child) -> Result<u64> {
-        let mut peer = Peer {
-            w: BufWriter::with_capacity(64 * 1024, child.stdin.take().context("stdin")?),
-            r: BufReader::with_capacity(64 * 1024, child.stdout.take().context("stdout")?),
-            line: String::with_capacity(256),
-            next_id: 0,
-            answered: 0,
-        };
-        peer.call(
-            "initialize",
-            r#"{"protocolVersion":1,"event":"manual","mayBotherUser":true,"settingsOnly":false,"cookie":null}"#,
-        )?;
-        peer.call("getHandlerInfo", "{}")?;
-        peer.call("enumItems", "{}")?;
-        peer.call("prepareForSync", r#"{"items":["a"]}"#)?;
-        peer.call("synchronize", "{}")?;
-        writeln!(
-            peer.w,
-            r#"{{"jsonrpc":"2.0","method":"shutdown","params":{{}}}}"#
-        )?;
-        peer.w.flush()?;
-        drop(peer.w);
-        let status = child.wait()?;
-        ensure!(status.success(), "child exited with {status}");
-        Ok(peer.answered)
-    }
-
-    fn call(&mut self, method: &str, params: &str) -> Result<()> {
-        self.next_id += 1;
-        let id = self.next_id.to_string();
-        writeln!(
-            self.w,
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#
-        )?;
-        loop {
-            if self.r.buffer().is_empty() {
-                self.w.flush()?;
-            }
-            self.line.clear();
-            if self.r.read_line(&mut self.line)? == 0 {
-                bail!("the handler closed its stdout during {method}");
-            }
-            let msg: Envelope<'_> = serde_json::from_str(&self.line)?;
-            match (msg.method, msg.id) {
-                (Some("progress"), Some(rid)) => {
-                    self.w.write_all(br#"{"jsonrpc":"2.0","id":"#)?;
-                    self.w.write_all(rid.get().as_bytes())?;
-                    self.w
-                        .write_all(b",\"result\":{\"action\":\"continue\"}}\n")?;
-                    self.answered += 1;
-                }
-                (Some(other), _) => bail!("unexpected {other} from the handler"),
-                (None, Some(rid)) if rid.get() == id => {
-                    ensure!(msg.error.is_none(), "{method} failed: {}", self.line);
-                    return Ok(());
-                }
-                (None, _) => {}
-            }
-        }
-    }
 }
 
 /// The (raw, SDK) figures of every round, per workload.

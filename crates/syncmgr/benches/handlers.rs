@@ -29,23 +29,22 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use serde::Deserialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
 use syncmgr_core::{
     CancelTarget, HandlerJob, MemoryJournal, Selection, Session, SessionConfig, SessionEvent,
     SessionOutcome, SessionSummary, SyncEvent,
 };
 use syncmgr_protocol::ProcessHandler;
+use syncmgr_testkit::RawPeer;
 
 /// Pipelined requests per flood run.
 const FLOOD_N: u64 = 100_000;
@@ -501,93 +500,6 @@ async fn consume(mut events: tokio::sync::mpsc::Receiver<SessionEvent>) -> Vec<S
     notes
 }
 
-/// The least a manager could do: parse each line's envelope with serde_json
-/// and echo `continue` for every `progress` request, batching writes until
-/// the input runs dry. No engine, no tasks, one thread.
-struct RawPeer {
-    w: BufWriter<ChildStdin>,
-    r: BufReader<ChildStdout>,
-    line: String,
-    next_id: u64,
-    answered: u64,
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    method: Option<&'a str>,
-    #[serde(borrow)]
-    error: Option<&'a RawValue>,
-}
-
-impl RawPeer {
-    /// The whole life of a one-item handler: the lifecycle requests, every
-    /// `progress` it sends meanwhile, `shutdown`. Returns how many `progress`
-    /// requests were answered.
-    fn serve(child: &mut Child) -> Result<u64> {
-        let mut peer = RawPeer {
-            w: BufWriter::with_capacity(64 * 1024, child.stdin.take().context("stdin")?),
-            r: BufReader::with_capacity(64 * 1024, child.stdout.take().context("stdout")?),
-            line: String::with_capacity(256),
-            next_id: 0,
-            answered: 0,
-        };
-        peer.call(
-            "initialize",
-            r#"{"protocolVersion":1,"event":"manual","mayBotherUser":true,"settingsOnly":false,"cookie":null}"#,
-        )?;
-        peer.call("getHandlerInfo", "{}")?;
-        peer.call("enumItems", "{}")?;
-        peer.call("prepareForSync", r#"{"items":["a"]}"#)?;
-        peer.call("synchronize", "{}")?;
-        writeln!(
-            peer.w,
-            r#"{{"jsonrpc":"2.0","method":"shutdown","params":{{}}}}"#
-        )?;
-        peer.w.flush()?;
-        drop(peer.w);
-        child.wait()?;
-        Ok(peer.answered)
-    }
-
-    /// Sends a request and serves the child until its response comes.
-    fn call(&mut self, method: &str, params: &str) -> Result<()> {
-        self.next_id += 1;
-        let id = self.next_id.to_string();
-        writeln!(
-            self.w,
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#
-        )?;
-        loop {
-            if self.r.buffer().is_empty() {
-                self.w.flush()?;
-            }
-            self.line.clear();
-            if self.r.read_line(&mut self.line)? == 0 {
-                bail!("the handler closed its stdout during {method}");
-            }
-            let msg: Envelope<'_> = serde_json::from_str(&self.line)?;
-            match (msg.method, msg.id) {
-                (Some("progress"), Some(rid)) => {
-                    self.w.write_all(br#"{"jsonrpc":"2.0","id":"#)?;
-                    self.w.write_all(rid.get().as_bytes())?;
-                    self.w
-                        .write_all(b",\"result\":{\"action\":\"continue\"}}\n")?;
-                    self.answered += 1;
-                }
-                (Some(other), _) => bail!("unexpected {other} from the handler"),
-                (None, Some(rid)) if rid.get() == id => {
-                    ensure!(msg.error.is_none(), "{method} failed: {}", self.line);
-                    return Ok(());
-                }
-                (None, _) => {}
-            }
-        }
-    }
-}
-
 fn raw_flood(testkit: &Path, n: u64) -> Result<FloodRun> {
     let cpu0 = Cpu::now();
     let argv = flood_argv(testkit, n);
@@ -603,7 +515,7 @@ fn raw_flood(testkit: &Path, n: u64) -> Result<FloodRun> {
         let _ = stderr.read_to_string(&mut text);
         text.lines().map(str::to_owned).collect::<Vec<_>>()
     });
-    let answered = RawPeer::serve(&mut child)?;
+    let (answered, _) = RawPeer::serve(&mut child)?;
     let notes = notes.join().map_err(|_| anyhow::anyhow!("stderr thread"))?;
     let cpu = Cpu::now().since(cpu0);
     // The flood plus the `updating` and `succeeded` reports.
@@ -711,7 +623,7 @@ fn raw_paced_run(testkit: &Path, handlers: usize, steps: u64) -> Result<PacedRun
         .collect();
     let mut messages = 0;
     for peer in peers {
-        messages += peer.join().map_err(|_| anyhow::anyhow!("peer thread"))??;
+        messages += peer.join().map_err(|_| anyhow::anyhow!("peer thread"))??.0;
     }
     let wall = start.elapsed();
     let cpu = Cpu::now().since(cpu0);
