@@ -19,9 +19,7 @@
 #![allow(clippy::print_stderr)]
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
@@ -579,50 +577,8 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// directory and profile of this test binary.
 fn test_handler() -> &'static Path {
     static HANDLER: OnceLock<PathBuf> = OnceLock::new();
-    HANDLER.get_or_init(|| {
-        // target/<profile>/deps/robustness-<hash>
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps")
-            .to_owned();
-        let path = profile_dir.join("syncmgr-test-handler");
-        if let Some(cargo) = std::env::var_os("CARGO") {
-            let mut build = Command::new(cargo);
-            build
-                .args(["build", "--quiet", "-p", "syncmgr-testkit", "--bin"])
-                .arg("syncmgr-test-handler")
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .stdin(Stdio::null());
-            match profile_dir.file_name().and_then(OsStr::to_str) {
-                Some("debug") | None => {}
-                Some("release") => {
-                    build.arg("--release");
-                }
-                Some(profile) => {
-                    build.args(["--profile", profile]);
-                }
-            }
-            if let Some(target_dir) = profile_dir.parent()
-                && target_dir.join("CACHEDIR.TAG").is_file()
-            {
-                build.arg("--target-dir").arg(target_dir);
-            }
-            let out = build.output().expect("cargo runs");
-            assert!(
-                out.status.success(),
-                "{build:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        assert!(
-            path.is_file(),
-            "no {} (run through cargo test, or `cargo build -p syncmgr-testkit`)",
-            path.display()
-        );
-        path
-    })
+    HANDLER
+        .get_or_init(|| syncmgr_testkit::build_test_handler(&syncmgr_testkit::test_profile_dir()))
 }
 
 /// A cancel must end the session within the grace period, plus this much for

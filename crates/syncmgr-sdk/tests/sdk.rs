@@ -37,31 +37,14 @@ fn root() -> PathBuf {
 fn example(name: &str) -> String {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test binary's path");
-        // target/<profile>/deps/sdk-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary lives in target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target/<profile>");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = Command::new(cargo);
-        build
-            .args(["build", "--quiet", "-p", "syncmgr-sdk", "--examples"])
-            .arg("--target-dir")
-            .arg(target_dir);
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some(profile) => {
-                build.args(["--profile", profile]);
-            }
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "building the examples failed: {status}");
-        profile_dir.join("examples")
+        let profile_dir = syncmgr_testkit::test_profile_dir();
+        let dir = profile_dir.join("examples");
+        syncmgr_testkit::cargo_build(
+            &profile_dir,
+            &["-p", "syncmgr-sdk", "--examples"],
+            &dir.join("minimal"),
+        );
+        dir
     });
     let path = dir.join(name);
     assert!(path.exists(), "no example binary at {}", path.display());
@@ -367,25 +350,6 @@ async fn rust_retry() {
     check_retry(&RUST).await;
 }
 
-/// Runs git in `dir` (independent of the user's configuration); its stdout.
-fn git(args: &[&str], dir: &Path) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args([
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("LC_ALL", "C")
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?} failed: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// `git_mirror`: mirrors, fails a missing repository with an actionable
 /// entry, retries it once it exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,11 +361,11 @@ async fn rust_git_mirror() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
-    git(&["init", "-q"], &src);
+    syncmgr_testkit::git(&src, &["init", "-q"]);
     std::fs::write(src.join("README"), "hello\n").unwrap();
-    git(&["add", "README"], &src);
-    git(&["commit", "-q", "-m", "first"], &src);
-    git(&["tag", "v1"], &src);
+    syncmgr_testkit::git(&src, &["add", "README"]);
+    syncmgr_testkit::git(&src, &["commit", "-q", "-m", "first"]);
+    syncmgr_testkit::git(&src, &["tag", "v1"]);
     let later = tmp.path().join("later");
     let mirrors = tmp.path().join("mirrors");
     let argv = vec![
@@ -425,17 +389,17 @@ async fn rust_git_mirror() {
     // The mirror has the source's refs.
     let mirror = mirrors.join("src.git");
     assert_eq!(
-        git(
+        syncmgr_testkit::git(
+            &src,
             &[
                 "--git-dir",
                 &mirror.to_string_lossy(),
                 "rev-parse",
                 "v1",
                 "main"
-            ],
-            &src
+            ]
         ),
-        git(&["rev-parse", "v1", "main"], &src)
+        syncmgr_testkit::git(&src, &["rev-parse", "v1", "main"])
     );
     assert_eq!(run.status("later"), ItemStatus::Failed);
     let entry = run
@@ -455,8 +419,8 @@ async fn rust_git_mirror() {
     assert_eq!(left, ["src.git"], "{left:?}");
 
     std::fs::create_dir(&later).unwrap();
-    git(&["init", "-q"], &later);
-    git(&["commit", "-q", "--allow-empty", "-m", "x"], &later);
+    syncmgr_testkit::git(&later, &["init", "-q"]);
+    syncmgr_testkit::git(&later, &["commit", "-q", "--allow-empty", "-m", "x"]);
     let retry = session(argv, Selection::ShowError("fetch-later".to_owned()), None).await;
     assert_eq!(
         retry.status("later"),
@@ -466,11 +430,11 @@ async fn rust_git_mirror() {
     );
     let mirror = mirrors.join("later.git");
     assert_eq!(
-        git(
-            &["--git-dir", &mirror.to_string_lossy(), "rev-parse", "main"],
-            &later
+        syncmgr_testkit::git(
+            &later,
+            &["--git-dir", &mirror.to_string_lossy(), "rev-parse", "main"]
         ),
-        git(&["rev-parse", "main"], &later)
+        syncmgr_testkit::git(&later, &["rev-parse", "main"])
     );
 }
 

@@ -1,7 +1,12 @@
-//! Test support shared by the workspace's benchmarks: [`RawPeer`], the least
-//! a manager could do, used as the baseline the real manager and the SDKs
-//! are measured against. (The scripted handler itself is the
-//! `syncmgr-test-handler` binary of this package.)
+//! Test support shared by the workspace's tests and benchmarks: [`RawPeer`],
+//! the least a manager could do, used as the baseline the real manager and
+//! the SDKs are measured against; building workspace binaries from a test
+//! ([`cargo_build`], [`build_test_handler`]); hermetic [`git`]. (The scripted
+//! handler itself is the `syncmgr-test-handler` binary of this package.)
+
+mod support;
+
+pub use support::{build_test_handler, cargo_build, git, test_profile_dir};
 
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::process::{Child, ChildStdin, ChildStdout, ExitStatus};

@@ -299,24 +299,6 @@ fn rust_sdk_minimal_conforms() {
         .assert_retried(1);
 }
 
-/// Runs git in `dir`, independent of the user's configuration.
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args([
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("LC_ALL", "C")
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?} failed: {out:?}");
-}
-
 /// `crates/syncmgr-sdk/examples/git_mirror.rs` against a local bare
 /// repository, and one that does not exist (an actionable failure, retried).
 #[test]
@@ -329,11 +311,11 @@ fn rust_sdk_git_mirror_conforms() {
     let data = tempfile::tempdir().unwrap();
     let work = data.path().join("work");
     std::fs::create_dir(&work).unwrap();
-    git(&work, &["init", "-q"]);
+    syncmgr_testkit::git(&work, &["init", "-q"]);
     std::fs::write(work.join("README"), "hello\n").unwrap();
-    git(&work, &["add", "README"]);
-    git(&work, &["commit", "-q", "-m", "first"]);
-    git(
+    syncmgr_testkit::git(&work, &["add", "README"]);
+    syncmgr_testkit::git(&work, &["commit", "-q", "-m", "first"]);
+    syncmgr_testkit::git(
         data.path(),
         &["clone", "-q", "--bare", "work", "origin.git"],
     );

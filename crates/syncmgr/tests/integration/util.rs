@@ -40,7 +40,7 @@ pub fn syncmgr_bin() -> &'static Path {
 /// `syncmgr` binary under test, in the same profile.
 pub fn test_handler() -> &'static Path {
     static HANDLER: OnceLock<PathBuf> = OnceLock::new();
-    HANDLER.get_or_init(build_test_handler)
+    HANDLER.get_or_init(|| syncmgr_testkit::build_test_handler(profile_dir()))
 }
 
 /// The example handler `name` of the Rust SDK (`crates/syncmgr-sdk/examples/`),
@@ -50,7 +50,11 @@ pub fn sdk_example(name: &str) -> PathBuf {
     static EXAMPLES: OnceLock<PathBuf> = OnceLock::new();
     let dir = EXAMPLES.get_or_init(|| {
         let dir = profile_dir().join("examples");
-        cargo_build(&["-p", "syncmgr-sdk", "--examples"], &dir.join("minimal"));
+        syncmgr_testkit::cargo_build(
+            profile_dir(),
+            &["-p", "syncmgr-sdk", "--examples"],
+            &dir.join("minimal"),
+        );
         dir
     });
     let path = dir.join(name);
@@ -67,71 +71,6 @@ fn profile_dir() -> &'static Path {
     syncmgr_bin()
         .parent()
         .expect("the syncmgr binary lives in a directory")
-}
-
-/// `syncmgr-testkit` is another package, so `cargo test -p syncmgr` does not
-/// build it.
-fn build_test_handler() -> PathBuf {
-    let path = profile_dir().join("syncmgr-test-handler");
-    cargo_build(
-        &["-p", "syncmgr-testkit", "--bin", "syncmgr-test-handler"],
-        &path,
-    );
-    path
-}
-
-/// Asks the cargo running these tests to `build ARGS` in the profile and
-/// target directory under test (cheap when everything is fresh; cargo does
-/// not hold its lock while tests run), then checks that `product` exists.
-/// Without `CARGO` (the binary run by hand), `product` must exist already.
-fn cargo_build(args: &[&str], product: &Path) {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        assert!(
-            product.is_file(),
-            "{} is missing and CARGO is not set: run the tests through `cargo test`, \
-             or run `cargo build {}`",
-            product.display(),
-            args.join(" ")
-        );
-        return;
-    };
-    let profile_dir = profile_dir();
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "--quiet"])
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null());
-    match profile_dir.file_name().and_then(OsStr::to_str) {
-        Some("debug") | None => {}
-        Some("release") => {
-            build.arg("--release");
-        }
-        Some(profile) => {
-            build.args(["--profile", profile]);
-        }
-    }
-    // `--target-dir` given to `cargo test` is not in our environment; the
-    // target directory is the one holding CACHEDIR.TAG above the profile's.
-    if let Some(target_dir) = profile_dir.parent()
-        && target_dir.join("CACHEDIR.TAG").is_file()
-    {
-        build.arg("--target-dir").arg(target_dir);
-    }
-    let out = build
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {build:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{build:?} failed\nstatus: {}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        product.is_file(),
-        "{build:?} succeeded but {} does not exist",
-        product.display()
-    );
 }
 
 /// Polls `condition` every few milliseconds until it holds or `timeout`
