@@ -113,6 +113,9 @@ pub(crate) struct HandlerShared {
     pub(crate) user_cancel_all: AtomicBool,
     /// Item cancels that came before the items were prepared.
     pub(crate) early_cancels: Mutex<HashSet<String>>,
+    /// The item ids the handler listed, once it has (`enumItems`): a cancel
+    /// of any other item matches nothing.
+    pub(crate) enumerated: Mutex<Option<HashSet<String>>>,
     /// Bumped on every cancel that concerns this handler.
     pub(crate) cancel_gen: watch::Sender<u64>,
     /// Bumped on every message from the handler (silence detection).
@@ -135,6 +138,7 @@ impl HandlerShared {
             cancel_all: AtomicBool::new(false),
             user_cancel_all: AtomicBool::new(false),
             early_cancels: Mutex::new(HashSet::new()),
+            enumerated: Mutex::new(None),
             cancel_gen: watch::Sender::new(0),
             activity: AtomicU64::new(0),
             flags: Mutex::new(HandlerFlags::default()),
@@ -179,8 +183,13 @@ impl HandlerShared {
                 known
             }
             None => {
-                lock(&self.early_cancels).insert(item.to_owned());
-                true
+                let listed = lock(&self.enumerated)
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(item));
+                if listed {
+                    lock(&self.early_cancels).insert(item.to_owned());
+                }
+                listed
             }
         };
         self.signal_cancel();

@@ -7,6 +7,7 @@ use crate::callback::HandlerCallback;
 use crate::error::{HandlerError, JournalError};
 use crate::model::{
     HandlerInfo, InitializeParams, ItemEnumeration, NewLogEntry, Participation, PropertiesOutcome,
+    ShowErrorAnswer,
 };
 
 /// A sync handler, in process or behind a child process.
@@ -79,14 +80,15 @@ pub trait Handler: Send {
     async fn synchronize(&mut self, callback: &HandlerCallback) -> Result<(), HandlerError>;
 
     /// `ShowError`: the user activated a log entry with this (handler's) error
-    /// id. A non-empty answer is `S_SYNCMGR_RETRYSYNC` for those items.
+    /// id. A non-empty `retry` is `S_SYNCMGR_RETRYSYNC` for those items; a
+    /// `confirm` text makes the retry wait for the user's yes.
     async fn show_error(
         &mut self,
         error_id: &str,
         callback: &HandlerCallback,
-    ) -> Result<Vec<String>, HandlerError> {
+    ) -> Result<ShowErrorAnswer, HandlerError> {
         let _ = (error_id, callback);
-        Ok(Vec::new())
+        Ok(ShowErrorAnswer::default())
     }
 
     /// `SetProgressCallback(NULL)` + release: the session is over for this
@@ -96,6 +98,16 @@ pub trait Handler: Send {
     /// Ends the handler at once (the process is killed). Called after its
     /// pending future was dropped because it stopped responding.
     fn terminate(&mut self) {}
+}
+
+/// Asks the user to agree to a retry that its handler says needs agreeing to
+/// ([`ShowErrorAnswer::confirm`]). The host implements it: a prompt on a
+/// terminal, a `--yes` flag, a dialog in the dashboard.
+#[async_trait]
+pub trait Confirm: Send + Sync + std::fmt::Debug {
+    /// Whether to go ahead. `handler` is the registration name, `text` what
+    /// the retry will do in the handler's words.
+    async fn confirm(&self, handler: &str, text: &str) -> bool;
 }
 
 /// Where the results log is recorded. The engine awaits [`Journal::append`]

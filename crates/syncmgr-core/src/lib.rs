@@ -11,8 +11,10 @@
 //! [`Journal`] trait and everything else leaves as events.
 
 mod callback;
+pub mod duration;
 mod error;
 mod event;
+mod feed;
 mod handler;
 pub mod model;
 mod session;
@@ -21,11 +23,13 @@ pub mod state;
 pub use callback::{CancelHook, HandlerCallback};
 pub use error::{CallbackError, HandlerError, JournalError, ParseEnumError};
 pub use event::{ItemSnapshot, SessionEvent, SessionSummary};
-pub use handler::{Handler, Journal, MemoryJournal};
+pub use feed::{EventFeed, FeedEvent, Popped};
+pub use handler::{Confirm, Handler, Journal, MemoryJournal};
 pub use model::{
     HandlerFlags, HandlerInfo, InitializeParams, Item, ItemEnumeration, ItemFlags, ItemResult,
     ItemStatus, LogEntry, LogLevel, LogRequest, NewLogEntry, Participation, ProgressReply,
-    ProgressUpdate, PropertiesOutcome, SessionOutcome, StatusCounts, SyncEvent, Timestamp,
+    ProgressUpdate, PropertiesOutcome, SessionOutcome, ShowErrorAnswer, StatusCounts, SyncEvent,
+    Timestamp,
 };
 pub use session::{
     CancelTarget, HandlerJob, Selection, Session, SessionConfig, SessionControl, query_handler,

@@ -184,6 +184,27 @@ string_enum! {
     }
 }
 
+/// A handler's answer to `showError`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShowErrorAnswer {
+    /// Items to sync again (non-empty = `S_SYNCMGR_RETRYSYNC`).
+    pub retry: Vec<String>,
+    /// Set when the retry does something the user must agree to first (a
+    /// guard that refused to delete files): what it will do, in words. The
+    /// manager asks the user; without a yes, nothing is retried.
+    pub confirm: Option<String>,
+}
+
+impl ShowErrorAnswer {
+    /// A plain retry of `items`, nothing to confirm.
+    pub fn retry(items: Vec<String>) -> Self {
+        ShowErrorAnswer {
+            retry: items,
+            confirm: None,
+        }
+    }
+}
+
 string_enum! {
     /// How a session ended.
     pub enum SessionOutcome ("session outcome") {

@@ -28,7 +28,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::callback::{HandlerCallback, HandlerShared, PreparedSet, SessionShared};
 use crate::error::HandlerError;
 use crate::event::{ItemSnapshot, SessionEvent, SessionSummary};
-use crate::handler::{Handler, Journal, MemoryJournal};
+use crate::handler::{Confirm, Handler, Journal, MemoryJournal};
 use crate::model::{
     HandlerInfo, InitializeParams, ItemEnumeration, ItemResult, ItemStatus, LogEntry, LogLevel,
     Participation, SessionOutcome, StatusCounts, SyncEvent, validate_id,
@@ -57,6 +57,9 @@ pub struct SessionConfig {
     pub grace: Duration,
     /// Smallest interval between two rounds of coalesced item events.
     pub coalesce: Duration,
+    /// Who agrees to retries that a handler says need agreeing to; without
+    /// one, such a retry does not happen.
+    pub confirm: Option<Arc<dyn Confirm>>,
 }
 
 impl SessionConfig {
@@ -70,6 +73,7 @@ impl SessionConfig {
             max_concurrent_handlers: 4,
             grace: Duration::from_secs(5),
             coalesce: Duration::from_millis(25),
+            confirm: None,
         }
     }
 }
@@ -241,6 +245,7 @@ impl Session {
                     timeout: job.timeout,
                     grace: config.grace,
                     not_responding: AtomicBool::new(false),
+                    confirm: config.confirm.clone(),
                 },
                 handler: job.handler,
             };
@@ -418,6 +423,7 @@ struct UnitCtx {
     timeout: Duration,
     grace: Duration,
     not_responding: AtomicBool,
+    confirm: Option<Arc<dyn Confirm>>,
 }
 
 impl UnitCtx {
@@ -431,6 +437,18 @@ impl UnitCtx {
     async fn guarded<T>(
         &self,
         set: Option<&PreparedSet>,
+        call: impl Future<Output = Result<T, HandlerError>>,
+    ) -> Result<T, Stop> {
+        self.guarded_with(set, false, call).await
+    }
+
+    /// [`guarded`](Self::guarded), where `late_answer_counts` says whether an
+    /// answer that arrives after the handler was found not responding (in
+    /// the grace period) is taken.
+    async fn guarded_with<T>(
+        &self,
+        set: Option<&PreparedSet>,
+        late_answer_counts: bool,
         call: impl Future<Output = Result<T, HandlerError>>,
     ) -> Result<T, Stop> {
         let call = std::pin::pin!(call);
@@ -450,7 +468,15 @@ impl UnitCtx {
         loop {
             tokio::select! {
                 biased;
-                answer = &mut call => return answer.map_err(Stop::Handler),
+                answer = &mut call => {
+                    // A handler found not responding is ended, whatever it
+                    // answers in the grace period; only `synchronize` may
+                    // still finish its items there (section 3.9).
+                    if silence_deadline.is_some() && !late_answer_counts {
+                        return Err(Stop::NotResponding);
+                    }
+                    return answer.map_err(Stop::Handler);
+                }
                 Ok(()) = cancels.changed() => {
                     if cancel_deadline.is_none() && !settled(set) {
                         cancel_deadline = Some(Instant::now() + self.grace);
@@ -538,7 +564,27 @@ impl Unit {
                     .await;
                 self.ctx.hs.showing_error.store(false, Ordering::Release);
                 match answer {
-                    Ok(retry) => retry,
+                    Ok(answer) => match &answer.confirm {
+                        Some(text) if !answer.retry.is_empty() => {
+                            let agreed = match &self.ctx.confirm {
+                                Some(confirm) => confirm.confirm(&self.ctx.hs.name, text).await,
+                                None => false,
+                            };
+                            if agreed {
+                                answer.retry
+                            } else {
+                                self.ctx.log(
+                                    None,
+                                    LogLevel::Information,
+                                    format!(
+                                        "the retry was not confirmed, nothing was done: {text}"
+                                    ),
+                                );
+                                Vec::new()
+                            }
+                        }
+                        _ => answer.retry,
+                    },
                     Err(stop) => {
                         self.ctx
                             .log(None, LogLevel::Error, stop.describe("showError", &self.ctx));
@@ -614,6 +660,11 @@ impl Unit {
             }
             problem.is_none()
         });
+        *ctx.hs
+            .enumerated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            Some(enumeration.items.iter().map(|i| i.id.clone()).collect());
         let _ = ctx
             .session
             .events
@@ -690,7 +741,7 @@ impl Unit {
             .await;
         let synced = match prepared {
             Ok(()) => ctx
-                .guarded(Some(&set), self.handler.synchronize(&callback))
+                .guarded_with(Some(&set), true, self.handler.synchronize(&callback))
                 .await
                 .map_err(|s| ("synchronize", s)),
             Err(stop) => Err(("prepareForSync", stop)),

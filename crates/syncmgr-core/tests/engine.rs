@@ -6,8 +6,6 @@
 //! invariants against a model: every prepared item ends in exactly one
 //! terminal status, and exactly one final event closes the session.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -18,36 +16,9 @@ use syncmgr_core::{
     CancelTarget, Handler, HandlerCallback, HandlerError, HandlerFlags, HandlerInfo, HandlerJob,
     InitializeParams, Item, ItemEnumeration, ItemFlags, ItemStatus, LogLevel, LogRequest,
     MemoryJournal, Participation, ProgressReply, ProgressUpdate, Selection, Session, SessionConfig,
-    SessionControl, SessionEvent, SessionOutcome, SessionSummary, SyncEvent, state,
+    SessionControl, SessionEvent, SessionOutcome, SessionSummary, ShowErrorAnswer, SyncEvent,
+    state,
 };
-
-// ---------------------------------------------------------------------------
-// A counting allocator, per thread, to prove `progress` allocates nothing.
-
-struct Counting;
-
-// The allocator is the one place the tests need `unsafe`: counting
-// allocations is the only way to prove the hot path allocates nothing.
-
-thread_local! {
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|a| a.set(a.get() + 1));
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 // ---------------------------------------------------------------------------
 // A scripted in-process handler.
@@ -77,6 +48,28 @@ struct Script {
     fail_prepare: bool,
     /// Called with the callback once synchronize starts.
     on_sync: Option<fn(&HandlerCallback, &[&'static str])>,
+    /// This call answers only after 11 s: past the 10 s silence timeout,
+    /// within the 2 s grace period.
+    late: Option<&'static str>,
+    /// The calls the engine made, in order.
+    calls: Arc<Mutex<Vec<&'static str>>>,
+    /// `Some`: the session acts on this error id (`showError`), and the
+    /// handler answers with a retry of its first item after calling this
+    /// with the session's control.
+    show_error: Option<(&'static str, OnShowError)>,
+}
+
+/// What a scripted handler does in `showError`, with the session's control
+/// and its own name.
+type OnShowError = fn(&SessionControl, &'static str);
+
+impl Script {
+    async fn called(&self, call: &'static str) {
+        self.calls.lock().unwrap().push(call);
+        if self.late == Some(call) {
+            tokio::time::sleep(Duration::from_secs(11)).await;
+        }
+    }
 }
 
 struct Scripted {
@@ -100,6 +93,7 @@ impl Handler for Scripted {
     }
 
     async fn enum_items(&mut self) -> Result<ItemEnumeration, HandlerError> {
+        self.script.called("enumItems").await;
         Ok(ItemEnumeration {
             items: self
                 .script
@@ -122,6 +116,7 @@ impl Handler for Scripted {
         _: &[String],
         _: &HandlerCallback,
     ) -> Result<(), HandlerError> {
+        self.script.called("prepareForSync").await;
         if self.script.fail_prepare {
             Err(HandlerError::Failed("cannot prepare".into()))
         } else {
@@ -129,7 +124,19 @@ impl Handler for Scripted {
         }
     }
 
+    async fn show_error(
+        &mut self,
+        _error_id: &str,
+        _cb: &HandlerCallback,
+    ) -> Result<ShowErrorAnswer, HandlerError> {
+        if let Some((_, f)) = self.script.show_error {
+            f(self.control.get().expect("control is set"), self.name);
+        }
+        Ok(ShowErrorAnswer::retry(vec![self.script.items[0].into()]))
+    }
+
     async fn synchronize(&mut self, cb: &HandlerCallback) -> Result<(), HandlerError> {
+        self.script.called("synchronize").await;
         if let Some(f) = self.script.on_sync {
             f(cb, &self.script.items);
         }
@@ -200,6 +207,10 @@ async fn run(scripts: Vec<(&'static str, Script)>) -> Run {
         .map(|(name, script)| {
             let r = Arc::new(Mutex::new(Vec::new()));
             replies.push(Arc::clone(&r));
+            let selection = match script.show_error {
+                Some((error_id, _)) => Selection::ShowError(error_id.into()),
+                None => Selection::Checked(HashMap::new()),
+            };
             HandlerJob {
                 name: name.into(),
                 handler: Box::new(Scripted {
@@ -208,7 +219,7 @@ async fn run(scripts: Vec<(&'static str, Script)>) -> Run {
                     name,
                     replies: r,
                 }),
-                selection: Selection::Checked(HashMap::new()),
+                selection,
                 timeout: Duration::from_secs(10),
             }
         })
@@ -446,6 +457,69 @@ async fn a_silent_handler_is_ended_and_its_items_fail() {
     );
 }
 
+/// Issue 8, point 9: once a handler has listed its items, a cancel of an
+/// item it never listed matches nothing (before preparation too).
+#[tokio::test(start_paused = true)]
+async fn a_cancel_of_an_item_never_listed_matches_nothing() {
+    static MATCHED: Mutex<Vec<bool>> = Mutex::new(Vec::new());
+    fn cancel_two(control: &SessionControl, name: &'static str) {
+        for item in ["no-such-item", "b"] {
+            let matched = control.cancel(&CancelTarget::Item {
+                handler: name.into(),
+                item: item.into(),
+            });
+            MATCHED.lock().unwrap().push(matched);
+        }
+    }
+    let script = Script {
+        items: vec!["a", "b"],
+        steps: vec![progress(0, ItemStatus::Succeeded)],
+        show_error: Some(("e-1", cancel_two)),
+        ..Script::default()
+    };
+    let run = run(vec![("h", script)]).await;
+    check_event_invariants(&run);
+    assert_eq!(*MATCHED.lock().unwrap(), [false, true]);
+    assert_eq!(status_of(&run.summary, "a"), ItemStatus::Succeeded);
+}
+
+/// Issue 8, point 6: a handler found not responding is ended even when it
+/// answers in the grace period; nothing more is sent to it, and the session
+/// fails.
+#[tokio::test(start_paused = true)]
+async fn a_handler_silent_before_prepare_is_ended_and_fails() {
+    for late in ["enumItems", "prepareForSync"] {
+        let script = Script {
+            items: vec!["a", "b"],
+            steps: vec![progress(0, ItemStatus::Succeeded)],
+            late: Some(late),
+            ..Script::default()
+        };
+        let calls = Arc::clone(&script.calls);
+        let run = run(vec![("late", script)]).await;
+        check_event_invariants(&run);
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.last(), Some(&late), "{late}: {calls:?}");
+        assert_ne!(run.summary.outcome, SessionOutcome::Succeeded, "{late}");
+        assert!(
+            run.summary.counts.failed > 0 || run.summary.failed_handlers == ["late"],
+            "{late}: {:?}",
+            run.summary
+        );
+        for r in &run.summary.items {
+            assert_eq!(r.status, ItemStatus::Failed, "{late}: {r:?}");
+        }
+        assert!(
+            run.journal
+                .entries()
+                .iter()
+                .any(|(_, e)| e.text.contains("was not responding")),
+            "{late}: {:#?}",
+            run.journal.entries()
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_cancel_ignored_past_the_grace_period_stops_the_items() {
     let script = Script {
@@ -514,23 +588,26 @@ async fn progress_allocates_nothing() {
             },
         )
         .unwrap();
-        let before = ALLOCS.with(Cell::get);
-        for i in 0..10_000u64 {
-            let reply = cb
-                .progress(
-                    item,
-                    &ProgressUpdate {
-                        text: (i % 100 == 0).then_some("copying file 0002"),
-                        status: None,
-                        value: Some(i),
-                        max: None,
-                    },
-                )
-                .unwrap();
-            assert_eq!(reply, ProgressReply::Continue);
-        }
-        let after = ALLOCS.with(Cell::get);
-        assert_eq!(after - before, 0, "progress allocated");
+        // Counts this thread's allocations only (the crate's global
+        // allocator keeps a per-thread tally), so other tests running at
+        // the same time do not disturb it.
+        let counted = allocation_counter::measure(|| {
+            for i in 0..10_000u64 {
+                let reply = cb
+                    .progress(
+                        item,
+                        &ProgressUpdate {
+                            text: (i % 100 == 0).then_some("copying file 0002"),
+                            status: None,
+                            value: Some(i),
+                            max: None,
+                        },
+                    )
+                    .unwrap();
+                assert_eq!(reply, ProgressReply::Continue);
+            }
+        });
+        assert_eq!(counted.count_total, 0, "progress allocated: {counted:?}");
     }
     let script = Script {
         items: vec!["a"],

@@ -23,13 +23,17 @@
 //! Guards: an empty source over a non-empty target, or a run (with
 //! `delete`) that would delete more than half of the target's files
 //! (non-directories), is refused with an actionable log entry
-//! (`guard-<item>`) and the
-//! item fails. [`Handler::show_error`] on that entry offers the retry and
-//! confirms the run, which then goes ahead once (in the retry round the
-//! engine runs next in the same handler instance). A missing source is
-//! refused the same way but under `missing-<item>`, and is never confirmed
-//! away: the retry only checks again (a source that came back empty then
-//! meets the empty-source guard).
+//! (`guard-<item>-<fingerprint>`) and the item fails. The fingerprint is a
+//! hash of exactly what the refused run would do (which guard, which
+//! folders, every path it removes). [`Handler::show_error`] on that entry
+//! looks again: when a retry would meet the same guard with the same
+//! fingerprint, it answers with the retry and a `confirm` text saying what
+//! the retry deletes, and the retry round (in the same handler instance)
+//! goes past that guard once; when anything differs, the old entry confirms
+//! nothing and the retry only checks again. A missing source is refused
+//! under `missing-<item>`, and folders that overlap (each other, or any
+//! other pair of any registration, checked again at every run) under
+//! `error-<item>`; neither is ever confirmed away.
 
 mod config;
 mod exec;
@@ -37,7 +41,7 @@ mod mirror;
 mod plan;
 mod progress;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,13 +49,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use syncmgr_core::{
     Handler, HandlerCallback, HandlerError, HandlerInfo, InitializeParams, Item, ItemEnumeration,
-    ItemFlags, ItemStatus, LogLevel, LogRequest, Participation, ProgressUpdate,
+    ItemFlags, ItemStatus, LogLevel, LogRequest, Participation, ProgressUpdate, ShowErrorAnswer,
 };
 
-pub use config::{FolderConfig, FolderError, FolderPair};
+pub use config::{FolderConfig, FolderError, FolderPair, Neighbour};
 
 use exec::End;
-use mirror::{Job, Outcome};
+use mirror::{Job, Outcome, Refusal};
 use plan::Options;
 
 /// Error id prefix of the entries of the guards that a user may confirm
@@ -79,10 +83,12 @@ struct ItemSpec {
 pub struct FolderHandler {
     options: Options,
     items: Vec<ItemSpec>,
+    /// The pairs of the other registrations.
+    neighbours: Vec<Neighbour>,
     prepared: Vec<usize>,
-    /// Items whose guard the user confirmed through `showError`; each goes
-    /// ahead once.
-    confirmed: HashSet<String>,
+    /// Items whose guard the user confirmed through `showError`, with the
+    /// guard's fingerprint; each goes past that guard once.
+    confirmed: HashMap<String, String>,
     /// Tells the blocking work to stop when the future running it is
     /// dropped or the handler is terminated.
     abort: Arc<AtomicBool>,
@@ -107,40 +113,74 @@ impl FolderHandler {
                 checksum: config.checksum,
             },
             items,
+            neighbours: Vec::new(),
             prepared: Vec::new(),
-            confirmed: HashSet::new(),
+            confirmed: HashMap::new(),
             abort: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The folder pairs of other registrations, which this one's targets
+    /// must keep clear of (checked again at every run).
+    #[must_use]
+    pub fn with_neighbours(mut self, neighbours: Vec<Neighbour>) -> Self {
+        self.neighbours = neighbours;
+        self
     }
 
     fn find(&self, id: &str) -> Option<usize> {
         self.items.iter().position(|item| item.id == id)
     }
 
-    /// Runs one item and reports its end.
-    async fn sync_item(&mut self, index: usize, callback: &HandlerCallback) {
+    /// The work of item `index`, ready for a blocking thread.
+    fn job(&self, index: usize, callback: &HandlerCallback, confirmed: Option<String>) -> Job {
         let spec = &self.items[index];
-        let id = spec.id.clone();
-        let confirmed = self.confirmed.remove(&id);
-        let job = Job {
-            item: id.clone(),
-            source: spec.pair.source.clone(),
-            target: spec.pair.target.clone(),
+        let own = self
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .map(|(_, other)| Neighbour {
+                owner: "another pair of this handler".to_owned(),
+                pair: other.pair.clone(),
+            });
+        Job {
+            item: spec.id.clone(),
+            pair: spec.pair.clone(),
+            neighbours: own.chain(self.neighbours.iter().cloned()).collect(),
             options: self.options,
             confirmed,
             callback: callback.clone(),
             abort: Arc::clone(&self.abort),
-        };
+        }
+    }
+
+    /// Runs one item and reports its end.
+    async fn sync_item(&mut self, index: usize, callback: &HandlerCallback) {
+        let id = self.items[index].id.clone();
+        let confirmed = self.confirmed.remove(&id);
+        let job = self.job(index, callback, confirmed);
         let outcome = tokio::task::spawn_blocking(move || mirror::run(&job)).await;
         match outcome {
-            Ok(Outcome::Refused { text, confirmable }) => {
-                let (prefix, status) = if confirmable {
-                    (GUARD_PREFIX, "refused: act on the log entry to confirm")
-                } else {
-                    (MISSING_PREFIX, "refused: the source folder is missing")
+            Ok(Outcome::Refused(refusal)) => {
+                let (error_id, text, status) = match refusal {
+                    Refusal::Guard(guard) => (
+                        format!("{GUARD_PREFIX}{id}-{}", guard.fingerprint),
+                        guard.refusal(),
+                        "refused: act on the log entry to confirm",
+                    ),
+                    Refusal::Missing(text) => (
+                        format!("{MISSING_PREFIX}{id}"),
+                        text,
+                        "refused: the source folder is missing",
+                    ),
+                    Refusal::Unsafe(text) => (
+                        format!("{ERROR_PREFIX}{id}"),
+                        text,
+                        "refused: the folders overlap or moved",
+                    ),
                 };
-                let error_id = Some(format!("{prefix}{id}"));
-                log(callback, &id, LogLevel::Error, text, error_id).await;
+                log(callback, &id, LogLevel::Error, text, Some(error_id)).await;
                 finish(callback, &id, ItemStatus::Failed, status);
             }
             Ok(Outcome::Ran {
@@ -323,24 +363,44 @@ impl Handler for FolderHandler {
     async fn show_error(
         &mut self,
         error_id: &str,
-        _callback: &HandlerCallback,
-    ) -> Result<Vec<String>, HandlerError> {
-        if let Some(item) = error_id.strip_prefix(GUARD_PREFIX)
-            && self.find(item).is_some()
+        callback: &HandlerCallback,
+    ) -> Result<ShowErrorAnswer, HandlerError> {
+        if let Some((item, fingerprint)) = error_id
+            .strip_prefix(GUARD_PREFIX)
+            .and_then(|rest| rest.rsplit_once('-'))
+            && let Some(index) = self.find(item)
         {
-            // The guard's entry said what confirming means; the retry round
-            // that follows goes ahead once.
-            self.confirmed.insert(item.to_owned());
-            return Ok(vec![item.to_owned()]);
+            // Look again: the entry confirms only the very run it refused.
+            self.abort = Arc::new(AtomicBool::new(false));
+            let _abort = AbortOnDrop(Arc::clone(&self.abort));
+            let job = self.job(index, callback, None);
+            let guard = tokio::task::spawn_blocking(move || mirror::guard_of(&job))
+                .await
+                .ok()
+                .flatten();
+            let retry = vec![item.to_owned()];
+            return Ok(match guard {
+                Some(guard) if guard.fingerprint == fingerprint => {
+                    self.confirmed
+                        .insert(item.to_owned(), guard.fingerprint.clone());
+                    ShowErrorAnswer {
+                        retry,
+                        confirm: Some(guard.consequence()),
+                    }
+                }
+                // The folders changed since the entry was written: it
+                // confirms nothing, and the retry checks them again.
+                _ => ShowErrorAnswer::retry(retry),
+            });
         }
         if let Some(item) = error_id
             .strip_prefix(ERROR_PREFIX)
             .or_else(|| error_id.strip_prefix(MISSING_PREFIX))
             && self.find(item).is_some()
         {
-            return Ok(vec![item.to_owned()]);
+            return Ok(ShowErrorAnswer::retry(vec![item.to_owned()]));
         }
-        Ok(Vec::new())
+        Ok(ShowErrorAnswer::default())
     }
 
     fn terminate(&mut self) {

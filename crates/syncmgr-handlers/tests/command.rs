@@ -158,11 +158,11 @@ async fn wait_for_pid(path: &Path) -> i32 {
 
 /// Whether a process (positive) or process group (negative) exists.
 fn exists(pid: i32) -> bool {
-    #[allow(unsafe_code)]
-    // SAFETY: kill(2) with signal 0 only checks for existence and permission;
-    // it takes two integers and touches no memory of ours.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    if pid < 0 {
+        syncmgr_sys::group_alive(pid.unsigned_abs())
+    } else {
+        syncmgr_sys::process_alive(pid.unsigned_abs())
+    }
 }
 
 /// Asserts the command and its group are gone (polling: the kernel tears a

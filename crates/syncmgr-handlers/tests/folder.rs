@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use filetime::FileTime;
+use std::sync::Mutex;
+
 use syncmgr_core::{
-    CancelTarget, HandlerJob, ItemStatus, LogLevel, MemoryJournal, NewLogEntry, Selection, Session,
-    SessionConfig, SessionControl, SessionEvent, SessionSummary, SyncEvent,
+    CancelTarget, Confirm, HandlerJob, ItemStatus, LogLevel, MemoryJournal, NewLogEntry, Selection,
+    Session, SessionConfig, SessionControl, SessionEvent, SessionSummary, SyncEvent,
 };
-use syncmgr_handlers::folder::{FolderConfig, FolderError, FolderHandler, FolderPair};
+use syncmgr_handlers::folder::{FolderConfig, FolderError, FolderHandler, FolderPair, Neighbour};
 
 const TEMP_PREFIX: &str = ".syncmgr-tmp-";
 
@@ -176,20 +178,79 @@ async fn run(config: &FolderConfig, selection: Selection) -> Run {
     run_with(config, selection, |_, _| {}).await
 }
 
+/// Says yes (or no) to every confirmation, and keeps what it was asked.
+#[derive(Debug)]
+struct Answer {
+    yes: bool,
+    asked: Mutex<Vec<String>>,
+}
+
+impl Answer {
+    fn new(yes: bool) -> Arc<Answer> {
+        Arc::new(Answer {
+            yes,
+            asked: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Confirm for Answer {
+    async fn confirm(&self, handler: &str, text: &str) -> bool {
+        assert_eq!(handler, "mirror");
+        self.asked.lock().expect("lock").push(text.to_owned());
+        self.yes
+    }
+}
+
+/// Acts on a log entry (`showError` and the retry), answering any
+/// confirmation with `answer`.
+async fn act_on(config: &FolderConfig, error_id: &str, answer: &Arc<Answer>) -> Run {
+    let handler = FolderHandler::new(config.clone());
+    let confirm: Arc<dyn Confirm> = answer.clone();
+    run_handler(
+        handler,
+        Selection::ShowError(error_id.to_owned()),
+        Some(confirm),
+        |_, _| {},
+    )
+    .await
+}
+
 /// Runs one session with the folder handler as "mirror", calling `on_event`
 /// for every event until the final one.
 async fn run_with(
     config: &FolderConfig,
     selection: Selection,
+    on_event: impl FnMut(&SessionEvent, &SessionControl),
+) -> Run {
+    run_handler(
+        FolderHandler::new(config.clone()),
+        selection,
+        None,
+        on_event,
+    )
+    .await
+}
+
+async fn run_handler(
+    handler: FolderHandler,
+    selection: Selection,
+    confirm: Option<Arc<dyn Confirm>>,
     mut on_event: impl FnMut(&SessionEvent, &SessionControl),
 ) -> Run {
     let job = HandlerJob {
         name: "mirror".into(),
-        handler: Box::new(FolderHandler::new(config.clone())),
+        handler: Box::new(handler),
         selection,
         timeout: Duration::from_secs(60),
     };
     let mut session_config = SessionConfig::new("s", SyncEvent::Manual);
+    session_config.confirm = confirm;
     // Every update reaches the test at once (the cancel test reacts to one).
     session_config.coalesce = Duration::ZERO;
     let journal = Arc::new(MemoryJournal::default());
@@ -378,6 +439,19 @@ async fn checksum_compares_contents() {
     assert_mirror(&src, &dst);
 }
 
+/// The guard entry of a refused run (its error id is `guard-<item>-<fingerprint>`).
+#[track_caller]
+fn guard_entry(run: &Run, id: &str) -> NewLogEntry {
+    run.errors()
+        .into_iter()
+        .find(|e| {
+            e.error_id
+                .as_deref()
+                .is_some_and(|e| e.starts_with(&format!("guard-{id}-")))
+        })
+        .unwrap_or_else(|| panic!("no guard entry in {:#?}", run.logs()))
+}
+
 #[tokio::test]
 async fn guards_refuse_until_confirmed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -387,7 +461,6 @@ async fn guards_refuse_until_confirmed() {
     }
     let cfg = config(&src, &dst, true);
     let id = item_id(&cfg);
-    let guard = format!("guard-{id}");
     assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
 
     // Three of four files would go: refused, nothing touched.
@@ -397,26 +470,44 @@ async fn guards_refuse_until_confirmed() {
     let before = tree(&dst);
     let refused = sync(&cfg).await;
     assert_eq!(refused.status(), ItemStatus::Failed);
-    let entry = refused
-        .errors()
-        .into_iter()
-        .find(|e| e.error_id.as_deref() == Some(&guard))
-        .unwrap_or_else(|| panic!("no guard entry in {:#?}", refused.logs()));
+    let entry = guard_entry(&refused, &id);
+    let guard = entry.error_id.clone().expect("error id");
     assert!(entry.actionable && entry.item.as_deref() == Some(id.as_str()));
     assert!(
         entry.text.contains("delete 3 of the 4 files"),
         "{}",
         entry.text
     );
+    assert!(guard.len() <= 64, "{guard}");
     assert_eq!(tree(&dst), before);
 
-    // Acting on the entry confirms it; the retry goes ahead.
-    let confirmed = run(&cfg, Selection::ShowError(guard.clone())).await;
+    // Acting on the entry asks first; a no leaves everything as it was.
+    let no = Answer::new(false);
+    let declined = act_on(&cfg, &guard, &no).await;
+    assert!(declined.summary.items.is_empty(), "{:?}", declined.summary);
+    assert_eq!(no.asked().len(), 1);
+    assert_eq!(tree(&dst), before);
+
+    // A yes is asked with what the retry does; the retry goes ahead.
+    let yes = Answer::new(true);
+    let confirmed = act_on(&cfg, &guard, &yes).await;
     assert_eq!(
         confirmed.status(),
         ItemStatus::Succeeded,
         "{:#?}",
         confirmed.logs()
+    );
+    let asked = yes.asked();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].contains("deletes 3 files of the 4"),
+        "{}",
+        asked[0]
+    );
+    assert!(
+        asked[0].contains(&dst.display().to_string()),
+        "{}",
+        asked[0]
     );
     assert_mirror(&src, &dst);
 
@@ -424,17 +515,183 @@ async fn guards_refuse_until_confirmed() {
     fs::remove_file(src.join("f4")).expect("rm");
     let refused = sync(&cfg).await;
     assert_eq!(refused.status(), ItemStatus::Failed);
-    let entry = refused.errors().pop().expect("guard entry");
-    assert_eq!(entry.error_id.as_deref(), Some(guard.as_str()));
+    let entry = guard_entry(&refused, &id);
     assert!(
         entry.text.contains("source folder is empty"),
         "{}",
         entry.text
     );
     assert!(dst.join("f4").exists());
-    let confirmed = run(&cfg, Selection::ShowError(guard)).await;
+    let yes = Answer::new(true);
+    let confirmed = act_on(&cfg, entry.error_id.as_deref().expect("id"), &yes).await;
     assert_eq!(confirmed.status(), ItemStatus::Succeeded);
+    assert!(yes.asked()[0].contains("is empty"), "{:?}", yes.asked());
     assert_mirror(&src, &dst);
+}
+
+/// Issue 8, point 3: an old "empty source" confirmation, acted on after the
+/// folders changed, must not let a different deletion through.
+#[tokio::test]
+async fn a_guard_entry_confirms_only_the_run_it_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
+    for n in 0..10 {
+        write(&src, &format!("f{n}"), b"data", 0o644, 1_500_000_000);
+    }
+    let cfg = config(&src, &dst, true);
+    let id = item_id(&cfg);
+    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
+
+    // The source's disk is gone for a while: an empty-source refusal.
+    let hidden = dir.path().join("hidden");
+    fs::rename(&src, &hidden).expect("mv");
+    fs::create_dir(&src).expect("mkdir");
+    let old = guard_entry(&sync(&cfg).await, &id);
+    assert!(old.text.contains("empty"), "{}", old.text);
+
+    // Weeks later the source is back, but with 6 of its 10 files gone.
+    fs::remove_dir(&src).expect("rmdir");
+    fs::rename(&hidden, &src).expect("mv back");
+    for n in 0..6 {
+        fs::remove_file(src.join(format!("f{n}"))).expect("rm");
+    }
+    let before = tree(&dst);
+    let yes = Answer::new(true);
+    let replayed = act_on(&cfg, old.error_id.as_deref().expect("id"), &yes).await;
+    // Nothing was confirmed: the retry met the mass-delete guard afresh.
+    assert!(yes.asked().is_empty(), "asked {:?}", yes.asked());
+    assert_eq!(replayed.status(), ItemStatus::Failed);
+    let fresh = guard_entry(&replayed, &id);
+    assert!(
+        fresh.text.contains("delete 6 of the 10 files"),
+        "{}",
+        fresh.text
+    );
+    assert_ne!(fresh.error_id, old.error_id);
+    assert_eq!(tree(&dst), before, "nothing may be deleted");
+}
+
+/// Issue 8, point 1: the folders are resolved again at every run.
+#[tokio::test]
+async fn a_target_swapped_for_a_link_after_registration_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let (src, dst) = (home.join("src"), dir.path().join("dst"));
+    for n in 0..10 {
+        write(&src, &format!("f{n}"), b"data", 0o644, 1_500_000_000);
+    }
+    write(&home, "notes.txt", b"keep me", 0o644, 1_500_000_000);
+    let cfg = config(&src, &dst, true);
+    cfg.validate(&[]).expect("valid when registered");
+    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
+    let source_before = tree(&home);
+
+    // DST becomes a link to SRC's parent: a sync would delete the source.
+    fs::remove_dir_all(&dst).expect("rm");
+    symlink(&home, &dst).expect("symlink");
+    let refused = sync(&cfg).await;
+    assert_eq!(
+        refused.status(),
+        ItemStatus::Failed,
+        "{:#?}",
+        refused.logs()
+    );
+    let entry = refused.errors().pop().expect("an entry");
+    assert!(entry.actionable, "{entry:?}");
+    assert!(
+        entry.text.contains("source is inside the target"),
+        "{}",
+        entry.text
+    );
+    assert_eq!(tree(&home), source_before, "the source was touched");
+
+    // DST becomes a link into SRC: no copy of the source nests in itself.
+    fs::remove_file(&dst).expect("rm link");
+    fs::create_dir(src.join("inner")).expect("mkdir");
+    symlink(src.join("inner"), &dst).expect("symlink");
+    let refused = sync(&cfg).await;
+    assert_eq!(refused.status(), ItemStatus::Failed);
+    assert!(
+        fs::read_dir(src.join("inner"))
+            .expect("ls")
+            .next()
+            .is_none(),
+        "a copy was nested in the source"
+    );
+}
+
+/// Issue 8, point 2: another registration's folders are kept clear of at
+/// sync time too (a registration made before the rule, or folders moved).
+#[tokio::test]
+async fn targets_never_write_into_another_registrations_folders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    write(&root.join("a"), "mine", b"a", 0o644, 1_500_000_000);
+    write(&root.join("t/sub"), "theirs", b"b", 0o644, 1_500_000_000);
+    let cfg = config(&root.join("a"), &root.join("t"), true);
+    let other = Neighbour {
+        owner: "handler other".to_owned(),
+        pair: FolderPair {
+            source: root.join("b"),
+            target: root.join("t/sub"),
+        },
+    };
+    let err = cfg.validate(std::slice::from_ref(&other)).unwrap_err();
+    assert!(matches!(err, FolderError::Overlap { .. }), "{err}");
+
+    let handler = FolderHandler::new(cfg.clone()).with_neighbours(vec![other]);
+    let refused = run_handler(handler, Selection::Checked(HashMap::new()), None, |_, _| {}).await;
+    assert_eq!(
+        refused.status(),
+        ItemStatus::Failed,
+        "{:#?}",
+        refused.logs()
+    );
+    let entry = refused.errors().pop().expect("an entry");
+    assert!(entry.text.contains("handler other"), "{}", entry.text);
+    assert!(root.join("t/sub/theirs").exists(), "the other's file went");
+    assert!(!root.join("t/mine").exists(), "nothing may be written");
+}
+
+/// Issue 8, point 5: a walk that missed entries deletes nothing. A folder
+/// deeper than PATH_MAX cannot be listed by its path (as root too).
+#[tokio::test]
+async fn an_incomplete_walk_deletes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
+    for n in 0..10 {
+        write(&src, &format!("f{n}"), b"data", 0o644, 1_500_000_000);
+    }
+    let cfg = config(&src, &dst, true);
+    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
+    // One file goes from the source (well under the mass-delete guard) ...
+    fs::remove_file(src.join("f9")).expect("rm");
+    // ... and a part of the source cannot be read.
+    let component = "d".repeat(250);
+    let script =
+        format!("for i in $(seq 20); do mkdir {component} && cd -P {component} || exit 1; done");
+    let made = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(&src)
+        .status()
+        .expect("sh runs");
+    assert!(made.success());
+
+    let run = sync(&cfg).await;
+    assert_eq!(run.status(), ItemStatus::Failed, "{:#?}", run.logs());
+    assert!(dst.join("f9").exists(), "deleted on a partial view");
+    let texts: Vec<String> = run.errors().into_iter().map(|e| e.text).collect();
+    assert!(
+        texts.iter().any(|t| t.contains("deleted nothing")),
+        "{texts:#?}"
+    );
+    // The deep folder goes again so that the temporary folder can be removed.
+    let cleanup = format!("rm -rf {component}");
+    std::process::Command::new("sh")
+        .args(["-c", &cleanup])
+        .current_dir(&src)
+        .status()
+        .expect("sh runs");
 }
 
 #[tokio::test]
@@ -468,10 +725,10 @@ fn validate_refuses_nested_folders() {
     let pair = |s: &str, t: &str| config(&root.join(s), &root.join(t), false);
     // Component-wise: "a" is not inside "ab".
     pair("data/a", "data/ab")
-        .validate()
+        .validate(&[])
         .expect("siblings are fine");
     pair("data/a", "elsewhere/new")
-        .validate()
+        .validate(&[])
         .expect("a new target is fine");
     for (s, t) in [
         ("data/a", "data/a/new/deeper"),
@@ -480,7 +737,7 @@ fn validate_refuses_nested_folders() {
         ("data/a/x", "alias"),
         ("alias", "data/a"),
     ] {
-        let err = pair(s, t).validate().expect_err(s);
+        let err = pair(s, t).validate(&[]).expect_err(s);
         assert!(matches!(err, FolderError::Nested { .. }), "{s} {t}: {err}");
         assert!(err.to_string().contains("into itself"), "{err}");
     }

@@ -6,7 +6,6 @@
 //!   line encoders and the line decoder;
 //! - [`process`]: [`ProcessHandler`], the manager's side: a
 //!   [`syncmgr_core::Handler`] implemented over a child process;
-//! - [`exit_codes`]: the exit codes of the command line;
 //! - [`errors`]: the errors this crate adds to the core's.
 //!
 //! **Architecture invariant:** nothing a handler sends, or fails to send, can
@@ -15,7 +14,6 @@
 //! (the engine's timeouts bound the rest). This crate never prints to stdout.
 
 pub mod errors;
-pub mod exit_codes;
 pub mod process;
 pub mod wire;
 

@@ -849,6 +849,11 @@ pub struct ShowErrorParams<'a> {
 pub struct ShowErrorResult {
     /// Items to sync again (non-empty = `S_SYNCMGR_RETRYSYNC`).
     pub retry: Vec<String>,
+    /// What the retry will do, when the user must agree to it first (it
+    /// deletes or overwrites files a guard protected). The manager shows it
+    /// and retries only on the user's yes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -1221,8 +1226,16 @@ mod tests {
         round_trip(
             &ShowErrorResult {
                 retry: vec!["a".into()],
+                confirm: None,
             },
             r#"{"retry":["a"]}"#,
+        );
+        round_trip(
+            &ShowErrorResult {
+                retry: vec!["a".into()],
+                confirm: Some("deletes 3 files".into()),
+            },
+            r#"{"retry":["a"],"confirm":"deletes 3 files"}"#,
         );
     }
 

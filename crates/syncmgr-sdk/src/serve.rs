@@ -173,7 +173,10 @@ impl<H: SyncHandler> Server<H> {
             method::SHOW_ERROR => {
                 let p: wire::ShowErrorParams<'_> = decode(name, params)?;
                 let retry = guard(name, || self.handler.show_error(&p.error_id))?;
-                encode(&wire::ShowErrorResult { retry })
+                encode(&wire::ShowErrorResult {
+                    retry,
+                    confirm: None,
+                })
             }
             _ => Err((
                 error_code::METHOD_NOT_FOUND,

@@ -23,30 +23,17 @@ pub(crate) fn take() -> io::Result<Stdio> {
     let output = io::stdout().as_fd().try_clone_to_owned()?;
     let null = File::options().read(true).write(true).open("/dev/null")?;
     // stderr may be closed; then stray output is dropped instead.
-    if redirect(io::stderr().as_fd(), 1).is_err() {
-        redirect(null.as_fd(), 1)?;
+    // `dup2` onto 0 and 1 through rustix: std's `Stdin`/`Stdout` use those
+    // numbers without owning them, so replacing what they refer to breaks
+    // no ownership that Rust tracks.
+    if rustix::stdio::dup2_stdout(io::stderr().as_fd()).is_err() {
+        rustix::stdio::dup2_stdout(null.as_fd())?;
     }
-    redirect(null.as_fd(), 0)?;
+    rustix::stdio::dup2_stdin(null.as_fd())?;
     Ok((Box::new(File::from(input)), Box::new(File::from(output))))
 }
 
 #[cfg(not(unix))]
 pub(crate) fn take() -> io::Result<Stdio> {
     Ok((Box::new(io::stdin()), Box::new(io::stdout())))
-}
-
-/// Points descriptor `target` (0 or 1) at the file `from` refers to.
-#[cfg(unix)]
-#[allow(unsafe_code)]
-fn redirect(from: std::os::fd::BorrowedFd<'_>, target: std::os::fd::RawFd) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-
-    // SAFETY: `dup2` touches no memory. `from` is an open descriptor (borrowed
-    // for the call); `target` is 0 or 1, which no `OwnedFd` of this process
-    // owns (std's `Stdin`/`Stdout` use them by number), so replacing it
-    // invalidates nothing that Rust's ownership rules track.
-    if unsafe { libc::dup2(from.as_raw_fd(), target) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }

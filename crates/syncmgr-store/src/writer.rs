@@ -59,6 +59,10 @@ enum Write {
         error_id: Option<String>,
         reply: Reply<u64>,
     },
+    DeleteLog {
+        id: i64,
+        reply: Reply<bool>,
+    },
     ApplyEnumeration {
         handler: String,
         enumeration: ItemEnumeration,
@@ -127,6 +131,11 @@ impl StoreWriter {
             reply,
         })
         .await
+    }
+
+    /// [`Store::delete_log`]: removes one entry by its id.
+    pub async fn delete_log(&self, id: i64) -> Result<bool, StoreError> {
+        self.call(|reply| Write::DeleteLog { id, reply }).await
     }
 
     /// [`Store::apply_enumeration`].
@@ -259,6 +268,7 @@ impl Write {
                 ops::delete_log_for(conn, &session, &handler, error_id.as_deref()),
                 path,
             ),
+            Write::DeleteLog { id, reply } => done(reply, ops::delete_log(conn, id), path),
             Write::ApplyEnumeration {
                 handler,
                 enumeration,
@@ -304,7 +314,9 @@ impl Write {
         match self {
             Write::Append { reply, .. } => send(reply, error),
             Write::DeleteLogFor { reply, .. } => send(reply, error),
-            Write::SetLastUpdate { reply, .. } => send(reply, error),
+            Write::SetLastUpdate { reply, .. } | Write::DeleteLog { reply, .. } => {
+                send(reply, error);
+            }
             Write::ApplyEnumeration { reply, .. }
             | Write::BeginSession { reply, .. }
             | Write::FinishSession { reply, .. } => send(reply, error),

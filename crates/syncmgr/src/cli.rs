@@ -2,6 +2,7 @@
 //! contract scripts rely on: extend, never rename.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -53,9 +54,9 @@ pub enum Command {
     /// Run a handler program through the whole protocol and check every rule;
     /// exit 0 only when it conforms.
     CheckHandler {
-        /// Silence timeout per phase, in seconds.
-        #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-        timeout: f64,
+        /// Silence timeout per phase: seconds, or a duration such as `10s`.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration_arg)]
+        timeout: Duration,
         /// The handler program and its arguments (after `--`).
         #[arg(last = true, required = true, value_name = "PROGRAM [ARG]...")]
         argv: Vec<String>,
@@ -90,10 +91,11 @@ pub struct RegisterArgs {
     /// `pendingDisconnect`, `idle`.
     #[arg(long, value_name = "LIST")]
     pub events: Option<String>,
-    /// Silence timeout in seconds: a handler that sends nothing for this long
-    /// while the manager waits on it is ended.
-    #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<f64>,
+    /// Silence timeout (seconds, or a duration such as `90s` or `2m`, at
+    /// least 1 s): a handler that sends nothing for this long while the
+    /// manager waits on it is ended.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub timeout: Option<Duration>,
     /// The handler program and its arguments (after `--`); run without a shell.
     #[arg(last = true, value_name = "PROGRAM [ARG]...")]
     pub argv: Vec<String>,
@@ -182,9 +184,10 @@ pub struct SessionTuning {
     /// How many handlers run at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub max_concurrent: usize,
-    /// Seconds a handler gets to honour a cancel before it is ended.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
-    pub grace: f64,
+    /// How long a handler gets to honour a cancel before it is ended
+    /// (seconds, or a duration such as `5s`; at most 1 h).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration_arg)]
+    pub grace: Duration,
 }
 
 /// `syncmgr log`.
@@ -218,6 +221,11 @@ pub enum LogAction {
         /// Newline-delimited JSON events on stdout.
         #[arg(long)]
         json: bool,
+        /// Go ahead with a retry that needs confirming (one a guard refused
+        /// because it deletes files) without asking; without a terminal to
+        /// ask on, such a retry needs this.
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[command(flatten)]
         tuning: SessionTuning,
     },
@@ -226,4 +234,10 @@ pub enum LogAction {
         /// Log entry id.
         id: i64,
     },
+}
+
+/// A duration argument in the project's one syntax (`90s`, `1h30m`), or a
+/// plain number of seconds.
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    syncmgr_core::duration::parse_seconds_or_duration(text)
 }

@@ -66,16 +66,15 @@ pub fn register(store: &Store, args: RegisterArgs, out: &mut Stdout) -> anyhow::
     };
     let timeout = match args.timeout {
         None => None,
-        Some(secs) if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 => {
-            Some(Duration::from_secs_f64(secs))
-        }
-        Some(secs) => {
+        Some(t) if (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&t) => Some(t),
+        Some(t) => {
             return Err(usage(format!(
-                "--timeout must be more than 0 and at most 86400 seconds, not {secs}"
+                "--timeout must be at least 1s and at most 24h, not {}",
+                syncmgr_core::duration::format(t)
             )));
         }
     };
-    let kind = handler_kind(&args)?;
+    let kind = handler_kind(store, &args)?;
     let registration = Registration {
         name: args.name.clone(),
         description: args.description,
@@ -96,14 +95,16 @@ pub fn register(store: &Store, args: RegisterArgs, out: &mut Stdout) -> anyhow::
 
 /// What `register` registers: a program, or a built-in handler with its
 /// configuration (exactly one of them).
-fn handler_kind(args: &RegisterArgs) -> anyhow::Result<HandlerKind> {
+fn handler_kind(store: &Store, args: &RegisterArgs) -> anyhow::Result<HandlerKind> {
     let command = !args.commands.is_empty() || args.command_file.is_some();
     let folder = !args.folders.is_empty();
     let program = !args.argv.is_empty();
     match (program, command, folder) {
         (true, false, false) => {}
         (false, true, false) => return command_kind(args),
-        (false, false, true) => return crate::builtin::folder_kind(args),
+        (false, false, true) => {
+            return crate::builtin::folder_kind(args, &store.registrations()?);
+        }
         (false, false, false) => {
             return Err(usage(
                 "register needs a handler: a program after `--` (e.g. `syncmgr register mail -- /usr/bin/mail-handler`), `--command`, or `--folder`",
@@ -226,12 +227,12 @@ pub fn handlers(store: &Store, json: bool, out: &mut Stdout) -> anyhow::Result<(
 /// `syncmgr items`.
 pub async fn items(store: &Store, args: ItemsArgs, out: &mut Stdout) -> anyhow::Result<bool> {
     let event = parse_event(&args.event)?;
+    let all = store.registrations()?;
     let targets: Vec<Registration> = if args.names.is_empty() {
         // Events that need an opt-in reach only the handlers that opted in.
-        store
-            .registrations()?
-            .into_iter()
-            .filter(|r| !event.needs_opt_in() || r.events.contains(&event))
+        all.iter()
+            .filter(|&r| !event.needs_opt_in() || r.events.contains(&event))
+            .cloned()
             .collect()
     } else {
         args.names
@@ -243,7 +244,7 @@ pub async fn items(store: &Store, args: ItemsArgs, out: &mut Stdout) -> anyhow::
     let mut all_ok = true;
     for reg in targets {
         let timeout = reg.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let mut handler = match build_handler(&reg) {
+        let mut handler = match build_handler(&reg, &all) {
             Ok(h) => h,
             Err(e) => {
                 crate::output::warn(&format!("{}: {e:#}", reg.name));
@@ -315,12 +316,46 @@ pub async fn items(store: &Store, args: ItemsArgs, out: &mut Stdout) -> anyhow::
     Ok(all_ok)
 }
 
-/// `syncmgr choose`.
-pub fn choose(store: &Store, args: ChooseArgs, out: &mut Stdout) -> anyhow::Result<()> {
-    registration(store, &args.name)?;
+/// `syncmgr choose`: only for an item the handler lists (asked afresh when
+/// the store has not seen the item), so that a typo is an error rather than
+/// a choice that never applies.
+pub async fn choose(store: &Store, args: ChooseArgs, out: &mut Stdout) -> anyhow::Result<()> {
+    let reg = registration(store, &args.name)?;
     let event = parse_event(&args.event)?;
     syncmgr_core::model::validate_id(&args.item)
         .map_err(|e| usage(format!("invalid item {:?}: {e}", args.item)))?;
+    let listed = |store: &Store| -> anyhow::Result<Vec<String>> {
+        Ok(store
+            .known_items(&args.name)?
+            .into_iter()
+            .map(|k| k.id)
+            .collect())
+    };
+    let mut known = listed(store)?;
+    if !known.contains(&args.item) {
+        let all = store.registrations()?;
+        let mut handler = build_handler(&reg, &all)?;
+        let timeout = reg.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        match query_handler(handler.as_mut(), event, timeout).await {
+            Ok(Some((_, enumeration))) => store.apply_enumeration(&reg.name, &enumeration)?,
+            Ok(None) => {}
+            Err(e) => anyhow::bail!("cannot ask handler {} for its items: {e}", reg.name),
+        }
+        known = listed(store)?;
+    }
+    if !known.contains(&args.item) {
+        return Err(usage(format!(
+            "handler {} has no item {:?} (its items: {}; see `syncmgr items {}`)",
+            args.name,
+            args.item,
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            },
+            args.name
+        )));
+    }
     store.set_choice(&args.name, event, &args.item, args.check)?;
     writeln!(
         out,
@@ -360,8 +395,8 @@ pub fn log_entry_line(entry: &LogEntry) -> String {
         entry.id,
         e.time.format("%Y-%m-%d %H:%M:%S"),
         e.level.as_str(),
-        target,
-        e.text,
+        crate::text::escape(&target),
+        crate::text::escape(&e.text),
         if e.actionable {
             format!("  (act on it: syncmgr log show {})", entry.id)
         } else {

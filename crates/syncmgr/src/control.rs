@@ -10,11 +10,15 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use anyhow::Context;
 use serde_json::{Value, json};
 use syncmgr_core::{CancelTarget, SessionControl};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+
+use crate::error::usage;
 
 /// Requests longer than this are refused (and the connection closed).
 const MAX_REQUEST: usize = 64 * 1024;
@@ -60,14 +64,15 @@ impl ControlSocket {
 }
 
 /// Parses `NAME` / `NAME/ITEM` into a target.
-pub fn parse_target(text: &str) -> CancelTarget {
-    match text.split_once('/') {
+pub fn parse_target(text: &str) -> anyhow::Result<CancelTarget> {
+    Ok(match text.split_once('/') {
+        Some((_, "")) => return Err(usage(format!("target {text:?} has an empty item"))),
         Some((handler, item)) => CancelTarget::Item {
             handler: handler.to_owned(),
             item: item.to_owned(),
         },
         None => CancelTarget::Handler(text.to_owned()),
-    }
+    })
 }
 
 fn request_json(target: &CancelTarget) -> Value {
@@ -126,6 +131,11 @@ async fn serve(stream: UnixStream, control: SessionControl) {
     }
 }
 
+/// How long `syncmgr cancel` waits for a session to accept the connection,
+/// and then for each answer: a session that is stopped (SIGSTOP) or wedged
+/// must not hang the command. A live session answers in microseconds.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What `syncmgr cancel` achieved.
 #[derive(Debug, Default)]
 pub struct CancelReport {
@@ -133,6 +143,41 @@ pub struct CancelReport {
     pub sessions: usize,
     /// Targets that matched something in at least one session.
     pub matched: Vec<bool>,
+    /// Sockets of sessions that did not answer in time.
+    pub unanswered: Vec<String>,
+}
+
+/// The session id a control socket is named after.
+fn session_of(path: &Path) -> String {
+    path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    )
+}
+
+/// Sends every target to one session; returns which it matched.
+async fn ask(stream: UnixStream, targets: &[CancelTarget]) -> anyhow::Result<Vec<bool>> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut matched = Vec::with_capacity(targets.len());
+    for target in targets {
+        let mut text = request_json(target).to_string();
+        text.push('\n');
+        write.write_all(text.as_bytes()).await?;
+        let reply = lines
+            .next_line()
+            .await?
+            .context("the session closed the control socket")?;
+        let reply: Value = serde_json::from_str(&reply)?;
+        if reply["ok"] != true {
+            anyhow::bail!(
+                "session refused the cancel: {}",
+                reply["error"].as_str().unwrap_or("unknown error")
+            );
+        }
+        matched.push(reply["matched"] == true);
+    }
+    Ok(matched)
 }
 
 /// Sends the cancels to every running session under `runtime_dir`. Sockets
@@ -144,6 +189,7 @@ pub async fn send_cancels(
     let mut report = CancelReport {
         sessions: 0,
         matched: vec![false; targets.len()],
+        unanswered: Vec::new(),
     };
     let entries = std::fs::read_dir(runtime_dir)
         .with_context(|| format!("cannot read {}", runtime_dir.display()))?;
@@ -152,9 +198,9 @@ pub async fn send_cancels(
         if path.extension().and_then(|e| e.to_str()) != Some("sock") {
             continue;
         }
-        let stream = match UnixStream::connect(&path).await {
-            Ok(s) => s,
-            Err(e)
+        let stream = match tokio::time::timeout(ANSWER_TIMEOUT, UnixStream::connect(&path)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e))
                 if matches!(
                     e.kind(),
                     io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
@@ -163,32 +209,24 @@ pub async fn send_cancels(
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 crate::output::warn(&format!("cannot reach {}: {e}", path.display()));
                 continue;
             }
+            Err(_) => {
+                report.unanswered.push(session_of(&path));
+                continue;
+            }
         };
-        report.sessions += 1;
-        let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read).lines();
-        for (i, target) in targets.iter().enumerate() {
-            let mut text = request_json(target).to_string();
-            text.push('\n');
-            write.write_all(text.as_bytes()).await?;
-            let reply = lines
-                .next_line()
-                .await?
-                .context("the session closed the control socket")?;
-            let reply: Value = serde_json::from_str(&reply)?;
-            if reply["ok"] != true {
-                anyhow::bail!(
-                    "session refused the cancel: {}",
-                    reply["error"].as_str().unwrap_or("unknown error")
-                );
+        match tokio::time::timeout(ANSWER_TIMEOUT, ask(stream, targets)).await {
+            Ok(Ok(matched)) => {
+                report.sessions += 1;
+                for (all, one) in report.matched.iter_mut().zip(matched) {
+                    *all |= one;
+                }
             }
-            if reply["matched"] == true {
-                report.matched[i] = true;
-            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => report.unanswered.push(session_of(&path)),
         }
     }
     Ok(report)

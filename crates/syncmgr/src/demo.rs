@@ -65,7 +65,10 @@ pub fn prepare(
         delete: true,
         checksum: false,
     };
-    folders.validate()?;
+    folders.validate(&crate::builtin::folder_neighbours(
+        &store.registrations()?,
+        FOLDERS,
+    ))?;
     register(
         store,
         FOLDERS,
@@ -128,7 +131,7 @@ pub fn prepare(
         json,
         tuning: SessionTuning {
             max_concurrent: 4,
-            grace: 5.0,
+            grace: std::time::Duration::from_secs(5),
         },
     })
 }

@@ -1,20 +1,38 @@
-//! Showing a session: the progress view on a terminal (one row per item with
-//! status, text and bar, an overall bar, log entries as they come), plain
-//! lines when stdout is not a terminal, or newline-delimited JSON events.
+//! Showing a session: the live view on a terminal, plain lines when stdout
+//! is not a terminal, or newline-delimited JSON events.
 //!
-//! The engine already coalesces item changes, so each event here is cheap to
-//! draw; plain output further prints an item only when its status or text
-//! changes, so logs stay readable.
+//! The display runs on a thread of its own and takes its events from an
+//! [`EventFeed`](syncmgr_core::EventFeed) (see `run.rs`): a terminal that
+//! stops reading (Ctrl-S, a pager) stalls this thread only, never the
+//! manager.
+//!
+//! The live view, like cargo's and nextest's, keeps what is done out of the
+//! way: each item that ends, and each log entry, is printed once as a line
+//! that scrolls up; below them a small area is redrawn in place, at most ten
+//! times a second and at least once a second (so the elapsed time and the
+//! spinners move while handlers are quiet): the running items (as many as
+//! fit) and, always last, the overall line. Its cost does not grow with the
+//! number of items finished, only with the lines printed.
+//!
+//! Every text that came from a handler or a file system is shown through
+//! [`escape`]: a name cannot move the cursor or forge a line.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 use syncmgr_core::{ItemSnapshot, ItemStatus, SessionEvent, SessionSummary};
 
 use crate::commands::log_entry_line;
 use crate::output::{Stdout, counts_json};
+use crate::text::escape;
+
+/// Shortest interval between two redraws of the live area.
+const FRAME: Duration = Duration::from_millis(100);
+/// Most running items shown at once (fewer on a short terminal).
+const MAX_ROWS: usize = 10;
 
 /// One of the three ways to show a session.
 #[derive(Debug)]
@@ -30,35 +48,6 @@ pub enum Display {
     Live(Box<Live>),
 }
 
-/// State of the live view.
-#[derive(Debug)]
-pub struct Live {
-    multi: MultiProgress,
-    overall: ProgressBar,
-    rows: HashMap<(String, String), ProgressBar>,
-    done: HashMap<(String, String), bool>,
-}
-
-fn item_style() -> ProgressStyle {
-    ProgressStyle::with_template("{prefix:<28!} {msg:<40!} [{bar:24}] {pos:>6}/{len:6}")
-        .expect("the item template is valid")
-        .progress_chars("=> ")
-}
-
-/// For items with no known amount yet (pending, indeterminate): no bar, so
-/// nothing suggests a progress that was never reported.
-fn text_style() -> ProgressStyle {
-    ProgressStyle::with_template("{prefix:<28!} {msg:<40!} {spinner}")
-        .expect("the text template is valid")
-        .tick_chars("|/-\\ ")
-}
-
-fn overall_style() -> ProgressStyle {
-    ProgressStyle::with_template("{prefix:<28!} [{bar:40}] {pos}/{len} items  {elapsed}")
-        .expect("the overall template is valid")
-        .progress_chars("## ")
-}
-
 impl Display {
     /// Picks the view: JSON when asked, the live view on a terminal, plain
     /// lines otherwise.
@@ -66,20 +55,20 @@ impl Display {
         if json {
             Display::Json
         } else if std::io::stdout().is_terminal() {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
-            let overall = multi.add(ProgressBar::new(0));
-            overall.set_style(overall_style());
-            overall.set_prefix("overall");
-            Display::Live(Box::new(Live {
-                multi,
-                overall,
-                rows: HashMap::new(),
-                done: HashMap::new(),
-            }))
+            Display::Live(Box::new(Live::new()))
         } else {
             Display::Plain {
                 last: HashMap::new(),
             }
+        }
+    }
+
+    /// How long the display thread may wait for an event before it should
+    /// call [`tick`](Self::tick).
+    pub fn patience(&self) -> Duration {
+        match self {
+            Display::Live(_) => FRAME,
+            _ => Duration::from_secs(3600),
         }
     }
 
@@ -97,6 +86,15 @@ impl Display {
         Ok(())
     }
 
+    /// Time passed without events: the live view redraws (elapsed time,
+    /// spinners).
+    pub fn tick(&mut self, out: &mut Stdout) -> anyhow::Result<()> {
+        if let Display::Live(live) = self {
+            live.draw(out, false)?;
+        }
+        Ok(())
+    }
+
     /// A note for the person watching (not shown in JSON mode, where stdout is
     /// for events only; it goes to stderr there).
     pub fn note(&mut self, text: &str, out: &mut Stdout) {
@@ -106,18 +104,42 @@ impl Display {
                 let _ = writeln!(out, "{text}");
             }
             Display::Live(live) => {
-                let _ = live.multi.println(text);
+                live.pending.push_str(text);
+                live.pending.push('\n');
+                let _ = live.draw(out, true);
             }
         }
     }
 }
 
-fn key(snapshot: &ItemSnapshot) -> (String, String) {
+type Key = (String, String);
+
+fn key(snapshot: &ItemSnapshot) -> Key {
     (snapshot.handler.clone(), snapshot.item.clone())
 }
 
+/// `handler/item: status value/max text`, escaped.
+fn item_line(s: &ItemSnapshot) -> String {
+    let amount = match (s.value, s.max) {
+        (Some(v), Some(m)) => format!(" {v}/{m}"),
+        (Some(v), None) => format!(" {v}"),
+        _ => String::new(),
+    };
+    let text = if s.text.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", escape(&s.text))
+    };
+    format!(
+        "{}/{}: {}{amount}{text}",
+        s.handler,
+        escape(&s.item),
+        s.status
+    )
+}
+
 fn show_plain(
-    last: &mut HashMap<(String, String), (ItemStatus, String)>,
+    last: &mut HashMap<Key, (ItemStatus, String)>,
     event: &SessionEvent,
     out: &mut Stdout,
 ) -> anyhow::Result<()> {
@@ -128,17 +150,7 @@ fn show_plain(
         SessionEvent::ItemChanged(s) => {
             let now = (s.status, s.text.clone());
             if last.get(&key(s)) != Some(&now) {
-                let amount = match (s.value, s.max) {
-                    (Some(v), Some(m)) => format!(" {v}/{m}"),
-                    (Some(v), None) => format!(" {v}"),
-                    _ => String::new(),
-                };
-                let text = if s.text.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {}", s.text)
-                };
-                writeln!(out, "{}/{}: {}{amount}{text}", s.handler, s.item, s.status)?;
+                writeln!(out, "{}", item_line(s))?;
                 last.insert(key(s), now);
             }
         }
@@ -149,60 +161,198 @@ fn show_plain(
     Ok(())
 }
 
+/// State of the live view.
+#[derive(Debug)]
+pub struct Live {
+    started: Instant,
+    /// Items not finished yet, in the order they were first seen.
+    running: BTreeMap<u64, ItemSnapshot>,
+    /// Every item seen: its place, and whether it has finished.
+    order: HashMap<Key, (u64, bool)>,
+    next: u64,
+    /// Items seen, and finished, and failed or stopped.
+    seen: u64,
+    finished: u64,
+    troubled: u64,
+    /// Lines to print above the area at the next draw.
+    pending: String,
+    /// Lines of the area on screen now.
+    area_lines: usize,
+    last_draw: Option<Instant>,
+    dirty: bool,
+    over: bool,
+}
+
 impl Live {
+    fn new() -> Live {
+        Live {
+            started: Instant::now(),
+            running: BTreeMap::new(),
+            order: HashMap::new(),
+            next: 0,
+            seen: 0,
+            finished: 0,
+            troubled: 0,
+            pending: String::new(),
+            area_lines: 0,
+            last_draw: None,
+            dirty: true,
+            over: false,
+        }
+    }
+
     fn show(&mut self, event: &SessionEvent, out: &mut Stdout) -> anyhow::Result<()> {
         match event {
             SessionEvent::Started { session, trigger } => {
-                let _ = self
-                    .multi
-                    .println(format!("session {session} started ({trigger})"));
+                let _ = writeln!(self.pending, "session {session} started ({trigger})");
             }
-            SessionEvent::ItemChanged(s) => {
-                let k = key(s);
-                let bar = self.rows.entry(k.clone()).or_insert_with(|| {
-                    let bar = self.multi.insert_before(&self.overall, ProgressBar::new(0));
-                    bar.set_style(text_style());
-                    bar.set_prefix(format!("{}/{}", s.handler, s.name));
-                    self.overall.inc_length(1);
-                    bar
-                });
-                match s.max {
-                    Some(max) => {
-                        if bar.length() != Some(max) {
-                            bar.set_style(item_style());
-                            bar.set_length(max);
-                        }
-                        bar.set_position(s.value.unwrap_or(0));
-                    }
-                    None if s.status == ItemStatus::UpdatingIndeterminate => bar.tick(),
-                    None => {}
-                }
-                let text = if s.text.is_empty() {
-                    s.status.to_string()
-                } else {
-                    format!("{} {}", s.status, s.text)
-                };
-                bar.set_message(text);
-                let terminal = s.status.is_terminal();
-                let was = self.done.insert(k, terminal).unwrap_or(false);
-                if terminal && !was {
-                    self.overall.inc(1);
-                }
-            }
+            SessionEvent::ItemChanged(s) => self.item(s),
             SessionEvent::Log(entry) => {
-                let _ = self.multi.println(log_entry_line(entry));
+                let _ = writeln!(self.pending, "log {}", log_entry_line(entry));
             }
             SessionEvent::Finished(summary) => {
-                for bar in self.rows.values() {
-                    bar.abandon();
-                }
-                self.overall.abandon();
-                writeln!(out, "{}", summary_line(summary))?;
+                self.over = true;
+                let _ = writeln!(self.pending, "{}", summary_line(summary));
+                return self.draw(out, true);
             }
-            _ => {}
+            _ => return Ok(()),
         }
+        self.dirty = true;
+        self.draw(out, false)
+    }
+
+    fn item(&mut self, s: &ItemSnapshot) {
+        let next = self.next;
+        let (order, finished) = self.order.entry(key(s)).or_insert((next, false));
+        let order = *order;
+        if order == next {
+            self.next += 1;
+            self.seen += 1;
+        }
+        if s.status.is_terminal() {
+            self.running.remove(&order);
+            if !*finished {
+                *finished = true;
+                self.finished += 1;
+                if matches!(
+                    s.status,
+                    ItemStatus::Failed | ItemStatus::Stopped | ItemStatus::Deleted
+                ) {
+                    self.troubled += 1;
+                }
+                let _ = writeln!(self.pending, "{:>9}  {}", s.status.as_str(), item_line(s));
+            }
+        } else {
+            if *finished {
+                // Running again (a retry round): no longer counted as done.
+                *finished = false;
+                self.finished -= 1;
+            }
+            self.running.insert(order, s.clone());
+        }
+    }
+
+    /// Redraws: the pending lines, then the area. Throttled to [`FRAME`]
+    /// unless `now` is set.
+    fn draw(&mut self, out: &mut Stdout, now: bool) -> anyhow::Result<()> {
+        let due = self.last_draw.is_none_or(|t| t.elapsed() >= FRAME);
+        if !now && !due {
+            return Ok(());
+        }
+        if !now && !self.dirty && self.pending.is_empty() {
+            // Nothing new: still redraw once a second for the clock and
+            // spinners.
+            if self
+                .last_draw
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+            {
+                return Ok(());
+            }
+        }
+        let (height, width) = console::Term::stdout().size();
+        let width = usize::from(width.max(20));
+        let mut buffer = String::new();
+        if self.area_lines > 0 {
+            // Back to the top of the area, and clear from there down.
+            let _ = write!(buffer, "\r\x1b[{}A\x1b[J", self.area_lines);
+        } else {
+            buffer.push_str("\r\x1b[J");
+        }
+        buffer.push_str(&self.pending);
+        self.pending.clear();
+        self.area_lines = 0;
+        if !self.over {
+            let rows = usize::from(height).saturating_sub(3).clamp(1, MAX_ROWS);
+            let spinner =
+                ['|', '/', '-', '\\'][(self.started.elapsed().as_millis() / 250 % 4) as usize];
+            for s in self.running.values().take(rows) {
+                let line = running_line(s, spinner);
+                buffer.push_str(&console::truncate_str(&line, width - 1, "…"));
+                buffer.push('\n');
+                self.area_lines += 1;
+            }
+            if self.running.len() > rows {
+                let _ = writeln!(buffer, "  … and {} more running", self.running.len() - rows);
+                self.area_lines += 1;
+            }
+            let overall = self.overall_line();
+            buffer.push_str(&console::truncate_str(&overall, width - 1, "…"));
+            buffer.push('\n');
+            self.area_lines += 1;
+        }
+        out.write_all(buffer.as_bytes())?;
+        out.flush()?;
+        self.last_draw = Some(Instant::now());
+        self.dirty = false;
         Ok(())
     }
+
+    fn overall_line(&self) -> String {
+        let elapsed = self.started.elapsed().as_secs();
+        let clock = format!(
+            "{:02}:{:02}:{:02}",
+            elapsed / 3600,
+            elapsed / 60 % 60,
+            elapsed % 60
+        );
+        let bar = bar(self.finished, self.seen, 30);
+        let mut line = format!(
+            "overall [{bar}] {}/{} items  {clock}",
+            self.finished, self.seen
+        );
+        if self.troubled > 0 {
+            let _ = write!(line, "  ({} failed or stopped)", self.troubled);
+        }
+        line
+    }
+}
+
+fn running_line(s: &ItemSnapshot, spinner: char) -> String {
+    let progress = match (s.value, s.max) {
+        (Some(v), Some(m)) if m > 0 => format!(" [{}] {:>3}%", bar(v, m, 20), v.min(m) * 100 / m),
+        _ => String::new(),
+    };
+    let text = if s.text.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", escape(&s.text))
+    };
+    format!(
+        "{spinner} {}/{} {}{progress}{text}",
+        s.handler,
+        escape(&s.item),
+        s.status
+    )
+}
+
+/// A bar of `width` cells, `done` of `total` full.
+fn bar(done: u64, total: u64, width: usize) -> String {
+    let full = if total == 0 {
+        0
+    } else {
+        (done.min(total) as u128 * width as u128 / total as u128) as usize
+    };
+    format!("{}{}", "#".repeat(full), " ".repeat(width - full))
 }
 
 /// The closing line for people.

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use syncmgr_protocol::exit_codes;
+use crate::exit_codes;
 
 /// Bad usage or bad input: exit code 2.
 #[derive(Debug)]

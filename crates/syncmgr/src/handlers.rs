@@ -15,12 +15,16 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The handler a registration describes. A process handler is started only
 /// when the engine gets to it (`--max-concurrent` may keep it waiting, and a
-/// cancel may mean it never runs at all).
-pub fn build_handler(registration: &Registration) -> anyhow::Result<Box<dyn Handler>> {
+/// cancel may mean it never runs at all). `all` are every registration (a
+/// built-in may check itself against the others).
+pub fn build_handler(
+    registration: &Registration,
+    all: &[Registration],
+) -> anyhow::Result<Box<dyn Handler>> {
     match &registration.kind {
         HandlerKind::Process { argv } => Ok(process_handler(argv)),
         HandlerKind::Builtin { kind, config } => {
-            crate::builtin::build(&registration.name, kind, config)
+            crate::builtin::build(&registration.name, kind, config, all)
         }
     }
 }
@@ -169,7 +173,7 @@ impl Handler for LazyProcess {
         &mut self,
         error_id: &str,
         callback: &HandlerCallback,
-    ) -> Result<Vec<String>, HandlerError> {
+    ) -> Result<syncmgr_core::ShowErrorAnswer, HandlerError> {
         self.started()?.show_error(error_id, callback).await
     }
 

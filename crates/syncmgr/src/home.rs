@@ -9,6 +9,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use syncmgr_sys::FileLock;
 
 use crate::error::usage;
 
@@ -51,6 +52,16 @@ impl Home {
     /// The database file.
     pub fn database(&self) -> PathBuf {
         self.state.join("syncmgr.db")
+    }
+
+    /// Takes the lock that lets one session at a time run registration
+    /// `name`; `None` when another process holds it. The lock lives as long
+    /// as the value (the kernel drops it if the process dies).
+    pub fn lock_registration(&self, name: &str) -> anyhow::Result<Option<FileLock>> {
+        let dir = self.runtime.join("locks");
+        make_private_dir(&dir)?;
+        let path = dir.join(format!("{name}.lock"));
+        FileLock::try_exclusive(&path).with_context(|| format!("cannot lock {}", path.display()))
     }
 
     /// The control socket of one session.

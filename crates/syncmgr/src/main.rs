@@ -10,16 +10,17 @@ mod control;
 mod demo;
 mod display;
 mod error;
+mod exit_codes;
 mod handlers;
 mod home;
 mod output;
 mod run;
+mod text;
 
 use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
-use syncmgr_protocol::exit_codes;
 use syncmgr_store::Store;
 
 use crate::cli::{Cli, Command, LogAction};
@@ -70,18 +71,8 @@ fn open_store(home: &Home) -> anyhow::Result<Store> {
     let store = Store::open(&path).map_err(|e| usage(format!("{e}")))?;
     // A session whose manager died (crash, SIGKILL, power loss) is recorded
     // as interrupted at the next start.
-    store.recover_interrupted(pid_alive)?;
+    store.recover_interrupted(syncmgr_sys::process_alive)?;
     Ok(store)
-}
-
-#[allow(unsafe_code)]
-fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 async fn exec(cli: Cli) -> anyhow::Result<i32> {
@@ -101,16 +92,21 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             let all_ok = commands::items(&store, args, &mut out).await?;
             Ok(if all_ok { ok } else { exit_codes::FAILED })
         }
-        Command::Choose(args) => commands::choose(&store, args, &mut out).map(|()| ok),
+        Command::Choose(args) => commands::choose(&store, args, &mut out).await.map(|()| ok),
         Command::Sync(args) => {
             let plan = run::sync_plan(&store, args)?;
-            run::run(&home, store, plan, &mut out).await
+            run::run(&home, store, plan, out).await
         }
-        Command::Cancel { targets } => cancel(&home, &targets, &mut out).await,
+        Command::Cancel { targets } => cancel(&home, &store, &targets, &mut out).await,
         Command::Log(args) => match args.action {
-            Some(LogAction::Show { id, json, tuning }) => {
-                let plan = run::show_error_plan(&store, id, json, tuning)?;
-                run::run(&home, store, plan, &mut out).await
+            Some(LogAction::Show {
+                id,
+                json,
+                yes,
+                tuning,
+            }) => {
+                let plan = run::show_error_plan(&store, id, json, yes, tuning)?;
+                run::run(&home, store, plan, out).await
             }
             Some(LogAction::Delete { id }) => {
                 commands::log_delete(&store, id, &mut out).map(|()| ok)
@@ -129,7 +125,7 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo { json } => {
             let args = demo::prepare(&home, &store, json, &mut out)?;
             let plan = run::sync_plan(&store, args)?;
-            run::run(&home, store, plan, &mut out).await
+            run::run(&home, store, plan, out).await
         }
         Command::History { json, limit } => {
             commands::history(&store, limit, json, &mut out).map(|()| ok)
@@ -137,13 +133,13 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-async fn check_handler(timeout: f64, argv: &[String]) -> anyhow::Result<i32> {
-    if !(timeout.is_finite() && timeout > 0.0 && timeout <= 3600.0) {
+async fn check_handler(timeout: std::time::Duration, argv: &[String]) -> anyhow::Result<i32> {
+    if timeout.is_zero() || timeout > std::time::Duration::from_secs(3600) {
         return Err(usage(format!(
-            "--timeout must be more than 0 and at most 3600 seconds, not {timeout}"
+            "--timeout must be more than 0 and at most 1h, not {}",
+            syncmgr_core::duration::format(timeout)
         )));
     }
-    let timeout = std::time::Duration::from_secs_f64(timeout);
     let conforms = check::check_handler(argv, timeout, &mut Stdout::new()).await?;
     Ok(if conforms {
         exit_codes::SUCCESS
@@ -152,24 +148,71 @@ async fn check_handler(timeout: f64, argv: &[String]) -> anyhow::Result<i32> {
     })
 }
 
-async fn cancel(home: &Home, targets: &[String], out: &mut Stdout) -> anyhow::Result<i32> {
+async fn cancel(
+    home: &Home,
+    store: &Store,
+    targets: &[String],
+    out: &mut Stdout,
+) -> anyhow::Result<i32> {
     let parsed: Vec<_> = if targets.is_empty() {
         vec![syncmgr_core::CancelTarget::All]
     } else {
-        targets.iter().map(|t| control::parse_target(t)).collect()
+        targets
+            .iter()
+            .map(|t| control::parse_target(t))
+            .collect::<anyhow::Result<_>>()?
     };
+    // Names that do not exist are bad input, whatever is running.
+    for target in &parsed {
+        if let syncmgr_core::CancelTarget::Handler(name)
+        | syncmgr_core::CancelTarget::Item { handler: name, .. } = target
+        {
+            commands::registration(store, name)?;
+        }
+    }
     let report = control::send_cancels(&home.runtime, &parsed).await?;
-    if report.sessions == 0 {
+    let mut never_listed = Vec::new();
+    let mut not_running = Vec::new();
+    for (target, matched) in parsed.iter().zip(&report.matched) {
+        if *matched {
+            continue;
+        }
+        match target {
+            syncmgr_core::CancelTarget::Item { handler, item }
+                if !store.known_items(handler)?.iter().any(|k| &k.id == item) =>
+            {
+                never_listed.push(format!("{handler}/{item}"));
+            }
+            syncmgr_core::CancelTarget::Item { handler, item } => {
+                not_running.push(format!("{handler}/{item}"));
+            }
+            syncmgr_core::CancelTarget::Handler(handler) => not_running.push(handler.clone()),
+            syncmgr_core::CancelTarget::All => {}
+        }
+    }
+    if report.sessions == 0 && report.unanswered.is_empty() {
         anyhow::bail!("no running session in this home");
     }
-    let unmatched: Vec<&str> = targets
-        .iter()
-        .zip(&report.matched)
-        .filter(|(_, m)| !**m)
-        .map(|(t, _)| t.as_str())
-        .collect();
-    if !unmatched.is_empty() {
-        anyhow::bail!("no running session has {}", unmatched.join(", "));
+    if !never_listed.is_empty() {
+        return Err(usage(format!(
+            "no such item: {} (the handler never listed it; see `syncmgr items`)",
+            never_listed.join(", ")
+        )));
+    }
+    if !report.unanswered.is_empty() {
+        anyhow::bail!(
+            "{} running session{} did not answer the cancel in time: {}",
+            report.unanswered.len(),
+            if report.unanswered.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            report.unanswered.join(", ")
+        );
+    }
+    if !not_running.is_empty() {
+        anyhow::bail!("no running session has {}", not_running.join(", "));
     }
     writeln!(
         out,

@@ -55,6 +55,13 @@ pub fn warn(message: &str) {
     let _ = writeln!(io::stderr().lock(), "syncmgr: {message}");
 }
 
+/// A question for the person at the terminal, on stderr, without a newline.
+pub fn prompt(question: &str) {
+    let mut err = io::stderr().lock();
+    let _ = write!(err, "syncmgr: {question}");
+    let _ = err.flush();
+}
+
 /// RFC 3339 in UTC with millisecond precision, as every JSON time is written.
 pub fn rfc3339(time: Timestamp) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

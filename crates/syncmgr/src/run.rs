@@ -1,18 +1,27 @@
-//! Running a session from the command line (`sync`, `log show`): build the
-//! jobs from registrations, start the engine, listen on the control socket,
-//! show events, persist them, and turn the outcome into an exit code.
+//! Running a session from the command line (`sync`, `log show`): lock the
+//! registrations, build the jobs, start the engine, listen on the control
+//! socket, feed the display (on a thread of its own), persist, and turn the
+//! outcome into an exit code.
+//!
+//! This task never waits for the display: events go into an
+//! [`EventFeed`](syncmgr_core::EventFeed), which coalesces item changes when
+//! the terminal does not keep up, so that handler I/O, timers and signals go
+//! on whatever happens to stdout.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::io::{BufRead, IsTerminal};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use syncmgr_core::{
-    CancelTarget, HandlerJob, Selection, Session, SessionConfig, SessionEvent, StatusCounts,
-    SyncEvent,
+    CancelTarget, Confirm, EventFeed, FeedEvent, HandlerJob, LogEntry, Popped, Selection, Session,
+    SessionConfig, SessionEvent, StatusCounts, SyncEvent,
 };
-use syncmgr_protocol::exit_codes;
 use syncmgr_store::{Registration, SessionRecord, Store};
 use tokio::signal::unix::{SignalKind, signal};
+
+use crate::exit_codes;
 
 use crate::cli::{SessionTuning, SyncArgs};
 use crate::commands::{parse_event, registration};
@@ -32,6 +41,8 @@ pub struct Plan {
     cookie: Option<String>,
     tuning: SessionTuning,
     json: bool,
+    /// `log show`: the entry acted on, and whether `--yes` was given.
+    entry: Option<(LogEntry, bool)>,
 }
 
 /// `syncmgr sync`: works out the plan from the targets.
@@ -97,6 +108,7 @@ pub fn sync_plan(store: &Store, args: SyncArgs) -> anyhow::Result<Plan> {
         cookie: args.cookie,
         tuning: args.tuning,
         json: args.json,
+        entry: None,
     })
 }
 
@@ -106,6 +118,7 @@ pub fn show_error_plan(
     store: &Store,
     id: i64,
     json: bool,
+    yes: bool,
     tuning: SessionTuning,
 ) -> anyhow::Result<Plan> {
     let entry = store
@@ -134,32 +147,106 @@ pub fn show_error_plan(
         cookie: None,
         tuning,
         json,
+        entry: Some((entry, yes)),
     })
 }
 
-fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
-    if (0.0..=3600.0).contains(&value) {
-        Ok(Duration::from_secs_f64(value))
+/// How the command answers a retry that its handler says needs the user's
+/// yes (a guard that protected files): `--yes` agrees; on a terminal the
+/// user is asked; otherwise nothing is retried and the command says how to
+/// go ahead.
+#[derive(Debug)]
+struct CommandLineConfirm {
+    entry: i64,
+    yes: bool,
+    /// What was decided, once asked.
+    decision: Mutex<Option<bool>>,
+}
+
+impl CommandLineConfirm {
+    fn decision(&self) -> Option<bool> {
+        *self.decision.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl Confirm for CommandLineConfirm {
+    async fn confirm(&self, handler: &str, text: &str) -> bool {
+        let text = crate::text::escape(text).into_owned();
+        crate::output::warn(&format!("handler {handler}: the retry {text}"));
+        let agreed = if self.yes {
+            true
+        } else if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+            // Reading a line blocks: off the runtime thread, so that the
+            // session (and its timers and signals) goes on meanwhile.
+            tokio::task::spawn_blocking(|| {
+                crate::output::prompt("go ahead? [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer).is_ok()
+                    && matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES")
+            })
+            .await
+            .unwrap_or(false)
+        } else {
+            crate::output::warn(&format!(
+                "not confirmed: there is no terminal to ask on; run `syncmgr log show {} --yes` to go ahead",
+                self.entry
+            ));
+            false
+        };
+        *self.decision.lock().unwrap_or_else(PoisonError::into_inner) = Some(agreed);
+        agreed
+    }
+}
+
+/// Which signal asked the session to end first, as its exit code.
+fn signal_exit_code(kind: SignalKind) -> i32 {
+    if kind == SignalKind::hangup() {
+        exit_codes::HANGUP
+    } else if kind == SignalKind::terminate() {
+        exit_codes::TERMINATED
     } else {
-        Err(usage(format!(
-            "{what} must be between 0 and 3600 seconds, not {value}"
-        )))
+        exit_codes::INTERRUPTED
     }
 }
 
 /// Runs the session and returns the exit code.
-pub async fn run(home: &Home, store: Store, plan: Plan, out: &mut Stdout) -> anyhow::Result<i32> {
-    let grace = seconds(plan.tuning.grace, "--grace")?;
+pub async fn run(home: &Home, store: Store, plan: Plan, out: Stdout) -> anyhow::Result<i32> {
+    let grace = plan.tuning.grace;
+    if grace > Duration::from_secs(3600) {
+        return Err(usage("--grace must be at most 1h"));
+    }
     if plan.tuning.max_concurrent == 0 {
         return Err(usage("--max-concurrent must be at least 1"));
     }
     let mut display = Display::new(plan.json);
+    let mut out = out;
     if plan.jobs.is_empty() {
         display.note(
             &format!("no handler takes part in the {} event", plan.event),
-            out,
+            &mut out,
         );
         return Ok(exit_codes::SUCCESS);
+    }
+    if let Some((entry, _)) = &plan.entry
+        && !plan.json
+    {
+        display.note(
+            &format!("log {}", crate::commands::log_entry_line(entry)),
+            &mut out,
+        );
+    }
+
+    // One session at a time per registration, whoever runs it: the lock is
+    // held until this function returns, and the kernel drops it if the
+    // process dies, so a crash leaves nothing behind.
+    let mut locks = Vec::new();
+    let mut busy = Vec::new();
+    for (reg, _) in &plan.jobs {
+        match home.lock_registration(&reg.name)? {
+            Some(lock) => locks.push(lock),
+            None => busy.push(reg.name.clone()),
+        }
     }
 
     let id = uuid::Uuid::now_v7().to_string();
@@ -172,13 +259,22 @@ pub async fn run(home: &Home, store: Store, plan: Plan, out: &mut Stdout) -> any
         counts: StatusCounts::default(),
         pid: std::process::id(),
     })?;
+    let all = store.registrations()?;
     let writer = store.spawn_writer()?;
 
     let jobs = plan
         .jobs
         .iter()
         .map(|(reg, selection)| {
-            let handler = build_handler(reg).unwrap_or_else(|e| {
+            let handler = if busy.contains(&reg.name) {
+                Err(anyhow::anyhow!(
+                    "handler {} is already syncing in another session; it was left out of this one (sync it again when that session has finished)",
+                    reg.name
+                ))
+            } else {
+                build_handler(reg, &all)
+            };
+            let handler = handler.unwrap_or_else(|e| {
                 Box::new(FailedHandler::new(format!("{e:#}"))) as Box<dyn syncmgr_core::Handler>
             });
             HandlerJob {
@@ -189,62 +285,89 @@ pub async fn run(home: &Home, store: Store, plan: Plan, out: &mut Stdout) -> any
             }
         })
         .collect();
+    let confirm = plan.entry.as_ref().map(|(entry, yes)| {
+        Arc::new(CommandLineConfirm {
+            entry: entry.id,
+            yes: *yes,
+            decision: Mutex::new(None),
+        })
+    });
     let mut config = SessionConfig::new(id.clone(), plan.event);
     config.may_bother_user = plan.may_bother_user;
     config.cookie = plan.cookie.clone();
     config.max_concurrent_handlers = plan.tuning.max_concurrent;
     config.grace = grace;
+    config.confirm = confirm.clone().map(|c| c as Arc<dyn Confirm>);
     let (session, control, mut events) = Session::new(config, Arc::new(writer.clone()), jobs);
     let _socket = ControlSocket::bind(&home.socket(&id), control.clone())?;
     let running = tokio::spawn(session.run());
 
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupted = false;
+    // The display, on its own thread: a stalled stdout stalls only it.
+    let feed: Arc<EventFeed<Shown>> = Arc::new(EventFeed::new());
+    let shown = {
+        let feed = Arc::clone(&feed);
+        std::thread::Builder::new()
+            .name("syncmgr-display".to_owned())
+            .spawn(move || show_events(display, &feed, out))?
+    };
+
+    let mut signals = Vec::new();
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+        SignalKind::terminate(),
+    ] {
+        signals.push((kind, signal(kind)?));
+    }
+    let mut stopped_by: Option<SignalKind> = None;
     let mut finished = None;
-    // The display is only a view: when stdout goes away (`sync | head -1`,
-    // a full disk) the session still runs to its end and is recorded, and the
-    // exit code still tells how it went.
-    let mut showing = true;
+    let mut stored = Vec::new();
     while finished.is_none() {
-        tokio::select! {
+        let [(_, interrupt), (_, hangup), (_, terminate)] = &mut signals[..] else {
+            unreachable!("three signals were set up");
+        };
+        let kind = tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { break };
-                if showing && let Err(e) = display.show(&event, out) {
-                    showing = false;
-                    if !is_broken_pipe(&e) {
-                        crate::output::warn(&format!(
-                            "cannot show the session any more ({e:#}); it goes on"
-                        ));
-                    }
-                }
-                match event {
+                match &event {
                     SessionEvent::ItemsEnumerated { handler, enumeration, .. } => {
-                        if let Err(e) = writer.apply_enumeration(&handler, enumeration).await {
-                            tracing::warn!(error = %e, "could not store the items of {handler}");
-                        }
+                        // Stored on the writer's thread; awaited at the end.
+                        let writer = writer.clone();
+                        let (handler, enumeration) = (handler.clone(), enumeration.clone());
+                        stored.push(tokio::spawn(async move {
+                            if let Err(e) = writer.apply_enumeration(&handler, enumeration).await {
+                                tracing::warn!(error = %e, "could not store the items of {handler}");
+                            }
+                        }));
                     }
-                    SessionEvent::Finished(summary) => finished = Some(summary),
+                    SessionEvent::Finished(summary) => finished = Some(summary.clone()),
                     _ => {}
                 }
+                feed.push(Shown::Event(event));
+                continue;
             }
-            _ = interrupt.recv() => {
-                if !interrupted {
-                    interrupted = true;
-                    display.note("interrupted: cancelling everything (waiting for handlers to stop)", out);
-                    control.cancel(&CancelTarget::All);
-                }
-            }
-            _ = terminate.recv() => {
-                interrupted = true;
-                control.cancel(&CancelTarget::All);
+            _ = interrupt.recv() => SignalKind::interrupt(),
+            _ = hangup.recv() => SignalKind::hangup(),
+            _ = terminate.recv() => SignalKind::terminate(),
+        };
+        if stopped_by.is_none() {
+            stopped_by = Some(kind);
+            if kind == SignalKind::interrupt() {
+                feed_note(
+                    &feed,
+                    "interrupted: cancelling everything (waiting for handlers to stop)",
+                );
             }
         }
+        control.cancel(&CancelTarget::All);
     }
     let summary = match finished {
         Some(summary) => summary,
         None => running.await?,
     };
+    for task in stored {
+        let _ = task.await;
+    }
     writer
         .finish_session(
             &summary.session,
@@ -254,21 +377,99 @@ pub async fn run(home: &Home, store: Store, plan: Plan, out: &mut Stdout) -> any
             summary.items.clone(),
         )
         .await?;
+
+    // A confirmation counts once: the entry it came from is used up.
+    let decision = confirm.as_ref().and_then(|c| c.decision());
+    if let (Some(true), Some((entry, _))) = (decision, &plan.entry) {
+        writer.delete_log(entry.id).await?;
+    }
     writer.close().await?;
 
-    if matches!(display, Display::Plain { .. }) && summary.items.is_empty() && !plan.json {
+    if summary.items.is_empty()
+        && decision.is_none()
+        && let Some((_, Selection::ShowError(_))) = plan.jobs.first()
+    {
         // `log show` with no retry: say so rather than print nothing.
-        if let Some((_, Selection::ShowError(_))) = plan.jobs.first() {
-            display.note("the handler asked for no retry", out);
-        }
+        feed_note(&feed, "the handler asked for no retry");
     }
-    Ok(if interrupted {
-        exit_codes::INTERRUPTED
-    } else if summary.counts.failed + summary.counts.stopped > 0
+    feed.close();
+    // The session is over: waiting for the display to catch up is all that
+    // is left (a stdout nobody reads any more holds the exit, as it would
+    // for any command).
+    let display_result = tokio::task::spawn_blocking(move || shown.join())
+        .await
+        .ok()
+        .and_then(Result::ok);
+    if let Some(Err(e)) = display_result
+        && !is_broken_pipe(&e)
+        && stopped_by != Some(SignalKind::hangup())
+    {
+        crate::output::warn(&format!("could not show the whole session ({e:#})"));
+    }
+
+    Ok(if let Some(kind) = stopped_by {
+        signal_exit_code(kind)
+    } else if decision == Some(false)
+        || summary.counts.failed + summary.counts.stopped > 0
         || !summary.failed_handlers.is_empty()
     {
         exit_codes::FAILED
     } else {
         exit_codes::SUCCESS
     })
+}
+
+/// What the display thread shows: the session's events, and the command's
+/// own notes in order with them.
+#[derive(Debug)]
+enum Shown {
+    Event(SessionEvent),
+    Note(String),
+}
+
+impl FeedEvent for Shown {
+    fn coalesce_key(&self) -> Option<(&str, &str)> {
+        match self {
+            Shown::Event(event) => event.coalesce_key(),
+            Shown::Note(_) => None,
+        }
+    }
+}
+
+/// A note for the person watching, in order with the events.
+fn feed_note(feed: &EventFeed<Shown>, text: &str) {
+    feed.push(Shown::Note(text.to_owned()));
+}
+
+/// The display thread: shows every event until the feed closes. When stdout
+/// goes away (`sync | head -1`, a closed terminal) it stops showing but keeps
+/// taking events, so the session is never held up; the error is returned at
+/// the end.
+fn show_events(
+    mut display: Display,
+    feed: &EventFeed<Shown>,
+    mut out: Stdout,
+) -> anyhow::Result<()> {
+    let mut failed: Option<anyhow::Error> = None;
+    loop {
+        let shown = match feed.pop(display.patience()) {
+            Popped::Event(Shown::Note(text)) => {
+                if failed.is_none() {
+                    display.note(&text, &mut out);
+                }
+                Ok(())
+            }
+            Popped::Event(Shown::Event(event)) if failed.is_none() => {
+                display.show(&event, &mut out)
+            }
+            Popped::Event(_) => Ok(()),
+            Popped::Idle if failed.is_none() => display.tick(&mut out),
+            Popped::Idle => Ok(()),
+            Popped::Closed => break,
+        };
+        if let Err(e) = shown {
+            failed = Some(e);
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }

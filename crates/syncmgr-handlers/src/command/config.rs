@@ -275,52 +275,14 @@ pub fn parse_parser_arg(arg: &str) -> Result<(String, ProgressParser), CommandEr
     Ok((id.to_owned(), parser))
 }
 
-/// Durations as short text: `"500ms"`, `"2s"`, `"10m"`, `"1h"`.
+/// Durations in the project's one syntax (`syncmgr_core::duration`:
+/// `"500ms"`, `"90s"`, `"1h30m"`), as TOML strings.
 pub(crate) mod duration_text {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    /// Renders with the largest unit that is exact.
-    pub(crate) fn format(d: Duration) -> String {
-        let ms = d.as_millis();
-        if ms == 0 {
-            "0s".to_owned()
-        } else if ms.is_multiple_of(3_600_000) {
-            format!("{}h", ms / 3_600_000)
-        } else if ms.is_multiple_of(60_000) {
-            format!("{}m", ms / 60_000)
-        } else if ms.is_multiple_of(1000) {
-            format!("{}s", ms / 1000)
-        } else {
-            format!("{ms}ms")
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Result<Duration, String> {
-        let bad = || {
-            format!(
-                "invalid duration {text:?}: expected a whole number and a unit \
-                 (ms, s, m or h), such as \"2s\" or \"500ms\""
-            )
-        };
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .filter(|&i| i > 0)
-            .ok_or_else(bad)?;
-        let (number, unit) = text.split_at(split);
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        let ms_per = match unit {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(bad()),
-        };
-        n.checked_mul(ms_per)
-            .map(Duration::from_millis)
-            .ok_or_else(|| format!("duration {text:?} is too long"))
-    }
+    pub(crate) use syncmgr_core::duration::{format, parse};
 
     pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format(*d))
@@ -573,31 +535,9 @@ parser = "git"
     }
 
     #[test]
-    fn durations() {
-        for (text, ms) in [
-            ("500ms", 500),
-            ("2s", 2000),
-            ("10m", 600_000),
-            ("1h", 3_600_000),
-        ] {
-            assert_eq!(
-                duration_text::parse(text).unwrap(),
-                Duration::from_millis(ms)
-            );
-            assert_eq!(duration_text::format(Duration::from_millis(ms)), text);
-        }
+    fn durations_use_the_one_syntax() {
+        assert_eq!(duration_text::parse("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(duration_text::format(Duration::from_millis(1500)), "1500ms");
-        for bad in [
-            "",
-            "2",
-            "s",
-            "1.5s",
-            "-1s",
-            "2 s",
-            "2sec",
-            "99999999999999999999h",
-        ] {
-            assert!(duration_text::parse(bad).is_err(), "{bad:?}");
-        }
+        assert!(duration_text::parse("2").is_err());
     }
 }

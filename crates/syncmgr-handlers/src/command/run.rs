@@ -579,9 +579,9 @@ impl<'a> Group<'a> {
         {
             let _ = child;
             let number = match signal {
-                Signal::Interrupt => libc::SIGINT,
-                Signal::Terminate => libc::SIGTERM,
-                Signal::Kill => libc::SIGKILL,
+                Signal::Interrupt => syncmgr_sys::Signal::Interrupt,
+                Signal::Terminate => syncmgr_sys::Signal::Terminate,
+                Signal::Kill => syncmgr_sys::Signal::Kill,
             };
             kill_group(self.pgid, number);
         }
@@ -603,7 +603,7 @@ impl<'a> Group<'a> {
     /// still holding the pipes, so the group still exists and keeps its id).
     fn kill_leftovers(&self) {
         #[cfg(unix)]
-        kill_group(self.pgid, libc::SIGKILL);
+        kill_group(self.pgid, syncmgr_sys::Signal::Kill);
     }
 }
 
@@ -611,7 +611,7 @@ impl Drop for Group<'_> {
     fn drop(&mut self) {
         if !self.reaped {
             #[cfg(unix)]
-            kill_group(self.pgid, libc::SIGKILL);
+            kill_group(self.pgid, syncmgr_sys::Signal::Kill);
             self.running.store(0, Ordering::SeqCst);
         }
     }
@@ -622,24 +622,22 @@ impl Drop for Group<'_> {
 pub(super) fn kill_running(running: &AtomicI32) {
     let pgid = running.swap(0, Ordering::SeqCst);
     #[cfg(unix)]
-    kill_group(pgid, libc::SIGKILL);
+    kill_group(pgid, syncmgr_sys::Signal::Kill);
     #[cfg(not(unix))]
     let _ = pgid;
 }
 
 #[cfg(unix)]
-fn kill_group(pgid: i32, signal: libc::c_int) {
-    if pgid <= 1 {
+fn kill_group(pgid: i32, signal: syncmgr_sys::Signal) {
+    // 0 means "no command running"; the sys crate refuses 0 and 1 anyway.
+    let Ok(pgid) = u32::try_from(pgid) else {
+        return;
+    };
+    if pgid == 0 {
         return;
     }
-    #[allow(unsafe_code)]
-    // SAFETY: kill(2) takes two integers and touches no memory of ours. A
-    // negative pid addresses the process group the command leads (it was
-    // spawned with process_group(0)); pgid > 1 rules out the special meanings
-    // of 0, -1 and 1.
-    let rc = unsafe { libc::kill(-pgid, signal) };
-    if rc != 0 {
-        tracing::debug!(pgid, signal, error = %io::Error::last_os_error(), "kill failed");
+    if let Err(e) = syncmgr_sys::signal_group(pgid, signal) {
+        tracing::debug!(pgid, ?signal, error = %e, "kill failed");
     }
 }
 
@@ -648,27 +646,7 @@ fn describe_status(status: &io::Result<ExitStatus>) -> String {
         Ok(s) => *s,
         Err(e) => return format!("exit status unknown ({e})"),
     };
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signal) = status.signal() {
-            let name = match signal {
-                libc::SIGINT => " (SIGINT)",
-                libc::SIGTERM => " (SIGTERM)",
-                libc::SIGKILL => " (SIGKILL)",
-                libc::SIGSEGV => " (SIGSEGV)",
-                libc::SIGABRT => " (SIGABRT)",
-                libc::SIGPIPE => " (SIGPIPE)",
-                libc::SIGHUP => " (SIGHUP)",
-                _ => "",
-            };
-            return format!("killed by signal {signal}{name}");
-        }
-    }
-    match status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => status.to_string(),
-    }
+    syncmgr_sys::describe_exit(status)
 }
 
 #[cfg(test)]

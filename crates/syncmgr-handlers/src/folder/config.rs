@@ -6,6 +6,8 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use super::progress::path_text;
 use thiserror::Error;
 
 /// Longest readable prefix of an item id (from the source's base name).
@@ -63,15 +65,20 @@ pub enum FolderError {
         /// How they overlap, in words.
         relation: &'static str,
     },
-    /// Two pairs write to the same folder, or one writes inside the other's.
+    /// A target is, contains or lies inside a folder another pair (of this
+    /// registration or another one) reads or writes.
     #[error(
-        "targets {first:?} and {second:?} overlap; one mirror would overwrite or delete the other's files"
+        "the target {target:?} overlaps {role} {other:?} of {owner}; one mirror would overwrite or delete the other's files"
     )]
-    OverlappingTargets {
-        /// One target.
-        first: PathBuf,
-        /// The other.
-        second: PathBuf,
+    Overlap {
+        /// The target folder.
+        target: PathBuf,
+        /// The folder it overlaps.
+        other: PathBuf,
+        /// What `other` is to its pair: `the source` or `the target`.
+        role: &'static str,
+        /// Whose pair `other` belongs to, in words.
+        owner: String,
     },
     /// A path could not be examined.
     #[error("cannot examine {path:?}: {source}")]
@@ -83,47 +90,50 @@ pub enum FolderError {
     },
 }
 
+/// A folder pair of another registration (or of another item), which a
+/// mirror must keep clear of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Whose pair it is, in words (`handler photos`).
+    pub owner: String,
+    /// The pair as registered.
+    pub pair: FolderPair,
+}
+
+/// A pair with both folders resolved as they are on disk now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    pub(crate) source: PathBuf,
+    pub(crate) target: PathBuf,
+}
+
 impl FolderConfig {
     /// Checks the configuration before it is stored: at least one pair, only
-    /// absolute paths, no source and target inside one another (in either
-    /// direction, comparing whole path components after resolving symbolic
-    /// links in the parts that exist), and no two targets inside one another.
+    /// absolute paths, and every pair apart from itself and from every other
+    /// pair (see [`FolderPair::check_apart`]), its own and `neighbours'`.
     ///
     /// Folders that do not exist yet are fine: a missing source is reported
     /// when a session runs, and a missing target is created.
-    pub fn validate(&self) -> Result<(), FolderError> {
+    pub fn validate(&self, neighbours: &[Neighbour]) -> Result<(), FolderError> {
         if self.pairs.is_empty() {
             return Err(FolderError::NoPairs);
         }
-        let mut targets: Vec<(PathBuf, &Path)> = Vec::with_capacity(self.pairs.len());
-        for pair in &self.pairs {
-            let source = resolve(&pair.source)?;
-            let target = resolve(&pair.target)?;
-            let relation = if source == target {
-                Some("are the same folder")
-            } else if target.starts_with(&source) {
-                Some("overlap: the target is inside the source")
-            } else if source.starts_with(&target) {
-                Some("overlap: the source is inside the target")
-            } else {
-                None
-            };
-            if let Some(relation) = relation {
-                return Err(FolderError::Nested {
-                    source_folder: pair.source.clone(),
-                    target_folder: pair.target.clone(),
-                    relation,
-                });
+        let resolved = self
+            .pairs
+            .iter()
+            .map(FolderPair::resolve)
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, (pair, mine)) in self.pairs.iter().zip(&resolved).enumerate() {
+            pair.check_nested(mine)?;
+            for (other, theirs) in self.pairs.iter().zip(&resolved).skip(i + 1) {
+                pair.check_apart(mine, other, theirs, "another pair of this handler")?;
             }
-            for (other, shown) in &targets {
-                if other.starts_with(&target) || target.starts_with(other) {
-                    return Err(FolderError::OverlappingTargets {
-                        first: shown.to_path_buf(),
-                        second: pair.target.clone(),
-                    });
-                }
+        }
+        for neighbour in neighbours {
+            let theirs = neighbour.pair.resolve_leniently();
+            for (pair, mine) in self.pairs.iter().zip(&resolved) {
+                pair.check_apart(mine, &neighbour.pair, &theirs, &neighbour.owner)?;
             }
-            targets.push((target, &pair.target));
         }
         Ok(())
     }
@@ -180,9 +190,84 @@ impl FolderPair {
         format!("{prefix}-{}", &hash.as_str()[..ID_HASH_HEX])
     }
 
+    /// Both folders as they resolve on disk now (symbolic links followed in
+    /// the parts that exist).
+    pub(crate) fn resolve(&self) -> Result<Resolved, FolderError> {
+        Ok(Resolved {
+            source: resolve(&self.source)?,
+            target: resolve(&self.target)?,
+        })
+    }
+
+    /// [`resolve`](Self::resolve), falling back to the lexical form of a path
+    /// that cannot be examined: for another registration's folders, which
+    /// must not make this one fail.
+    pub(crate) fn resolve_leniently(&self) -> Resolved {
+        Resolved {
+            source: resolve(&self.source).unwrap_or_else(|_| normalize(&self.source)),
+            target: resolve(&self.target).unwrap_or_else(|_| normalize(&self.target)),
+        }
+    }
+
+    /// Source and target are apart: neither is, or is inside, the other.
+    pub(crate) fn check_nested(&self, resolved: &Resolved) -> Result<(), FolderError> {
+        let (source, target) = (&resolved.source, &resolved.target);
+        let relation = if source == target {
+            "are the same folder"
+        } else if target.starts_with(source) {
+            "overlap: the target is inside the source"
+        } else if source.starts_with(target) {
+            "overlap: the source is inside the target"
+        } else {
+            return Ok(());
+        };
+        Err(FolderError::Nested {
+            source_folder: self.source.clone(),
+            target_folder: self.target.clone(),
+            relation,
+        })
+    }
+
+    /// This pair and `other` cannot write over each other: neither target
+    /// is, contains or lies inside the other's target or source (comparing
+    /// whole components of the resolved paths). Two sources may overlap:
+    /// both are only read.
+    pub(crate) fn check_apart(
+        &self,
+        mine: &Resolved,
+        other: &FolderPair,
+        theirs: &Resolved,
+        owner: &str,
+    ) -> Result<(), FolderError> {
+        let overlap = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+        let clash = if overlap(&mine.target, &theirs.target) {
+            Some((&self.target, "the target", &other.target, owner.to_owned()))
+        } else if overlap(&mine.target, &theirs.source) {
+            Some((&self.target, "the source", &other.source, owner.to_owned()))
+        } else if overlap(&theirs.target, &mine.source) {
+            Some((
+                &other.target,
+                "the source",
+                &self.source,
+                "this pair".to_owned(),
+            ))
+        } else {
+            None
+        };
+        match clash {
+            Some((target, role, folder, owner)) => Err(FolderError::Overlap {
+                target: target.clone(),
+                other: folder.clone(),
+                role,
+                owner,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The item's display name, `SRC → DST`.
     pub fn item_name(&self) -> String {
-        format!("{} → {}", self.source.display(), self.target.display())
+        format!("{} → {}", path_text(&self.source), path_text(&self.target))
     }
 }
 
@@ -280,29 +365,63 @@ mod tests {
 
     #[test]
     fn nesting_is_by_component_not_by_prefix() {
-        assert!(config(vec![pair("/data/a", "/data/ab")]).validate().is_ok());
+        assert!(
+            config(vec![pair("/data/a", "/data/ab")])
+                .validate(&[])
+                .is_ok()
+        );
         for (s, t) in [
             ("/data/a", "/data/a/b"),
             ("/data/a/b", "/data/a"),
             ("/data/a", "/data/a/"),
             ("/data/a", "/data/x/../a/c"),
         ] {
-            let err = config(vec![pair(s, t)]).validate().unwrap_err();
+            let err = config(vec![pair(s, t)]).validate(&[]).unwrap_err();
             assert!(matches!(err, FolderError::Nested { .. }), "{s} {t}: {err}");
         }
-        let err = config(vec![pair("rel", "/t")]).validate().unwrap_err();
+        let err = config(vec![pair("rel", "/t")]).validate(&[]).unwrap_err();
         assert!(matches!(err, FolderError::Relative(_)), "{err}");
         let err = config(vec![pair("/a", "/t"), pair("/b", "/t/sub")])
-            .validate()
+            .validate(&[])
             .unwrap_err();
-        assert!(
-            matches!(err, FolderError::OverlappingTargets { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, FolderError::Overlap { .. }), "{err}");
         assert!(matches!(
-            config(Vec::new()).validate(),
+            config(Vec::new()).validate(&[]),
             Err(FolderError::NoPairs)
         ));
+    }
+
+    #[test]
+    fn targets_stay_clear_of_every_other_registrations_folders() {
+        let other = |s: &str, t: &str| Neighbour {
+            owner: "handler other".to_owned(),
+            pair: pair(s, t),
+        };
+        // Issue 8: targets `t` and `t/sub` of two registrations.
+        for (mine, theirs) in [
+            (pair("/a", "/t"), other("/b", "/t/sub")),
+            (pair("/a", "/t/sub"), other("/b", "/t")),
+            (pair("/a", "/t"), other("/b", "/t")),
+            (pair("/a", "/t"), other("/t/in", "/elsewhere")),
+            (pair("/a/in", "/t"), other("/b", "/a")),
+        ] {
+            let err = config(vec![mine.clone()])
+                .validate(std::slice::from_ref(&theirs))
+                .unwrap_err();
+            assert!(
+                matches!(&err, FolderError::Overlap { owner, .. } if !owner.is_empty()),
+                "{mine:?} {theirs:?}: {err}"
+            );
+        }
+        // Sources may be shared, and a name prefix is not a folder.
+        for theirs in [other("/a", "/u"), other("/b", "/tt"), other("/ab", "/x")] {
+            assert!(
+                config(vec![pair("/a", "/t")])
+                    .validate(std::slice::from_ref(&theirs))
+                    .is_ok(),
+                "{theirs:?}"
+            );
+        }
     }
 
     #[test]

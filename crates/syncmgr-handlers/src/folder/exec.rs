@@ -22,7 +22,7 @@ use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::plan::{CHUNK, DirStamp, Op, Plan, Problem, Stamp, TEMP_PREFIX};
-use super::progress::Reporter;
+use super::progress::{Reporter, path_text};
 
 /// A batch goes to the committer once it holds this many entries...
 const BATCH_ENTRIES: usize = 512;
@@ -200,7 +200,7 @@ fn commit_loop(
             && let Err(e) = durable(root)
         {
             done.problems.push(Problem {
-                text: format!("cannot flush the copies to {}: {e}", target.display()),
+                text: format!("cannot flush the copies to {}: {e}", path_text(target)),
                 fatal: true,
             });
             failed.store(true, Ordering::SeqCst);
@@ -528,23 +528,8 @@ fn create_temp(path: &Path) -> io::Result<(File, PathBuf)> {
     }
 }
 
-/// Makes everything written on the target's file system durable.
-#[cfg(target_os = "linux")]
+/// Makes everything written on the target's file system durable (one
+/// `syncfs`; where there is none, each file was `fsync`ed when written).
 fn durable(root: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    #[allow(unsafe_code)]
-    // SAFETY: `root` is an open descriptor for the whole call, and syncfs
-    // only reads its number; no memory is shared with the kernel.
-    let rc = unsafe { libc::syncfs(root.as_raw_fd()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Elsewhere each file was `fsync`ed when written.
-#[cfg(not(target_os = "linux"))]
-fn durable(_root: &File) -> io::Result<()> {
-    Ok(())
+    syncmgr_sys::sync_file_system(root)
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 
-use super::progress::Reporter;
+use super::progress::{Reporter, path_text};
 
 /// Names of the temporary files the mirror writes before renaming them.
 pub(super) const TEMP_PREFIX: &str = ".syncmgr-tmp-";
@@ -91,7 +91,7 @@ pub(super) struct Problem {
 impl Problem {
     pub(super) fn io(what: &str, path: &Path, error: &io::Error) -> Self {
         Problem {
-            text: format!("{what} {}: {error}", path.display()),
+            text: format!("{what} {}: {error}", path_text(path)),
             fatal: matches!(
                 error.kind(),
                 io::ErrorKind::StorageFull
@@ -122,6 +122,9 @@ pub(super) struct Plan {
     pub(super) source_empty: bool,
     /// The target root has no entries (or does not exist).
     pub(super) target_empty: bool,
+    /// Some folder could not be listed or some entry examined: the plan
+    /// does not know every entry of the two trees.
+    pub(super) walk_incomplete: bool,
     pub(super) problems: Vec<Problem>,
 }
 
@@ -259,6 +262,7 @@ impl Scanner<'_, '_> {
                 // judged: leave this part of the target alone.
                 let problem = Problem::io("cannot read folder", &source_dir, &e);
                 self.plan.problems.push(problem);
+                self.plan.walk_incomplete = true;
                 return Ok(());
             }
         };
@@ -270,6 +274,7 @@ impl Scanner<'_, '_> {
                     Err(e) => {
                         let problem = Problem::io("cannot read folder", &target_dir, &e);
                         self.plan.problems.push(problem);
+                        self.plan.walk_incomplete = true;
                         return Ok(());
                     }
                 }
@@ -384,9 +389,11 @@ impl Scanner<'_, '_> {
         };
         let Some(tmeta) = tgt.meta else {
             let path = self.target.join(&rel);
-            self.plan
-                .problems
-                .push(Problem::text(format!("cannot examine {}", path.display())));
+            self.plan.problems.push(Problem::text(format!(
+                "cannot examine {}",
+                path_text(&path)
+            )));
+            self.plan.walk_incomplete = true;
             return Ok(());
         };
         if self.options.delete && !tmeta.is_dir() {
@@ -453,7 +460,7 @@ impl Scanner<'_, '_> {
             return;
         }
         if is_dir {
-            let files = count_files(&self.target.join(&rel));
+            let files = self.count_files(&rel);
             self.plan.target_files += files;
             self.remove(rel, true, files);
         } else {
@@ -466,14 +473,14 @@ impl Scanner<'_, '_> {
     /// it is empty or deleting is allowed; a problem otherwise.
     fn clear_dir(&mut self, rel: &Path) -> bool {
         let path = self.target.join(rel);
-        let files = count_files(&path);
+        let files = self.count_files(rel);
         let empty = fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
         if self.options.delete {
             self.plan.target_files += files;
         } else if !empty {
             self.plan.problems.push(Problem::text(format!(
                 "cannot replace the folder {} with a file: it is not empty and the mirror does not delete",
-                path.display()
+                path_text(&path)
             )));
             return false;
         }
@@ -516,18 +523,19 @@ impl Scanner<'_, '_> {
         // mirror that is not complete never looks complete.
         self.plan.problems.push(Problem::text(format!(
             "cannot mirror {}: it is {what}, not a file, folder or link",
-            self.source.join(rel).display()
+            path_text(&self.source.join(rel))
         )));
     }
 
     fn cannot_examine(&mut self, rel: &Path) {
+        self.plan.walk_incomplete = true;
         let path = self.source.join(rel);
         let error = fs::symlink_metadata(&path)
             .err()
             .map_or_else(|| "it changed while scanning".to_owned(), |e| e.to_string());
         self.plan.problems.push(Problem::text(format!(
             "cannot examine {}: {error}",
-            path.display()
+            path_text(&path)
         )));
     }
 
@@ -593,11 +601,24 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Non-directories under `dir` (links not followed), for the delete guard.
-fn count_files(dir: &Path) -> u64 {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| !e.file_type().is_dir())
-        .count() as u64
+impl Scanner<'_, '_> {
+    /// Non-directories under the target's `rel` (links not followed), for
+    /// the delete guard. An entry that cannot be read makes the walk
+    /// incomplete: the count is then too low to judge a deletion by.
+    fn count_files(&mut self, rel: &Path) -> u64 {
+        let mut files = 0;
+        for entry in walkdir::WalkDir::new(self.target.join(rel)) {
+            match entry {
+                Ok(entry) if entry.file_type().is_dir() => {}
+                Ok(_) => files += 1,
+                Err(e) => {
+                    self.plan.walk_incomplete = true;
+                    self.plan.problems.push(Problem::text(format!(
+                        "cannot count the files to delete: {e}"
+                    )));
+                }
+            }
+        }
+        files
+    }
 }

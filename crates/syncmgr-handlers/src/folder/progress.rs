@@ -26,6 +26,9 @@ pub(super) struct Reporter<'a> {
     done: u64,
     last_scan: Instant,
     stopped: bool,
+    /// Reports nothing (outside the progress window: `showError` looking at
+    /// what a retry would do); only the abort flag stops it.
+    quiet: bool,
 }
 
 impl<'a> Reporter<'a> {
@@ -38,12 +41,32 @@ impl<'a> Reporter<'a> {
             done: 0,
             last_scan: Instant::now(),
             stopped: false,
+            quiet: false,
         }
+    }
+
+    /// A reporter that reports nothing, for a scan outside `synchronize`.
+    pub(super) fn quiet(cb: &'a HandlerCallback, item: &'a str, abort: &'a AtomicBool) -> Self {
+        Reporter {
+            quiet: true,
+            ..Reporter::new(cb, item, abort)
+        }
+    }
+
+    /// Sends `update` and reads the reply's verdict.
+    fn report(&mut self, update: &ProgressUpdate<'_>) -> bool {
+        if self.quiet {
+            return !self.stopped();
+        }
+        let reply = self.cb.progress(self.item, update);
+        self.go_on(reply)
     }
 
     /// Whether a cancel (of the item or of everything) or an abort was seen.
     pub(super) fn stopped(&mut self) -> bool {
-        if !self.stopped && (self.abort.load(Ordering::Relaxed) || self.cb.is_cancelled(self.item))
+        if !self.stopped
+            && (self.abort.load(Ordering::Relaxed)
+                || (!self.quiet && self.cb.is_cancelled(self.item)))
         {
             self.stopped = true;
         }
@@ -52,15 +75,11 @@ impl<'a> Reporter<'a> {
 
     /// Start of the item: it is updating, nothing known yet.
     pub(super) fn start(&mut self) -> bool {
-        let reply = self.cb.progress(
-            self.item,
-            &ProgressUpdate {
-                status: Some(ItemStatus::Updating),
-                text: Some("scanning"),
-                ..ProgressUpdate::default()
-            },
-        );
-        self.go_on(reply)
+        self.report(&ProgressUpdate {
+            status: Some(ItemStatus::Updating),
+            text: Some("scanning"),
+            ..ProgressUpdate::default()
+        })
     }
 
     /// Scanning `rel`: reported at most every [`SCAN_INTERVAL`]; the cancel
@@ -69,14 +88,10 @@ impl<'a> Reporter<'a> {
         if self.last_scan.elapsed() >= SCAN_INTERVAL {
             self.last_scan = Instant::now();
             let text = text_of(rel);
-            let reply = self.cb.progress(
-                self.item,
-                &ProgressUpdate {
-                    text: Some(clip(&text)),
-                    ..ProgressUpdate::default()
-                },
-            );
-            return self.go_on(reply);
+            return self.report(&ProgressUpdate {
+                text: Some(clip(&text)),
+                ..ProgressUpdate::default()
+            });
         }
         !self.stopped()
     }
@@ -84,29 +99,21 @@ impl<'a> Reporter<'a> {
     /// The plan is known: `max` bytes to copy.
     pub(super) fn planned(&mut self, max: u64) -> bool {
         self.max = max;
-        let reply = self.cb.progress(
-            self.item,
-            &ProgressUpdate {
-                value: Some(0),
-                max: Some(max),
-                ..ProgressUpdate::default()
-            },
-        );
-        self.go_on(reply)
+        self.report(&ProgressUpdate {
+            value: Some(0),
+            max: Some(max),
+            ..ProgressUpdate::default()
+        })
     }
 
     /// A file (or link) starts: its path becomes the text.
     pub(super) fn file(&mut self, rel: &Path) -> bool {
         let text = text_of(rel);
-        let reply = self.cb.progress(
-            self.item,
-            &ProgressUpdate {
-                text: Some(clip(&text)),
-                value: Some(self.done.min(self.max)),
-                ..ProgressUpdate::default()
-            },
-        );
-        self.go_on(reply)
+        self.report(&ProgressUpdate {
+            text: Some(clip(&text)),
+            value: Some(self.done.min(self.max)),
+            ..ProgressUpdate::default()
+        })
     }
 
     /// `n` more bytes are done; reported when `report` (once per chunk of a
@@ -114,14 +121,10 @@ impl<'a> Reporter<'a> {
     pub(super) fn bytes(&mut self, n: u64, report: bool) -> bool {
         self.done += n;
         if report {
-            let reply = self.cb.progress(
-                self.item,
-                &ProgressUpdate {
-                    value: Some(self.done.min(self.max)),
-                    ..ProgressUpdate::default()
-                },
-            );
-            return self.go_on(reply);
+            return self.report(&ProgressUpdate {
+                value: Some(self.done.min(self.max)),
+                ..ProgressUpdate::default()
+            });
         }
         !self.stopped()
     }
@@ -150,8 +153,26 @@ fn text_of(rel: &Path) -> Cow<'_, str> {
     if rel.as_os_str().is_empty() {
         Cow::Borrowed(".")
     } else {
-        rel.to_string_lossy()
+        path_text(rel)
     }
+}
+
+/// A path as text for people and the results log: bytes that are not UTF-8
+/// are written `\xNN`, so that two names that differ only there stay
+/// distinguishable (a lossy conversion would turn both into U+FFFD).
+pub(crate) fn path_text(path: &Path) -> Cow<'_, str> {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// `text` cut to the longest status text the manager takes.

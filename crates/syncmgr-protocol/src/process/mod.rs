@@ -38,7 +38,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::value::RawValue;
 use syncmgr_core::{
     Handler, HandlerCallback, HandlerError, HandlerInfo, InitializeParams, ItemEnumeration,
-    ItemStatus, Participation, PropertiesOutcome,
+    ItemStatus, Participation, PropertiesOutcome, ShowErrorAnswer,
 };
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::{Semaphore, oneshot, watch};
@@ -429,19 +429,12 @@ impl ProcessHandler {
 
     /// SIGKILL to the child's whole process group. Never blocks.
     fn kill_group(&self) {
-        #[cfg(unix)]
-        if let Some(pgid) = self.pid.and_then(|p| libc::pid_t::try_from(p).ok())
-            // 0 and 1 would address our own group and every process.
-            && pgid > 1
-        {
-            #[allow(unsafe_code)]
-            // SAFETY: kill(2) takes two integers and touches no memory of
-            // ours. A negative pid addresses the process group the child leads
-            // (it was started with process_group(0)); pgid > 1 rules out the
-            // special meanings of 0, -1 and 1.
-            let rc = unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            if rc == 0 {
-                tracing::debug!(program = %self.program, pgid, "killed the handler's process group");
+        if let Some(pgid) = self.pid {
+            match syncmgr_sys::signal_group(pgid, syncmgr_sys::Signal::Kill) {
+                Ok(()) => {
+                    tracing::debug!(program = %self.program, pgid, "killed the handler's process group");
+                }
+                Err(e) => tracing::debug!(program = %self.program, pgid, error = %e, "kill failed"),
             }
         }
     }
@@ -527,13 +520,16 @@ impl Handler for ProcessHandler {
         &mut self,
         error_id: &str,
         callback: &HandlerCallback,
-    ) -> Result<Vec<String>, HandlerError> {
+    ) -> Result<ShowErrorAnswer, HandlerError> {
         self.use_callback(Some(callback));
         let params = ShowErrorParams {
             error_id: Cow::Borrowed(error_id),
         };
         let result: ShowErrorResult = self.call(method::SHOW_ERROR, &params).await?;
-        Ok(result.retry)
+        Ok(ShowErrorAnswer {
+            retry: result.retry,
+            confirm: result.confirm,
+        })
     }
 
     async fn shutdown(&mut self) {
@@ -634,24 +630,5 @@ async fn lifecycle(
 }
 
 fn describe_status(status: ExitStatus) -> String {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signal) = status.signal() {
-            let name = match signal {
-                libc::SIGKILL => " (SIGKILL)",
-                libc::SIGTERM => " (SIGTERM)",
-                libc::SIGINT => " (SIGINT)",
-                libc::SIGSEGV => " (SIGSEGV)",
-                libc::SIGABRT => " (SIGABRT)",
-                libc::SIGPIPE => " (SIGPIPE)",
-                _ => "",
-            };
-            return format!("killed by signal {signal}{name}");
-        }
-    }
-    match status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => status.to_string(),
-    }
+    syncmgr_sys::describe_exit(status)
 }

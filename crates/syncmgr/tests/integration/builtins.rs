@@ -56,10 +56,22 @@ fn a_folder_registration_mirrors_through_sync_and_refuses_nesting() {
                     .is_some_and(|id| id.starts_with("guard-"))
         })
         .expect("an actionable guard entry");
-    // Confirming it (`log show`) lets the retry go ahead.
+    // Acting on it shows the entry and what the retry deletes; with no
+    // terminal to ask on, it goes ahead only with --yes (issue 8, point 3).
     let id = entry["id"].to_string();
-    home.ok(&["log", "show", &id]);
+    let asked = home.run(&["log", "show", &id]);
+    asked
+        .assert_code(1)
+        .assert_stdout_contains("refused to mirror")
+        .assert_stderr_contains("deletes 3 files of the 4")
+        .assert_stderr_contains("--yes");
+    assert!(dst.join("a").exists(), "not confirmed: nothing deleted");
+    home.ok(&["log", "show", &id, "--yes"]);
     assert!(!dst.join("a").exists(), "the confirmed retry deletes");
+    // A confirmation counts once: the entry is used up.
+    home.run(&["log", "show", &id, "--yes"])
+        .assert_code(2)
+        .assert_stderr_contains("no log entry");
 
     // Nested source and target are refused at registration.
     let nested = src.join("inner");

@@ -105,10 +105,19 @@ fn cancel_a_handler_leaves_the_others_running() {
     let mut bg = home.spawn_sync(&[]);
     bg.wait_for_item("slow", "a", "updating");
 
-    // A target no running session has: nothing is cancelled, exit 1.
+    // A handler that is not registered is bad input (exit 2); one that is
+    // but does not run here: nothing is cancelled, exit 1.
     home.run(&["cancel", "nosuch"])
+        .assert_code(2)
+        .assert_stderr_contains("unknown handler \"nosuch\"");
+    home.register("resting", &[]);
+    home.run(&["cancel", "resting"])
         .assert_code(1)
-        .assert_stderr_contains("no running session has nosuch");
+        .assert_stderr_contains("no running session has resting");
+    // An item the handler never listed is bad input too (issue 8, point 9).
+    home.run(&["cancel", "slow/nope"])
+        .assert_code(2)
+        .assert_stderr_contains("no such item: slow/nope");
 
     home.ok(&["cancel", "slow"]);
 

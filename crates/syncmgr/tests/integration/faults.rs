@@ -17,7 +17,7 @@ fn statuses(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 #[test]
 fn a_silent_handler_is_not_responding_and_fails_alone() {
     let home = TestHome::new();
-    home.register_with("mute", &["--timeout", "0.5"], &["--scenario", "silent"]);
+    home.register_with("mute", &["--timeout", "1"], &["--scenario", "silent"]);
     home.register("fine", &["--steps", "3", "--step-ms", "20"]);
     let started = Instant::now();
     let run = home.sync(&["--grace", "0.3"]);
@@ -261,7 +261,7 @@ fn a_handler_that_never_answers_initialize_is_ended() {
     // Answers initialize only after 5 s: far beyond its 0.3 s timeout.
     home.register_with(
         "late",
-        &["--timeout", "0.3"],
+        &["--timeout", "1"],
         &["--scenario", "slow-start", "--step-ms", "5000"],
     );
     home.register("fine", &[]);

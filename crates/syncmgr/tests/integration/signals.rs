@@ -21,7 +21,7 @@ fn ctrl_c_cancels_everything_and_exits_130() {
     let handlers = bg.handler_pids();
     assert_eq!(handlers.len(), 2, "two handler processes: {handlers:?}");
 
-    bg.signal(libc::SIGINT);
+    bg.signal(syncmgr_sys::Signal::Interrupt);
     let run = bg.finish(PATIENCE);
 
     run.assert_code(130)
@@ -79,11 +79,11 @@ fn sigkill_leaves_an_interrupted_session_and_a_usable_home() {
     assert_eq!(handlers.len(), 1, "one handler process: {handlers:?}");
     assert_eq!(home.sockets().len(), 1);
 
-    bg.signal(libc::SIGKILL);
+    bg.signal(syncmgr_sys::Signal::Kill);
     let killed = bg.finish_raw(PATIENCE);
     assert_eq!(
         killed.status.signal(),
-        Some(libc::SIGKILL),
+        Some(9), // SIGKILL
         "{}",
         killed.report()
     );

@@ -48,9 +48,17 @@ fn bad_names_events_and_arguments_exit_2() {
         home.run(&["register", "odd", "--events", "idle,bogus", "--", handler]),
         "unknown event \"bogus\"",
     );
+    // A silence timeout under a second is refused, in any spelling (issue 8,
+    // point 6: 0.0001 used to be stored as 0).
+    for short in ["0", "0.0001", "500ms", "0.9"] {
+        usage_error(
+            home.run(&["register", "slowpoke", "--timeout", short, "--", handler]),
+            "--timeout must be at least 1s",
+        );
+    }
     usage_error(
-        home.run(&["register", "slowpoke", "--timeout", "0", "--", handler]),
-        "--timeout",
+        home.run(&["register", "slowpoke", "--timeout", "soon", "--", handler]),
+        "invalid duration",
     );
     usage_error(
         home.run(&["register", "ghost", "--", "/no/such/dir/handler"]),

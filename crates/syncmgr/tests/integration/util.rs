@@ -712,7 +712,7 @@ impl Background {
     }
 
     /// Sends `signal` to the command.
-    pub fn signal(&self, signal: i32) {
+    pub fn signal(&self, signal: syncmgr_sys::Signal) {
         send_signal(self.child.id(), signal);
     }
 
@@ -784,7 +784,7 @@ impl Background {
         }
         for &pid in &self.pids {
             if process_running(pid) {
-                send_signal(pid, libc::SIGKILL);
+                send_signal(pid, syncmgr_sys::Signal::Kill);
             }
         }
     }
@@ -803,17 +803,14 @@ impl Drop for Background {
     }
 }
 
-/// Sends a signal to a process.
-#[allow(unsafe_code)]
-pub fn send_signal(pid: u32, signal: i32) {
-    let pid = libc::pid_t::try_from(pid).expect("pids fit in pid_t");
-    // SAFETY: kill(2) takes two integers and touches no memory of ours.
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert!(
-        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH),
-        "kill({pid}, {signal}) failed: {}",
-        std::io::Error::last_os_error()
-    );
+/// Sends a signal to a process (one that is gone already is fine).
+pub fn send_signal(pid: u32, signal: syncmgr_sys::Signal) {
+    if let Err(e) = syncmgr_sys::signal_process(pid, signal) {
+        assert!(
+            e.raw_os_error() == Some(3), // ESRCH
+            "kill({pid}, {signal:?}) failed: {e}"
+        );
+    }
 }
 
 /// `(state, ppid)` from `/proc/<pid>/stat`, or `None` when there is no such
