@@ -201,7 +201,7 @@ async fn cancel(
     }
     if !report.unanswered.is_empty() {
         anyhow::bail!(
-            "{} running session{} did not answer the cancel in time: {}",
+            "{} running session{} did not answer the cancel in time (it may still act on it when it runs again): {}",
             report.unanswered.len(),
             if report.unanswered.len() == 1 {
                 ""

@@ -68,11 +68,13 @@ pub enum FolderError {
     /// A target is, contains or lies inside a folder another pair (of this
     /// registration or another one) reads or writes.
     #[error(
-        "the target {target:?} overlaps {role} {other:?} of {owner}; one mirror would overwrite or delete the other's files"
+        "the target {target:?} of {target_owner} overlaps {role} {other:?} of {owner}; one mirror would overwrite or delete the other's files"
     )]
     Overlap {
         /// The target folder.
         target: PathBuf,
+        /// Whose target it is, in words.
+        target_owner: String,
         /// The folder it overlaps.
         other: PathBuf,
         /// What `other` is to its pair: `the source` or `the target`.
@@ -240,26 +242,23 @@ impl FolderPair {
         owner: &str,
     ) -> Result<(), FolderError> {
         let overlap = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+        const MINE: &str = "this pair";
         let clash = if overlap(&mine.target, &theirs.target) {
-            Some((&self.target, "the target", &other.target, owner.to_owned()))
+            Some((&self.target, MINE, "the target", &other.target, owner))
         } else if overlap(&mine.target, &theirs.source) {
-            Some((&self.target, "the source", &other.source, owner.to_owned()))
+            Some((&self.target, MINE, "the source", &other.source, owner))
         } else if overlap(&theirs.target, &mine.source) {
-            Some((
-                &other.target,
-                "the source",
-                &self.source,
-                "this pair".to_owned(),
-            ))
+            Some((&other.target, owner, "the source", &self.source, MINE))
         } else {
             None
         };
         match clash {
-            Some((target, role, folder, owner)) => Err(FolderError::Overlap {
+            Some((target, target_owner, role, folder, owner)) => Err(FolderError::Overlap {
                 target: target.clone(),
+                target_owner: target_owner.to_owned(),
                 other: folder.clone(),
                 role,
-                owner,
+                owner: owner.to_owned(),
             }),
             None => Ok(()),
         }

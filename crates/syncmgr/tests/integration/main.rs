@@ -28,6 +28,9 @@
 //!   `deleteLogError`, filters, `log show` (the retry path) and `log delete`.
 //! - [`signals`]: Ctrl-C (exit 130, clean cancel) and SIGKILL of the manager
 //!   (interrupted session, valid database, stale socket, orphaned handler).
+//! - [`hardening`]: what a new user's trial broke (issue 8): overlapping
+//!   registrations, one session per registration, SIGHUP and SIGTERM,
+//!   unknown items, a stalled stdout, names with escape sequences.
 //! - [`usage`]: bad usage and bad input exit 2 with a clear message.
 //! - [`builtins`]: the built-in folder and command handlers through
 //!   `register`, and `syncmgr demo`.
@@ -40,6 +43,7 @@ mod cancel;
 mod check_handler;
 mod choices;
 mod faults;
+mod hardening;
 mod lifecycle;
 mod results_log;
 mod signals;

@@ -711,6 +711,11 @@ impl Background {
         pids
     }
 
+    /// The command's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `signal` to the command.
     pub fn signal(&self, signal: syncmgr_sys::Signal) {
         send_signal(self.child.id(), signal);
