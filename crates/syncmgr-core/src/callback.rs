@@ -16,7 +16,7 @@ use crate::error::CallbackError;
 use crate::event::SessionEvent;
 use crate::handler::Journal;
 use crate::model::{
-    HandlerFlags, ItemStatus, LogEntry, LogLevel, LogRequest, MAX_TEXT_LEN, NewLogEntry,
+    Cause, HandlerFlags, ItemStatus, LogEntry, LogLevel, LogRequest, MAX_TEXT_LEN, NewLogEntry,
     ProgressReply, ProgressUpdate, validate_id,
 };
 use crate::state;
@@ -26,6 +26,10 @@ use crate::state;
 /// Keeps a misbehaving handler from flooding the results log.
 pub(crate) const PROBLEM_BUDGET: u32 = 100;
 const OUTPUT_BUDGET: u32 = 200;
+/// How many entries one handler may log (`logError`) in one session; past
+/// it `logError` is refused (one entry says so). The results log lives on
+/// disk, and a handler looping on `logError` must not fill it.
+pub const LOG_BUDGET: u32 = 1000;
 const OUTPUT_LINE_MAX: usize = 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -83,6 +87,7 @@ impl SessionShared {
         handler: &str,
         item: Option<&str>,
         level: LogLevel,
+        cause: Cause,
         text: String,
     ) {
         let entry = NewLogEntry {
@@ -94,6 +99,7 @@ impl SessionShared {
             actionable: false,
             session: self.id.clone(),
             error_id: None,
+            cause: Some(cause),
         };
         lock(&self.pending_log).push_back(entry);
         self.wake.notify_one();
@@ -128,6 +134,10 @@ pub(crate) struct HandlerShared {
     cancel_hook: HookSlot,
     problems: AtomicU32,
     output_lines: AtomicU32,
+    /// `logError` calls this session (the budget).
+    log_entries: AtomicU32,
+    /// `establishConnection` was told to the user already.
+    connection_noted: AtomicBool,
 }
 
 impl HandlerShared {
@@ -147,6 +157,8 @@ impl HandlerShared {
             cancel_hook: HookSlot::default(),
             problems: AtomicU32::new(0),
             output_lines: AtomicU32::new(0),
+            log_entries: AtomicU32::new(0),
+            connection_noted: AtomicBool::new(false),
         }
     }
 
@@ -430,6 +442,23 @@ impl HandlerCallback {
 
     async fn record_log(&self, request: LogRequest) -> Result<String, CallbackError> {
         let set = self.open_set("logError")?;
+        // The results log is on disk: a handler gets a bounded share of it
+        // per session, like its stderr lines and its problems.
+        let n = self.handler.log_entries.fetch_add(1, Ordering::Relaxed);
+        if n >= LOG_BUDGET {
+            if n == LOG_BUDGET {
+                self.session.manager_log(
+                    &self.handler.name,
+                    None,
+                    LogLevel::Error,
+                    Cause::OverBudget,
+                    format!(
+                        "more than {LOG_BUDGET} log entries in one session; the rest are refused"
+                    ),
+                );
+            }
+            return Err(CallbackError::OverBudget(LOG_BUDGET));
+        }
         if request.text.len() > MAX_TEXT_LEN {
             return Err(CallbackError::TextTooLong(request.text.len()));
         }
@@ -457,6 +486,7 @@ impl HandlerCallback {
             actionable: request.actionable,
             session: self.session.id.clone(),
             error_id: Some(error_id.clone()),
+            cause: None,
         };
         let id = self
             .session
@@ -517,15 +547,21 @@ impl HandlerCallback {
             Ok(())
         })();
         match &result {
-            Ok(()) => self.session.manager_log(
-                &self.handler.name,
-                None,
-                LogLevel::Information,
-                format!(
-                    "handler asked for the network connection {}",
-                    connection.unwrap_or("(default)")
-                ),
-            ),
+            // Told to the user once per session: a handler that asks again
+            // and again does not fill the log.
+            Ok(()) if !self.handler.connection_noted.swap(true, Ordering::Relaxed) => {
+                self.session.manager_log(
+                    &self.handler.name,
+                    None,
+                    LogLevel::Information,
+                    Cause::Notice,
+                    format!(
+                        "handler asked for the network connection {}",
+                        connection.unwrap_or("(default)")
+                    ),
+                );
+            }
+            Ok(()) => {}
             Err(e) => self.report_problem(None, format!("refused establishConnection: {e}")),
         }
         result
@@ -628,15 +664,23 @@ impl HandlerCallback {
     /// Logs a problem with what the handler sent (a broken rule, a bad line),
     /// naming the handler. Bounded per handler and session.
     pub fn report_problem(&self, item: Option<&str>, text: String) {
+        self.report(item, LogLevel::Error, Cause::BrokenRule, text);
+    }
+
+    /// Logs something the manager found about the handler, with its cause
+    /// (for a host that runs the handler: how its process ended). Shares the
+    /// per-handler budget of [`report_problem`](Self::report_problem).
+    pub fn report(&self, item: Option<&str>, level: LogLevel, cause: Cause, text: String) {
         let n = self.handler.problems.fetch_add(1, Ordering::Relaxed);
         if n < PROBLEM_BUDGET {
             self.session
-                .manager_log(&self.handler.name, item, LogLevel::Error, text);
+                .manager_log(&self.handler.name, item, level, cause, text);
         } else if n == PROBLEM_BUDGET {
             self.session.manager_log(
                 &self.handler.name,
                 None,
                 LogLevel::Error,
+                Cause::OverBudget,
                 format!("more than {PROBLEM_BUDGET} problems; the rest are not logged"),
             );
         }
@@ -656,13 +700,19 @@ impl HandlerCallback {
                 text.truncate(cut);
                 text.push('…');
             }
-            self.session
-                .manager_log(&self.handler.name, None, LogLevel::Information, text);
+            self.session.manager_log(
+                &self.handler.name,
+                None,
+                LogLevel::Information,
+                Cause::HandlerOutput,
+                text,
+            );
         } else if n == OUTPUT_BUDGET {
             self.session.manager_log(
                 &self.handler.name,
                 None,
                 LogLevel::Information,
+                Cause::OverBudget,
                 format!("more than {OUTPUT_BUDGET} lines of handler output; the rest are not kept"),
             );
         }

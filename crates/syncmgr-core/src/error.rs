@@ -92,6 +92,9 @@ pub enum CallbackError {
     /// The journal could not record a log entry.
     #[error("could not record the log entry: {0}")]
     Journal(String),
+    /// The handler used up its share of the results log for this session.
+    #[error("the handler logged more than {0} entries in this session")]
+    OverBudget(u32),
 }
 
 /// The journal (the results log's storage) failed.

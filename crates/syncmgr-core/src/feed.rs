@@ -200,6 +200,7 @@ mod tests {
                 actionable: false,
                 session: "s".into(),
                 error_id: None,
+                cause: None,
             },
         })
     }

@@ -117,6 +117,17 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     /// Records an entry; returns the id it is known by from now on.
     async fn append(&self, entry: NewLogEntry) -> Result<i64, JournalError>;
 
+    /// Records several entries at once (the manager's own, which pile up
+    /// while a session runs); returns their ids in order. A journal on disk
+    /// writes them in one transaction.
+    async fn append_batch(&self, entries: Vec<NewLogEntry>) -> Result<Vec<i64>, JournalError> {
+        let mut ids = Vec::with_capacity(entries.len());
+        for entry in entries {
+            ids.push(self.append(entry).await?);
+        }
+        Ok(ids)
+    }
+
     /// `DeleteLogError`: removes the entries `handler` logged in `session` with
     /// this error id, or every one of them when `error_id` is `None`. Returns
     /// how many went.
@@ -133,6 +144,9 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
     entries: std::sync::Mutex<Vec<(i64, NewLogEntry)>>,
+    /// Calls that wrote (an `append` or a whole `append_batch`): what a
+    /// journal on disk pays a transaction for.
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryJournal {
@@ -143,18 +157,38 @@ impl MemoryJournal {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
+
+    /// How many writes (transactions, for a journal on disk) recorded them.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn push(&self, batch: Vec<NewLogEntry>) -> Vec<i64> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        batch
+            .into_iter()
+            .map(|entry| {
+                let id = entries.last().map_or(1, |(id, _)| id + 1);
+                entries.push((id, entry));
+                id
+            })
+            .collect()
+    }
 }
 
 #[async_trait]
 impl Journal for MemoryJournal {
     async fn append(&self, entry: NewLogEntry) -> Result<i64, JournalError> {
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let id = entries.last().map_or(1, |(id, _)| id + 1);
-        entries.push((id, entry));
-        Ok(id)
+        Ok(self.push(vec![entry])[0])
+    }
+
+    async fn append_batch(&self, entries: Vec<NewLogEntry>) -> Result<Vec<i64>, JournalError> {
+        Ok(self.push(entries))
     }
 
     async fn delete(

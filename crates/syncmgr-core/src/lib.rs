@@ -26,10 +26,10 @@ pub use event::{ItemSnapshot, SessionEvent, SessionSummary};
 pub use feed::{EventFeed, FeedEvent, Popped};
 pub use handler::{Confirm, Handler, Journal, MemoryJournal};
 pub use model::{
-    HandlerFlags, HandlerInfo, InitializeParams, Item, ItemEnumeration, ItemFlags, ItemResult,
-    ItemStatus, LogEntry, LogLevel, LogRequest, NewLogEntry, Participation, ProgressReply,
-    ProgressUpdate, PropertiesOutcome, SessionOutcome, ShowErrorAnswer, StatusCounts, SyncEvent,
-    Timestamp,
+    Cause, HandlerFlags, HandlerInfo, InitializeParams, Item, ItemEnumeration, ItemFlags,
+    ItemResult, ItemStatus, LogEntry, LogLevel, LogRequest, NewLogEntry, Participation,
+    ProgressReply, ProgressUpdate, PropertiesOutcome, SessionOutcome, ShowErrorAnswer,
+    StatusCounts, SyncEvent, Timestamp,
 };
 pub use session::{
     CancelTarget, HandlerJob, Selection, Session, SessionConfig, SessionControl, query_handler,

@@ -184,6 +184,42 @@ string_enum! {
     }
 }
 
+string_enum! {
+    /// Why the manager wrote an entry of its own. Callers that decide on an
+    /// entry (the conformance checker, a dashboard's filters) match on this,
+    /// never on the text, which is for people and may be reworded.
+    #[non_exhaustive]
+    pub enum Cause ("cause") {
+        /// The handler sent nothing for longer than its silence timeout.
+        NotResponding = "notResponding",
+        /// The handler did not honour a cancel within the grace period.
+        IgnoredCancel = "ignoredCancel",
+        /// The handler's process ended (or could not start) while the
+        /// manager waited on it.
+        ProcessEnded = "processEnded",
+        /// A request to the handler got an error instead of an answer.
+        CallFailed = "callFailed",
+        /// A prepared item got no final status from the handler.
+        NoFinalStatus = "noFinalStatus",
+        /// A cancelled item's end was never confirmed by the handler.
+        CancelNotConfirmed = "cancelNotConfirmed",
+        /// The handler broke a rule of the protocol: a refused call, a line
+        /// that is not a valid message, an item it does not have.
+        BrokenRule = "brokenRule",
+        /// The handler did not exit with status 0 after `shutdown` within
+        /// the grace period.
+        UncleanExit = "uncleanExit",
+        /// A line the handler wrote to stderr.
+        HandlerOutput = "handlerOutput",
+        /// The handler used more than its share of the results log.
+        OverBudget = "overBudget",
+        /// Something the user should know that is not a fault.
+        Notice = "notice",
+        /// An in-process handler panicked.
+        Panicked = "panicked",
+    }
+}
+
 /// A handler's answer to `showError`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShowErrorAnswer {
@@ -354,6 +390,8 @@ pub struct NewLogEntry {
     /// The handler's id for it (what `showError` and `deleteLogError` name).
     /// `None` for entries the manager wrote itself.
     pub error_id: Option<String>,
+    /// Why the manager wrote it; `None` for the handler's own entries.
+    pub cause: Option<Cause>,
 }
 
 /// A results-log entry as recorded, with the id the journal gave it.

@@ -30,8 +30,8 @@ use crate::error::HandlerError;
 use crate::event::{ItemSnapshot, SessionEvent, SessionSummary};
 use crate::handler::{Confirm, Handler, Journal, MemoryJournal};
 use crate::model::{
-    HandlerInfo, InitializeParams, ItemEnumeration, ItemResult, ItemStatus, LogEntry, LogLevel,
-    Participation, SessionOutcome, StatusCounts, SyncEvent, validate_id,
+    Cause, HandlerInfo, InitializeParams, ItemEnumeration, ItemResult, ItemStatus, LogEntry,
+    LogLevel, Participation, SessionOutcome, StatusCounts, SyncEvent, validate_id,
 };
 use crate::state;
 
@@ -270,6 +270,7 @@ impl Session {
                         &hs.name,
                         None,
                         LogLevel::Error,
+                        Cause::Panicked,
                         "the handler panicked; its unfinished items failed".to_owned(),
                     );
                     let set = hs
@@ -282,9 +283,12 @@ impl Session {
                         ..UnitOutcome::default()
                     };
                     if let Some(set) = set {
-                        outcome
-                            .results
-                            .extend(finalize(&shared, &set, "the handler panicked"));
+                        outcome.results.extend(finalize(
+                            &shared,
+                            &set,
+                            Cause::Panicked,
+                            "the handler panicked",
+                        ));
                     }
                     outcomes[index] = outcome;
                 }
@@ -410,6 +414,16 @@ impl Stop {
         }
     }
 
+    /// What kind of failure it is.
+    fn cause(&self) -> Cause {
+        match self {
+            Stop::Handler(HandlerError::Exited(_) | HandlerError::Spawn(_)) => Cause::ProcessEnded,
+            Stop::Handler(_) => Cause::CallFailed,
+            Stop::NotResponding => Cause::NotResponding,
+            Stop::IgnoredCancel => Cause::IgnoredCancel,
+        }
+    }
+
     /// Whether the handler must be ended rather than asked to shut down.
     fn needs_kill(&self) -> bool {
         !matches!(self, Stop::Handler(HandlerError::Failed(_)))
@@ -427,8 +441,16 @@ struct UnitCtx {
 }
 
 impl UnitCtx {
-    fn log(&self, item: Option<&str>, level: LogLevel, text: String) {
-        self.session.manager_log(&self.hs.name, item, level, text);
+    fn log(&self, item: Option<&str>, level: LogLevel, cause: Cause, text: String) {
+        self.session
+            .manager_log(&self.hs.name, item, level, cause, text);
+    }
+
+    /// Logs why a call ended without the handler's answer.
+    fn log_stop(&self, what: &str, stop: &Stop) -> String {
+        let text = stop.describe(what, self);
+        self.log(None, LogLevel::Error, stop.cause(), text.clone());
+        text
     }
 
     /// Runs one handler call, ending it early when the handler goes silent for
@@ -489,7 +511,7 @@ impl UnitCtx {
                         seen_at = now;
                     } else if silence_deadline.is_none() && now - seen_at >= self.timeout {
                         self.not_responding.store(true, Ordering::SeqCst);
-                        self.log(None, LogLevel::Error, format!(
+                        self.log(None, LogLevel::Error, Cause::NotResponding, format!(
                             "the handler is not responding (silent for {:?}); cancelling it",
                             self.timeout
                         ));
@@ -540,8 +562,7 @@ impl Unit {
                 return outcome;
             }
             Err((what, stop)) => {
-                self.ctx
-                    .log(None, LogLevel::Error, stop.describe(what, &self.ctx));
+                self.ctx.log_stop(what, &stop);
                 self.end(&stop).await;
                 outcome.failed = true;
                 return outcome;
@@ -576,6 +597,7 @@ impl Unit {
                                 self.ctx.log(
                                     None,
                                     LogLevel::Information,
+                                    Cause::Notice,
                                     format!(
                                         "the retry was not confirmed, nothing was done: {text}"
                                     ),
@@ -586,8 +608,7 @@ impl Unit {
                         _ => answer.retry,
                     },
                     Err(stop) => {
-                        self.ctx
-                            .log(None, LogLevel::Error, stop.describe("showError", &self.ctx));
+                        self.ctx.log_stop("showError", &stop);
                         self.end(&stop).await;
                         outcome.failed = true;
                         return outcome;
@@ -607,6 +628,7 @@ impl Unit {
                     self.ctx.log(
                         Some(&id),
                         LogLevel::Error,
+                        Cause::BrokenRule,
                         format!("the handler has no item {id:?}"),
                     );
                     outcome.failed = true;
@@ -655,6 +677,7 @@ impl Unit {
                 ctx.log(
                     None,
                     LogLevel::Error,
+                    Cause::BrokenRule,
                     format!("enumItems: item ignored: {problem}"),
                 );
             }
@@ -725,7 +748,7 @@ impl Unit {
         *hs.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&set));
         set.mark_dirty(&ctx.session);
         if to_prepare.is_empty() {
-            return finalize(&ctx.session, &set, "not reached");
+            return finalize(&ctx.session, &set, Cause::NoFinalStatus, "not reached");
         }
 
         let callback = HandlerCallback {
@@ -747,18 +770,18 @@ impl Unit {
             Err(stop) => Err(("prepareForSync", stop)),
         };
         set.open.store(false, Ordering::Release);
-        let reason = match &synced {
-            Ok(()) if ctx.not_responding.load(Ordering::SeqCst) => {
-                "the handler was not responding".to_owned()
-            }
-            Ok(()) => "the handler never reported a final status".to_owned(),
-            Err((what, stop)) => {
-                let text = stop.describe(what, ctx);
-                ctx.log(None, LogLevel::Error, text.clone());
-                text
-            }
+        let (cause, reason) = match &synced {
+            Ok(()) if ctx.not_responding.load(Ordering::SeqCst) => (
+                Cause::NotResponding,
+                "the handler was not responding".to_owned(),
+            ),
+            Ok(()) => (
+                Cause::NoFinalStatus,
+                "the handler never reported a final status".to_owned(),
+            ),
+            Err((what, stop)) => (stop.cause(), ctx.log_stop(what, stop)),
         };
-        let results = finalize(&ctx.session, &set, &reason);
+        let results = finalize(&ctx.session, &set, cause, &reason);
         if let Err((_, stop)) = &synced {
             self.end(stop).await;
         }
@@ -787,7 +810,12 @@ impl Unit {
 /// Ends every item of `set` the handler left open: `stopped` when a cancel
 /// was asked for it, `failed` otherwise, each with a log entry. Returns the
 /// final status of every item of the set. Idempotent.
-fn finalize(session: &SessionShared, set: &PreparedSet, reason: &str) -> Vec<ItemResult> {
+fn finalize(
+    session: &SessionShared,
+    set: &PreparedSet,
+    cause: Cause,
+    reason: &str,
+) -> Vec<ItemResult> {
     set.open.store(false, Ordering::Release);
     let user_all = set.handler.user_cancel_all.load(Ordering::SeqCst);
     let mut entries = Vec::new();
@@ -802,12 +830,12 @@ fn finalize(session: &SessionShared, set: &PreparedSet, reason: &str) -> Vec<Ite
             } else {
                 format!("item failed: {reason}")
             };
-            let level = if cancelled {
-                LogLevel::Warning
+            let (level, cause) = if cancelled {
+                (LogLevel::Warning, Cause::CancelNotConfirmed)
             } else {
-                LogLevel::Error
+                (LogLevel::Error, cause)
             };
-            entries.push((slot.id.clone(), level, text));
+            entries.push((slot.id.clone(), level, cause, text));
         }
         if slots.iter().any(|s| {
             (s.cancelled || user_all)
@@ -824,8 +852,8 @@ fn finalize(session: &SessionShared, set: &PreparedSet, reason: &str) -> Vec<Ite
             })
             .collect()
     };
-    for (item, level, text) in entries {
-        session.manager_log(&set.handler.name, Some(&item), level, text);
+    for (item, level, cause, text) in entries {
+        session.manager_log(&set.handler.name, Some(&item), level, cause, text);
     }
     set.mark_dirty(session);
     results
@@ -897,15 +925,18 @@ async fn flush(shared: &SessionShared) {
         .unwrap_or_else(PoisonError::into_inner)
         .drain(..)
         .collect();
-    for entry in pending {
-        match shared.journal.append(entry.clone()).await {
-            Ok(id) => {
+    if pending.is_empty() {
+        return;
+    }
+    match shared.journal.append_batch(pending.clone()).await {
+        Ok(ids) => {
+            for (id, entry) in ids.into_iter().zip(pending) {
                 let _ = shared
                     .events
                     .send(SessionEvent::Log(LogEntry { id, entry }))
                     .await;
             }
-            Err(e) => tracing::warn!(error = %e, "could not record a log entry"),
         }
+        Err(e) => tracing::warn!(error = %e, "could not record {} log entries", pending.len()),
     }
 }

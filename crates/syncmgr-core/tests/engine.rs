@@ -13,11 +13,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use proptest::prelude::*;
 use syncmgr_core::{
-    CancelTarget, Handler, HandlerCallback, HandlerError, HandlerFlags, HandlerInfo, HandlerJob,
-    InitializeParams, Item, ItemEnumeration, ItemFlags, ItemStatus, LogLevel, LogRequest,
-    MemoryJournal, Participation, ProgressReply, ProgressUpdate, Selection, Session, SessionConfig,
-    SessionControl, SessionEvent, SessionOutcome, SessionSummary, ShowErrorAnswer, SyncEvent,
-    state,
+    CancelTarget, Cause, Handler, HandlerCallback, HandlerError, HandlerFlags, HandlerInfo,
+    HandlerJob, InitializeParams, Item, ItemEnumeration, ItemFlags, ItemStatus, LogLevel,
+    LogRequest, MemoryJournal, Participation, ProgressReply, ProgressUpdate, Selection, Session,
+    SessionConfig, SessionControl, SessionEvent, SessionOutcome, SessionSummary, ShowErrorAnswer,
+    SyncEvent, state,
 };
 
 // ---------------------------------------------------------------------------
@@ -36,6 +36,9 @@ enum Step {
     Log(usize),
     /// `take_skip_requests` returns exactly these items.
     ExpectSkips(Vec<&'static str>),
+    /// `n` `logError` calls, then `n` `establishConnection` calls, then `n`
+    /// progress updates of an item the handler does not have (refused).
+    Flood(u32),
     /// Waits (in paused time) longer than any timeout.
     Hang,
     Panic,
@@ -53,6 +56,10 @@ struct Script {
     late: Option<&'static str>,
     /// The calls the engine made, in order.
     calls: Arc<Mutex<Vec<&'static str>>>,
+    /// Whether each `logError` of a `Flood` was accepted.
+    logged: Arc<Mutex<Vec<bool>>>,
+    /// The handler declares `mayEstablishConnection`.
+    may_connect: bool,
     /// `Some`: the session acts on this error id (`showError`), and the
     /// handler answers with a retry of its first item after calling this
     /// with the session's control.
@@ -73,6 +80,8 @@ impl Script {
 }
 
 struct Scripted {
+    /// Whether each `logError` of a `Flood` was accepted.
+    logged: Arc<Mutex<Vec<bool>>>,
     script: Script,
     control: Arc<OnceLock<SessionControl>>,
     name: &'static str,
@@ -88,7 +97,10 @@ impl Handler for Scripted {
     async fn handler_info(&mut self) -> Result<HandlerInfo, HandlerError> {
         Ok(HandlerInfo {
             name: "scripted".into(),
-            flags: HandlerFlags::default(),
+            flags: HandlerFlags {
+                may_establish_connection: self.script.may_connect,
+                ..HandlerFlags::default()
+            },
         })
     }
 
@@ -182,6 +194,26 @@ impl Handler for Scripted {
                 Step::ExpectSkips(expected) => {
                     assert_eq!(cb.take_skip_requests(), expected);
                 }
+                Step::Flood(n) => {
+                    for i in 0..n {
+                        let logged = cb
+                            .log_error(LogRequest {
+                                level: LogLevel::Warning,
+                                text: format!("entry {i}"),
+                                error_id: None,
+                                item: None,
+                                actionable: false,
+                            })
+                            .await;
+                        self.logged.lock().unwrap().push(logged.is_ok());
+                    }
+                    for _ in 0..n {
+                        let _ = cb.establish_connection(None);
+                    }
+                    for _ in 0..n {
+                        let _ = cb.progress("no-such-item", &ProgressUpdate::default());
+                    }
+                }
                 Step::Hang => tokio::time::sleep(Duration::from_secs(3600)).await,
                 Step::Panic => panic!("scripted panic"),
             }
@@ -214,6 +246,7 @@ async fn run(scripts: Vec<(&'static str, Script)>) -> Run {
             HandlerJob {
                 name: name.into(),
                 handler: Box::new(Scripted {
+                    logged: Arc::clone(&script.logged),
                     script,
                     control: Arc::clone(&control),
                     name,
@@ -454,6 +487,48 @@ async fn a_silent_handler_is_ended_and_its_items_fail() {
             .entries()
             .iter()
             .any(|(_, e)| e.handler == "silent" && e.text.contains("not responding"))
+    );
+}
+
+/// Issue 8, point 10: what a handler can make the manager keep is bounded
+/// (its `logError` entries, `establishConnection` notes, refused calls), and
+/// the manager's own entries reach the journal in batches.
+#[tokio::test(start_paused = true)]
+async fn a_handler_cannot_grow_the_results_log_without_bound() {
+    let script = Script {
+        items: vec!["a"],
+        steps: vec![Step::Flood(1500), progress(0, ItemStatus::Succeeded)],
+        may_connect: true,
+        ..Script::default()
+    };
+    let logged = Arc::clone(&script.logged);
+    let run = run(vec![("noisy", script)]).await;
+    check_event_invariants(&run);
+    let logged = logged.lock().unwrap().clone();
+    assert_eq!(logged.len(), 1500);
+    assert!(
+        logged[..1000].iter().all(|ok| *ok),
+        "the first 1000 are kept"
+    );
+    assert!(logged[1000..].iter().all(|ok| !ok), "the rest are refused");
+    let entries = run.journal.entries();
+    let count = |cause: Option<Cause>| entries.iter().filter(|(_, e)| e.cause == cause).count();
+    assert_eq!(count(None), 1000, "handler entries");
+    assert_eq!(count(Some(Cause::Notice)), 1, "one note of the connection");
+    assert_eq!(
+        count(Some(Cause::OverBudget)),
+        2,
+        "the log and problem budgets"
+    );
+    assert_eq!(count(Some(Cause::BrokenRule)), 100, "problems, bounded");
+    assert!(entries.len() < 1200, "{}", entries.len());
+    // 1000 handler entries are acknowledged one by one; the manager's ~100
+    // of its own went in far fewer writes.
+    let own = entries.len() as u64 - 1000;
+    assert!(
+        run.journal.writes() - 1000 < own / 4,
+        "{} writes for {own} entries of the manager",
+        run.journal.writes() - 1000
     );
 }
 

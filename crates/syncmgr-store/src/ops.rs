@@ -74,6 +74,20 @@ where
     text.parse().map_err(|e| conversion(column, Type::Text, e))
 }
 
+/// Decodes a nullable column holding one of the core's string enums.
+fn get_opt_enum<T>(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<T>>
+where
+    T: std::str::FromStr<Err = syncmgr_core::ParseEnumError>,
+{
+    match row.get::<_, Option<String>>(column)? {
+        None => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|e| conversion(column, Type::Text, e)),
+    }
+}
+
 fn get_count(row: &Row<'_>, column: usize) -> rusqlite::Result<u32> {
     let n: i64 = row.get(column)?;
     u32::try_from(n).map_err(|_| bad(column, Type::Integer, format!("count {n} is out of range")))
@@ -388,7 +402,8 @@ pub(crate) fn set_last_update(
 // Results log
 // ---------------------------------------------------------------------------
 
-const LOG_COLUMNS: &str = "id, time, level, handler, item, text, actionable, session, error_id";
+const LOG_COLUMNS: &str =
+    "id, time, level, handler, item, text, actionable, session, error_id, cause";
 
 fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogEntry> {
     Ok(LogEntry {
@@ -402,14 +417,15 @@ fn log_from_row(row: &Row<'_>) -> rusqlite::Result<LogEntry> {
             actionable: row.get(6)?,
             session: row.get(7)?,
             error_id: row.get(8)?,
+            cause: get_opt_enum(row, 9)?,
         },
     })
 }
 
 pub(crate) fn append_log(conn: &Connection, e: &NewLogEntry) -> OpResult<i64> {
     conn.prepare_cached(
-        "INSERT INTO log (time, level, handler, item, text, actionable, session, error_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO log (time, level, handler, item, text, actionable, session, error_id, cause)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         millis(e.time),
@@ -420,6 +436,7 @@ pub(crate) fn append_log(conn: &Connection, e: &NewLogEntry) -> OpResult<i64> {
         e.actionable,
         e.session,
         e.error_id,
+        e.cause.map(|c| c.as_str()),
     ])?;
     Ok(conn.last_insert_rowid())
 }

@@ -14,7 +14,7 @@
 //! | `registrations` | `name` | `description`?, `kind`, `argv`?, `config`?, `events`, `timeout_ms`?, `registered` | `kind` is `process` (then `argv` is a JSON array of strings) or a built-in kind such as `folder` (then `config` is its JSON); `events` is a comma list of the opt-in events (`connect`, `pendingDisconnect`, `idle`). |
 //! | `choices` | `handler`, `event`, `item` | `checked` (0/1) | the user's per-event choice; the handler's `checked` is only the default. |
 //! | `known_items` | `handler`, `item` | `name`, `temporary` (0/1), `last_update`? | the items the manager has seen, and when each last succeeded. |
-//! | `log` | `id` (AUTOINCREMENT: never reused) | `time`, `level`, `handler`, `item`?, `text`, `actionable` (0/1), `session`, `error_id`? | the results log. |
+//! | `log` | `id` (AUTOINCREMENT: never reused) | `time`, `level`, `handler`, `item`?, `text`, `actionable` (0/1), `session`, `error_id`?, `cause`? | the results log; `cause` (v2) says why the manager wrote an entry of its own. |
 //! | `sessions` | `id` | `trigger`, `started`, `finished`?, `outcome`?, `succeeded`, `failed`, `skipped`, `stopped`, `pid` | `outcome` and `finished` are NULL while the session runs; `pid` is the manager running it. |
 //! | `session_items` | `session`, `handler`, `item` | `seq`, `status` | every prepared item's final status; `seq` keeps the preparation order. |
 //!
@@ -29,9 +29,10 @@ pub(crate) const APPLICATION_ID: i32 = 0x5359_4E43;
 
 /// Every migration, oldest first. The `const` slice is what
 /// `Migrations::from_slice` needs to build the set at compile time.
-const MIGRATION_LIST: &[M<'static>] = &[M::up(
+const MIGRATION_LIST: &[M<'static>] = &[
     // v1: the initial schema.
-    r#"
+    M::up(
+        r#"
 PRAGMA application_id = 1398361667;
 
 CREATE TABLE registrations (
@@ -104,7 +105,11 @@ CREATE TABLE session_items (
     PRIMARY KEY (session, handler, item)
 ) STRICT, WITHOUT ROWID;
 "#,
-)];
+    ),
+    // v2: why the manager wrote an entry of its own (`Cause`), NULL for a
+    // handler's entries and for entries written before v2.
+    M::up("ALTER TABLE log ADD COLUMN cause TEXT;"),
+];
 
 /// The migration set.
 pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);

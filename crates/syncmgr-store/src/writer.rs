@@ -53,6 +53,10 @@ enum Write {
         entry: NewLogEntry,
         reply: Reply<i64>,
     },
+    AppendBatch {
+        entries: Vec<NewLogEntry>,
+        reply: Reply<Vec<i64>>,
+    },
     DeleteLogFor {
         session: String,
         handler: String,
@@ -115,6 +119,12 @@ impl StoreWriter {
     /// [`Store::append_log`], committed before it returns.
     pub async fn append_log(&self, entry: NewLogEntry) -> Result<i64, StoreError> {
         self.call(|reply| Write::Append { entry, reply }).await
+    }
+
+    /// [`Store::append_log`] for several entries, in one transaction.
+    pub async fn append_logs(&self, entries: Vec<NewLogEntry>) -> Result<Vec<i64>, StoreError> {
+        self.call(|reply| Write::AppendBatch { entries, reply })
+            .await
     }
 
     /// [`Store::delete_log_for`].
@@ -216,6 +226,12 @@ impl Journal for StoreWriter {
             .map_err(|e| JournalError(e.chain_to_string()))
     }
 
+    async fn append_batch(&self, entries: Vec<NewLogEntry>) -> Result<Vec<i64>, JournalError> {
+        self.append_logs(entries)
+            .await
+            .map_err(|e| JournalError(e.chain_to_string()))
+    }
+
     async fn delete(
         &self,
         session: &str,
@@ -258,6 +274,13 @@ impl Write {
         }
         match self {
             Write::Append { entry, reply } => done(reply, ops::append_log(conn, &entry), path),
+            Write::AppendBatch { entries, reply } => {
+                let ids = entries
+                    .iter()
+                    .map(|entry| ops::append_log(conn, entry))
+                    .collect::<Result<Vec<_>, _>>();
+                done(reply, ids, path)
+            }
             Write::DeleteLogFor {
                 session,
                 handler,
@@ -313,6 +336,7 @@ impl Write {
         }
         match self {
             Write::Append { reply, .. } => send(reply, error),
+            Write::AppendBatch { reply, .. } => send(reply, error),
             Write::DeleteLogFor { reply, .. } => send(reply, error),
             Write::SetLastUpdate { reply, .. } | Write::DeleteLog { reply, .. } => {
                 send(reply, error);

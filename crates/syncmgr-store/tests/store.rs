@@ -61,6 +61,7 @@ fn entry(session: &str, handler: &str, level: LogLevel, error_id: Option<&str>) 
         actionable: error_id.is_some(),
         session: session.into(),
         error_id: error_id.map(str::to_owned),
+        cause: None,
     }
 }
 

@@ -12,8 +12,11 @@
 //! ```text
 //! syncmgr-test-handler [--scenario NAME] [--items a,b,c] [--unchecked x,y]
 //!     [--steps N] [--step-ms MS] [--fail ITEM[,ITEM]] [--name TEXT]
-//!     [--flood N] [--no-complete]
+//!     [--flood N] [--no-complete] [--exit-code N] [--linger]
 //! ```
+//!
+//! `--exit-code N` exits with status N (not 0) after `shutdown` or EOF;
+//! `--linger` does not exit then at all (a handler that ignores `shutdown`).
 //!
 //! Defaults: scenario `ok`, items `a,b`, 4 steps, 0 ms per step, flood 1000.
 //! Items are enumerated as `{id, name: "Item <id>", checked, flags: {},
@@ -178,6 +181,10 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             args.complete = false;
             continue;
         }
+        if flag == "--linger" {
+            let _ = rpc::ON_CLOSE.set(None);
+            continue;
+        }
         if flag == "--help" || flag == "-h" {
             return Err("help".to_owned());
         }
@@ -200,6 +207,12 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--fail" => args.fail = list(&value),
             "--name" => args.name = value,
             "--flood" => args.flood = number(&value)?,
+            "--exit-code" => {
+                let code = value
+                    .parse::<i32>()
+                    .map_err(|_| format!("{flag}: not a number: {value}"))?;
+                let _ = rpc::ON_CLOSE.set(Some(code));
+            }
             _ => return Err(format!("unknown argument {flag}")),
         }
     }

@@ -102,15 +102,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How the process ends once the channel closes: `Some(code)` exits with
+/// that status (0 unless `--exit-code`), `None` stays running (`--linger`,
+/// a handler that ignores `shutdown`). Set once at start.
+pub static ON_CLOSE: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
+
+/// Ends the process as [`ON_CLOSE`] says.
+fn end_process() -> ! {
+    match ON_CLOSE.get().copied().unwrap_or(Some(0)) {
+        Some(code) => std::process::exit(code),
+        None => loop {
+            thread::park();
+        },
+    }
+}
+
 /// The manager closed the channel (or went away): nothing left to do.
 fn exit_channel_closed(why: &str) -> ! {
     note!("{why}; exiting");
-    std::process::exit(0)
+    end_process()
 }
 
 /// Exits because the reader saw EOF or `shutdown` (it logged why).
 pub fn exit_closed() -> ! {
-    std::process::exit(0)
+    end_process()
 }
 
 impl Conn {
@@ -275,7 +290,7 @@ impl Conn {
         lock(&self.flood).take();
         let _ = inbox.send(Incoming::Closed);
         thread::sleep(CLOSE_GRACE);
-        std::process::exit(0)
+        end_process()
     }
 
     fn dispatch(&self, mut msg: Value, inbox: &Sender<Incoming>) {

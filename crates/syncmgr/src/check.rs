@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use syncmgr_core::{
-    CancelTarget, HandlerJob, ItemStatus, LogLevel, MemoryJournal, NewLogEntry, Selection, Session,
+    CancelTarget, Cause, HandlerJob, ItemStatus, MemoryJournal, NewLogEntry, Selection, Session,
     SessionConfig, SessionEvent, SessionSummary, SyncEvent, model::validate_id, query_handler,
 };
 use syncmgr_protocol::ProcessHandler;
@@ -46,13 +46,12 @@ struct Outcome {
 }
 
 impl Outcome {
-    /// Entries the manager wrote (not the handler) at error or warning level
-    /// whose text matches.
-    fn problems(&self, matches: impl Fn(&str) -> bool) -> Vec<String> {
+    /// Entries the manager wrote (not the handler) for one of these causes.
+    /// Verdicts are decided on the cause, never on the wording.
+    fn problems(&self, causes: &[Cause]) -> Vec<String> {
         self.entries
             .iter()
-            .filter(|e| e.error_id.is_none() && e.level != LogLevel::Information)
-            .filter(|e| matches(&e.text))
+            .filter(|e| e.cause.is_some_and(|c| causes.contains(&c)))
             .map(|e| match &e.item {
                 Some(item) => format!("{item}: {}", e.text),
                 None => e.text.clone(),
@@ -181,31 +180,27 @@ async fn run_session(
 fn session_rules(outcome: &Outcome, verdicts: &mut Vec<Verdict>) {
     verdicts.push(verdict(
         "stays responsive within its timeout",
-        outcome.problems(|t| t.contains("not responding")),
+        outcome.problems(&[Cause::NotResponding]),
     ));
     verdicts.push(verdict(
         "keeps running until shutdown",
-        outcome.problems(|t| t.contains("process exited") || t.contains("could not start")),
+        outcome.problems(&[Cause::ProcessEnded]),
     ));
     verdicts.push(verdict(
         "answers every request of the manager",
-        outcome.problems(|t| {
-            t.contains(" failed: ") && !t.starts_with("item ") && !t.contains("process exited")
-        }),
+        outcome.problems(&[Cause::CallFailed]),
     ));
     verdicts.push(verdict(
         "reports a final status for every prepared item",
-        outcome.problems(|t| t.contains("never reported a final status")),
+        outcome.problems(&[Cause::NoFinalStatus]),
     ));
     verdicts.push(verdict(
         "sends only valid messages and requests",
-        outcome.problems(|t| {
-            !(t.contains("not responding")
-                || t.contains(" failed: ")
-                || t.starts_with("item ")
-                || t.contains("did not honour")
-                || t.contains("process exited"))
-        }),
+        outcome.problems(&[Cause::BrokenRule, Cause::OverBudget]),
+    ));
+    verdicts.push(verdict(
+        "exits with status 0 after shutdown, within the grace period",
+        outcome.problems(&[Cause::UncleanExit]),
     ));
 }
 
@@ -361,10 +356,12 @@ pub async fn check_handler(
                 CancelPlan::None,
             )
             .await;
-            let mut problems = retry.problems(|t| t.contains("showError"));
-            problems.extend(
-                retry.problems(|t| t.contains("never reported") || t.contains("not responding")),
-            );
+            let problems = retry.problems(&[
+                Cause::CallFailed,
+                Cause::ProcessEnded,
+                Cause::NotResponding,
+                Cause::NoFinalStatus,
+            ]);
             let note = format!(
                 "showError {error_id:?} asked to retry {} item(s)",
                 retry.summary.items.len()
@@ -397,12 +394,12 @@ fn cancel_verdict(rule: &'static str, outcome: &Outcome, cancelled: &[String]) -
             )),
         };
     }
-    let mut problems = outcome.problems(|t| {
-        t.contains("did not honour")
-            || t.contains("did not confirm the cancel")
-            || t.contains("not responding")
-            || t.contains("process exited")
-    });
+    let mut problems = outcome.problems(&[
+        Cause::IgnoredCancel,
+        Cause::CancelNotConfirmed,
+        Cause::NotResponding,
+        Cause::ProcessEnded,
+    ]);
     let mut finished_first = Vec::new();
     for item in cancelled {
         match outcome.status(item) {

@@ -37,8 +37,8 @@ use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::value::RawValue;
 use syncmgr_core::{
-    Handler, HandlerCallback, HandlerError, HandlerInfo, InitializeParams, ItemEnumeration,
-    ItemStatus, Participation, PropertiesOutcome, ShowErrorAnswer,
+    Cause, Handler, HandlerCallback, HandlerError, HandlerInfo, InitializeParams, ItemEnumeration,
+    ItemStatus, LogLevel, Participation, PropertiesOutcome, ShowErrorAnswer,
 };
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::{Semaphore, oneshot, watch};
@@ -98,6 +98,11 @@ type Reply = Result<Box<RawValue>, HandlerError>;
 struct Shared {
     pending: Mutex<Pending>,
     stderr_tail: Mutex<VecDeque<String>>,
+    /// How the process ended, once it has (`None` inside: unknown).
+    exit: Mutex<Option<Option<ExitStatus>>>,
+    /// The manager killed the group (terminate, drop, a shutdown ignored):
+    /// its exit status is ours, not the handler's.
+    killed: std::sync::atomic::AtomicBool,
 }
 
 /// The manager's outstanding requests. `dead` lives under the same lock so a
@@ -429,6 +434,9 @@ impl ProcessHandler {
 
     /// SIGKILL to the child's whole process group. Never blocks.
     fn kill_group(&self) {
+        self.shared
+            .killed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(pgid) = self.pid {
             match syncmgr_sys::signal_group(pgid, syncmgr_sys::Signal::Kill) {
                 Ok(()) => {
@@ -540,9 +548,30 @@ impl Handler for ProcessHandler {
             self.out.send(Outgoing::Close).await;
             let _ = self.exited.wait_for(|&exited| exited).await;
         };
-        if tokio::time::timeout(SHUTDOWN_WAIT, polite).await.is_err() {
+        // Protocol rule: exit with status 0 within the grace period after
+        // `shutdown`. A handler that does not is told about (and the
+        // conformance checker fails it), then ended.
+        let cb = self.callbacks.borrow().clone();
+        // A process that ended before `shutdown` was reported then.
+        let ended_before = lock(&self.shared.exit).is_some()
+            || self.shared.killed.load(std::sync::atomic::Ordering::SeqCst);
+        let unclean = if tokio::time::timeout(SHUTDOWN_WAIT, polite).await.is_err() {
             tracing::debug!(program = %self.program, "the handler did not exit after shutdown");
             self.kill_group();
+            Some(format!(
+                "the handler did not exit within {SHUTDOWN_WAIT:?} of shutdown and was killed"
+            ))
+        } else {
+            match *lock(&self.shared.exit) {
+                Some(Some(status)) if !status.success() => Some(format!(
+                    "the handler ended with {} after shutdown (expected exit status 0)",
+                    describe_status(status)
+                )),
+                _ => None,
+            }
+        };
+        if let (Some(text), Some(cb), false) = (unclean, cb, ended_before) {
+            cb.report(None, LogLevel::Warning, Cause::UncleanExit, text);
         }
         // Let go of the session.
         self.use_callback(None);
@@ -621,6 +650,7 @@ async fn lifecycle(
         )),
     };
     tracing::debug!(%error, "handler ended");
+    *lock(&shared.exit) = Some(status.as_ref().and_then(|s| s.as_ref().ok()).copied());
     shared.die(error);
     if status.is_none() {
         // Reap it once it goes (terminate, shutdown or drop kill it).

@@ -22,7 +22,7 @@ const GRACE: Duration = Duration::from_secs(2);
 const SLACK: Duration = Duration::from_secs(8);
 
 /// The rules of a handler that lists items, in the checker's order.
-const RULES: [&str; 11] = [
+const RULES: [&str; 12] = [
     "answers initialize, getHandlerInfo and enumItems in settings mode",
     "gives itself a display name",
     "lists items with valid, unique ids",
@@ -31,10 +31,12 @@ const RULES: [&str; 11] = [
     "answers every request of the manager",
     "reports a final status for every prepared item",
     "sends only valid messages and requests",
+    EXITS_CLEANLY,
     CANCEL_ITEM,
     CANCEL_ALL,
     SHOW_ERROR,
 ];
+const EXITS_CLEANLY: &str = "exits with status 0 after shutdown, within the grace period";
 const CANCEL_ITEM: &str = "honours cancelItem (progress reply and setItemStatus)";
 const CANCEL_ALL: &str = "honours cancelAll";
 const SHOW_ERROR: &str = "answers showError and retries what it asks to";
@@ -519,7 +521,7 @@ struct Misbehaviour {
     may_fail: &'static [(&'static str, &'static str)],
 }
 
-const MISBEHAVIOURS: [Misbehaviour; 6] = [
+const MISBEHAVIOURS: [Misbehaviour; 8] = [
     // It exits right after reporting its first item `updating`: whether the
     // checker sees that in time to cancel it decides whether the cancel
     // phases find a process that exited under a cancel.
@@ -589,6 +591,18 @@ const MISBEHAVIOURS: [Misbehaviour; 6] = [
         ],
         may_fail: &[],
     },
+    // Issue 8, point 7: a handler that exits with an error after
+    // `shutdown`, and one that does not exit at all.
+    Misbehaviour {
+        args: &["--exit-code", "3"],
+        fails: &[(EXITS_CLEANLY, "ended with exit status 3 after shutdown")],
+        may_fail: &[],
+    },
+    Misbehaviour {
+        args: &["--linger"],
+        fails: &[(EXITS_CLEANLY, "did not exit within 2s of shutdown")],
+        may_fail: &[],
+    },
     // Silent from `synchronize` on, in every session.
     Misbehaviour {
         args: &["--scenario", "silent", "--items", "a"],
@@ -617,7 +631,7 @@ fn misbehaving_handlers_fail_the_rule_they_break_in_bounded_time() {
     }
     // The silent one was given its timeout and grace period in each of its
     // three sessions (and no more than its deadline).
-    let silent = &checks[5];
+    let silent = &checks[7];
     assert!(
         silent.took >= 3 * (Duration::from_secs(1) + GRACE),
         "the silent handler was given its time: {:?}",
