@@ -42,7 +42,7 @@ impl Store {
     /// Fails with [`StoreError::NotADatabase`] for a file that is not SQLite or
     /// belongs to another program, and with [`StoreError::TooNew`] for a
     /// database a newer syncmgr wrote; neither is modified.
-    #[tracing::instrument(level = "trace", skip_all, fields(path = %path.display()), err)]
+    #[tracing::instrument(level = "trace", skip_all, fields(path = %path.display()), err(level = "debug"))]
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.to_owned(),
@@ -161,26 +161,26 @@ impl Store {
 
     /// Records a registration, or replaces every field of an existing one of
     /// the same name (its choices and known items stay). `true` = created.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn register(&self, registration: &Registration) -> Result<bool, StoreError> {
         self.write(|c| ops::register(c, registration))
     }
 
     /// Removes a registration with its choices and known items; its log
     /// entries and session history stay. `false` = there was none.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn unregister(&self, name: &str) -> Result<bool, StoreError> {
         self.write(|c| ops::unregister(c, name))
     }
 
     /// The registration named `name`.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn registration(&self, name: &str) -> Result<Option<Registration>, StoreError> {
         self.read(|c| ops::registration(c, name))
     }
 
     /// Every registration, sorted by name.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn registrations(&self) -> Result<Vec<Registration>, StoreError> {
         self.read(ops::registrations)
     }
@@ -189,7 +189,7 @@ impl Store {
 
     /// Stores the user's choice for `item` of `handler` in sessions started by
     /// `event`. Fails with [`StoreError::UnknownHandler`] for an unregistered handler.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn set_choice(
         &self,
         handler: &str,
@@ -202,7 +202,7 @@ impl Store {
 
     /// Forgets the user's choice, so the handler's default applies again.
     /// `false` = there was none.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn clear_choice(
         &self,
         handler: &str,
@@ -214,7 +214,7 @@ impl Store {
 
     /// The user's choices for `handler`'s items in sessions started by `event`:
     /// item id → checked. Items without an entry take the handler's default.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn choices(
         &self,
         handler: &str,
@@ -229,7 +229,7 @@ impl Store {
     /// not (`S_SYNCMGR_MISSINGITEMS`) they are kept, except for items last
     /// flagged `temporary`. Fails with [`StoreError::UnknownHandler`] for an
     /// unregistered handler.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn apply_enumeration(
         &self,
         handler: &str,
@@ -239,14 +239,14 @@ impl Store {
     }
 
     /// The items the manager has seen `handler` enumerate, sorted by id.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn known_items(&self, handler: &str) -> Result<Vec<KnownItem>, StoreError> {
         self.read(|c| ops::known_items(c, handler))
     }
 
     /// Records that `item` last succeeded at `time`. `false` = not recorded,
     /// because `handler` is not registered (a session may outlive `unregister`).
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn set_last_update(
         &self,
         handler: &str,
@@ -259,7 +259,7 @@ impl Store {
     // -- results log --------------------------------------------------------
 
     /// Records a results-log entry; returns its id (ids are never reused).
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn append_log(&self, entry: &NewLogEntry) -> Result<i64, StoreError> {
         self.write(|c| ops::append_log(c, entry))
     }
@@ -267,7 +267,7 @@ impl Store {
     /// `DeleteLogError`: removes the entries `handler` logged in `session` with
     /// this error id, or all of them that have an error id when `error_id` is
     /// `None`. Returns how many went.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn delete_log_for(
         &self,
         session: &str,
@@ -278,19 +278,19 @@ impl Store {
     }
 
     /// Removes one entry (`syncmgr log delete`). `false` = there was none.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn delete_log(&self, id: i64) -> Result<bool, StoreError> {
         self.write(|c| ops::delete_log(c, id))
     }
 
     /// One entry by id.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn log_entry(&self, id: i64) -> Result<Option<LogEntry>, StoreError> {
         self.read(|c| ops::log_entry(c, id))
     }
 
     /// The entries `filter` selects, newest last.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn log(&self, filter: &LogFilter) -> Result<Vec<LogEntry>, StoreError> {
         self.read(|c| ops::log(c, filter))
     }
@@ -298,7 +298,7 @@ impl Store {
     // -- sessions -----------------------------------------------------------
 
     /// Records a session, normally a running one ([`SessionRecord::running`]).
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn begin_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
         self.write(|c| ops::begin_session(c, record))
     }
@@ -306,7 +306,7 @@ impl Store {
     /// Records how a session ended, with every prepared item's final status,
     /// and sets the last update of the items that `succeeded` to `finished`.
     /// Fails with [`StoreError::UnknownSession`] if it was never begun.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn finish_session(
         &self,
         id: &str,
@@ -319,20 +319,20 @@ impl Store {
     }
 
     /// One session by id.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         self.read(|c| ops::session(c, id))
     }
 
     /// The last `limit` sessions (all with `None`), newest last.
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn sessions(&self, limit: Option<usize>) -> Result<Vec<SessionRecord>, StoreError> {
         self.read(|c| ops::sessions(c, limit))
     }
 
     /// The final status of every item prepared in session `id`, in preparation
     /// order (empty while it runs).
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn session_items(&self, id: &str) -> Result<Vec<ItemResult>, StoreError> {
         self.read(|c| ops::session_items(c, id))
     }
@@ -342,7 +342,7 @@ impl Store {
     /// first. Sessions of live managers are left alone. The store knows no
     /// processes, hence the callback (a pid may have been reused; the caller
     /// may check more than existence).
-    #[tracing::instrument(level = "trace", skip_all, err)]
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn recover_interrupted(
         &self,
         is_alive: impl Fn(u32) -> bool,

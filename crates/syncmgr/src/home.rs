@@ -64,22 +64,44 @@ impl Home {
         FileLock::try_exclusive(&path).with_context(|| format!("cannot lock {}", path.display()))
     }
 
+    /// Why the state directory cannot be written, if it cannot (checked for
+    /// the user, as the kernel would: permissions, a read-only mount).
+    pub fn unwritable(&self) -> Option<String> {
+        use rustix::fs::{Access, access};
+        match access(&self.state, Access::WRITE_OK | Access::EXEC_OK) {
+            Ok(()) => None,
+            Err(rustix::io::Errno::ROFS) => Some(format!(
+                "the home {} is on a read-only file system",
+                self.state.display()
+            )),
+            Err(e) => Some(format!(
+                "the home {} is not writable ({})",
+                self.state.display(),
+                std::io::Error::from(e)
+            )),
+        }
+    }
+
     /// The control socket of one session.
     pub fn socket(&self, session: &str) -> PathBuf {
         self.runtime.join(format!("{session}.sock"))
     }
 }
 
+/// Makes sure `dir` is a directory only the user can enter, creating it
+/// (0700) when missing. An existing directory is never changed: one that
+/// others may read or enter is refused, since the database in it holds the
+/// results log and the sockets in it accept cancels.
 fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {
-            // Tighten a directory we own but that others can read: the
-            // sockets in it take cancels, the database holds the log.
-            let mode = meta.permissions().mode();
+            let mode = meta.permissions().mode() & 0o7777;
             if mode & 0o077 != 0 {
-                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).with_context(|| {
-                    format!("cannot make {} private (mode 0700)", dir.display())
-                })?;
+                return Err(usage(format!(
+                    "home {} can be read by other users (mode {mode:04o}); syncmgr keeps its results log and control sockets there, so it must be private: run `chmod 700 {}` or choose another directory",
+                    dir.display(),
+                    dir.display()
+                )));
             }
             Ok(())
         }
@@ -87,10 +109,11 @@ fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
             "home {} exists and is not a directory",
             dir.display()
         ))),
-        Err(_) => fs::DirBuilder::new()
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(|e| usage(format!("cannot create home {}: {e}", dir.display()))),
+        Err(e) => Err(usage(format!("cannot examine home {}: {e}", dir.display()))),
     }
 }

@@ -63,16 +63,36 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never in a log file or
+        // a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
 fn open_store(home: &Home) -> anyhow::Result<Store> {
     let path = home.database();
-    let store = Store::open(&path).map_err(|e| usage(format!("{e}")))?;
+    let store = Store::open(&path).map_err(|e| store_error(home, e))?;
     // A session whose manager died (crash, SIGKILL, power loss) is recorded
     // as interrupted at the next start.
     store.recover_interrupted(syncmgr_sys::process_alive)?;
     Ok(store)
+}
+
+/// What a store that does not open means for the user: a file that is not
+/// ours (or is newer) is bad input (exit 2); anything else is a failure at
+/// run time (exit 1) whose cause is named, a home that cannot be written
+/// first of all.
+fn store_error(home: &Home, error: syncmgr_store::StoreError) -> anyhow::Error {
+    use syncmgr_store::StoreError;
+    match error {
+        StoreError::NotADatabase { .. } | StoreError::TooNew { .. } => {
+            usage(format!("{:#}", anyhow::Error::new(error)))
+        }
+        error => match home.unwritable() {
+            Some(why) => anyhow::Error::new(error).context(why),
+            None => anyhow::Error::new(error),
+        },
+    }
 }
 
 async fn exec(cli: Cli) -> anyhow::Result<i32> {

@@ -164,3 +164,80 @@ fn the_home_flag_and_the_environment_pick_the_same_state() {
         assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", dir.display());
     }
 }
+
+/// Issue 8, point 14: an existing home is never chmod-ed; one that others
+/// can read is refused with the reason and the fix.
+#[test]
+fn a_home_others_can_read_is_refused_and_left_as_it_was() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TestHome::new();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = Cmd::new();
+    cmd.arg("--home").arg(&shared).arg("handlers");
+    let out = cmd.run();
+    usage_error(out, "can be read by other users (mode 0755)");
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "the home's permissions were changed");
+    assert!(!shared.join("syncmgr.db").exists());
+}
+
+/// Issue 8, point 14: a home that cannot be written says so (exit 1, not 2),
+/// in one line without colour codes. Root may write anywhere, so as root
+/// the command runs as `nobody` (util-linux `setpriv`).
+#[test]
+fn an_unwritable_home_names_the_cause_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("smro")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let root = rustix_is_root();
+    if root {
+        // `nobody` must reach the directory and own the home.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    }
+    let syncmgr = |args: &[&str]| {
+        let mut cmd = if root {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(crate::util::syncmgr_bin());
+            c
+        } else {
+            std::process::Command::new(crate::util::syncmgr_bin())
+        };
+        cmd.arg("--home")
+            .arg(&home)
+            .args(args)
+            .env_remove("SYNCMGR_LOG");
+        cmd.output().expect("syncmgr runs")
+    };
+    assert!(syncmgr(&["handlers"]).status.success());
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let out = syncmgr(&["register", "x", "--", "/bin/true"]);
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not writable"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one error, once: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes on a pipe: {stderr}"
+    );
+}
+
+fn rustix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}

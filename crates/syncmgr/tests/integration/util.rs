@@ -18,6 +18,7 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::ops::Deref;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -107,6 +108,7 @@ impl TestHome {
         };
         let dir = tempfile::Builder::new()
             .prefix("sm")
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(base)
             .expect("cannot create a temporary home");
         TestHome { dir }
