@@ -773,7 +773,15 @@ fn model(items: usize, steps: &[Step]) -> Vec<ItemStatus> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    // Decisive, not lucky: a fixed seed makes every run try the same 1024
+    // sequences (a mutant either survives them or not, every time), and
+    // failures found are kept in `proptest-regressions/engine.txt` and
+    // tried first.
+    #![proptest_config(ProptestConfig {
+        cases: 1024,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5359_4e43),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn every_item_ends_once_as_the_model_says(

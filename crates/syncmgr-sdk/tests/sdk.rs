@@ -51,13 +51,6 @@ fn example(name: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Says why a test does nothing (visible with `--nocapture`, and in the
-/// output of a failing run).
-fn skip(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipping {why}");
-}
-
 /// When to cancel what: once `item` is seen `updating`.
 struct CancelWhen {
     item: &'static str,
@@ -216,13 +209,12 @@ const PYTHON: Counter = Counter {
     items: ["inbox", "outbox"],
 };
 
-/// `sh examples/handlers/shell-handler.sh STEPS SECONDS [FAIL]`; `None`
-/// when `jq`, which it needs, is not installed.
+/// `sh examples/handlers/shell-handler.sh STEPS SECONDS [FAIL]`; it needs
+/// `jq` (a missing one fails the test, unless explicitly allowed: then
+/// `None`).
 const SHELL: Counter = Counter {
     argv: |steps, ms, fail| {
-        let jq = Command::new("jq").arg("--version").output();
-        if !jq.is_ok_and(|o| o.status.success()) {
-            skip("the shell example's tests: jq is not installed (apt-get install -y jq)");
+        if !syncmgr_testkit::require_tool("jq") {
             return None;
         }
         let script = root().join("examples/handlers/shell-handler.sh");
@@ -354,8 +346,7 @@ async fn rust_retry() {
 /// entry, retries it once it exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_git_mirror() {
-    if Command::new("git").arg("--version").output().is_err() {
-        skip("rust_git_mirror: git is not installed");
+    if !syncmgr_testkit::require_tool("git") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -121,3 +121,39 @@ impl RawPeer {
         }
     }
 }
+
+/// The environment variable that lists tools (comma-separated, or `all`)
+/// whose tests may be skipped when the tool is missing. Unset, a missing
+/// tool fails the test that needs it: a check that silently does not run
+/// proves nothing. `scripts/test` installs every tool, so nobody needs it
+/// there.
+pub const SKIP_TOOLS_VAR: &str = "SYNCMGR_TEST_SKIP_TOOLS";
+
+/// Whether the external `tool` (`python3`, `jq`, `git`, ...) runs
+/// (`tool --version`). A missing tool panics, naming the tool and the way
+/// out, unless [`SKIP_TOOLS_VAR`] lists it: then this says so on stderr and
+/// returns `false`, and the caller returns early.
+#[allow(clippy::print_stderr)] // libtest captures it; shown with the skip
+pub fn require_tool(tool: &str) -> bool {
+    let runs = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if runs {
+        return true;
+    }
+    let allowed = std::env::var(SKIP_TOOLS_VAR).unwrap_or_default();
+    if allowed
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == tool || t == "all")
+    {
+        eprintln!("skipping: {tool} is not installed and {SKIP_TOOLS_VAR} allows it");
+        return false;
+    }
+    panic!(
+        "this test needs {tool}, which is not installed: run `scripts/test` (it installs what the tests need), install {tool}, or set {SKIP_TOOLS_VAR}={tool} to skip the tests that need it"
+    );
+}

@@ -4,9 +4,9 @@
 //! The slow handlers take 50 steps of 40 ms per item (2 s), so a cancel sent
 //! once an item is seen `updating` lands well before the item could end.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::util::{PATIENCE, TestHome, process_running};
+use crate::util::{PATIENCE, TestHome, process_running, wait_until};
 
 const SLOW: &[&str] = &["--steps", "50", "--step-ms", "40"];
 
@@ -163,21 +163,22 @@ fn a_handler_that_ignores_the_cancel_is_ended_after_the_grace_period() {
     let handlers = bg.handler_pids();
     assert_eq!(handlers.len(), 1, "one handler process: {handlers:?}");
 
-    let cancelled_at = Instant::now();
     home.ok(&["cancel"]);
     let run = bg.finish(PATIENCE);
-    let took = cancelled_at.elapsed();
 
     run.assert_code(1);
+    // Ended by the manager, not by finishing its 100 steps.
     assert!(
-        took < Duration::from_secs(3),
-        "the session took {took:?} to end after the cancel (grace 0.5 s)"
+        wait_until(Duration::from_secs(5), || handlers
+            .iter()
+            .all(|&pid| !process_running(pid))),
+        "the handler that ignored the cancel is still running: {handlers:?}"
     );
     assert_eq!(run.statuses()["stubborn/a"], "stopped");
     assert_eq!(run.statuses()["stubborn/b"], "stopped");
     assert_eq!(run.outcome(), "cancelled");
     run.assert_log("stubborn", "information", "ignoring")
-        .assert_log("stubborn", "error", "did not honour a cancel")
+        .assert_log("stubborn", "error", "did not honour a cancel within 500ms")
         .assert_log("stubborn", "warning", "did not confirm the cancel");
     assert!(
         !process_running(handlers[0]),

@@ -9,7 +9,6 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::util::{Background, Cmd, Outcome, TestHome, sdk_example, test_handler};
@@ -62,20 +61,6 @@ fn home() -> TestHome {
     let home = TestHome::new();
     home.ok(&["handlers"]);
     home
-}
-
-/// Says why a test does nothing (shown with `--nocapture` or on failure).
-#[allow(clippy::print_stderr)] // libtest captures eprintln!
-fn skip(why: &str) {
-    eprintln!("skipping: {why}");
-}
-
-/// Whether `program --version` runs.
-fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// `check-handler --timeout T -- ARGV`, to be started.
@@ -150,10 +135,8 @@ impl Running {
     #[track_caller]
     fn finish(self) -> Checked {
         let left = self.deadline.saturating_sub(self.started.elapsed());
-        let out = self.bg.finish_raw(left);
         Checked {
-            out,
-            took: self.started.elapsed(),
+            out: self.bg.finish_raw(left),
         }
     }
 }
@@ -168,7 +151,6 @@ fn run_all(checks: Vec<Check>) -> Vec<Checked> {
 /// What a check printed.
 struct Checked {
     out: Outcome,
-    took: Duration,
 }
 
 impl Checked {
@@ -305,8 +287,7 @@ fn rust_sdk_minimal_conforms() {
 /// repository, and one that does not exist (an actionable failure, retried).
 #[test]
 fn rust_sdk_git_mirror_conforms() {
-    if !installed("git") {
-        skip("git_mirror needs git, which is not installed");
+    if !syncmgr_testkit::require_tool("git") {
         return;
     }
     let home = home();
@@ -470,7 +451,7 @@ fn handlers_without_an_sdk_conform() {
     std::fs::write(src.join("a.jpg"), vec![1u8; 300 * 1024]).unwrap();
     std::fs::write(src.join("b.txt"), "b\n").unwrap();
     let pair = format!("{}:{}", src.display(), data.path().join("copy").display());
-    let jq = installed("jq");
+    let jq = syncmgr_testkit::require_tool("jq");
 
     let mut checks = vec![
         Check::python(&home, 5, "examples/handlers/minimal.py"),
@@ -483,8 +464,6 @@ fn handlers_without_an_sdk_conform() {
                 .arg(root().join("examples/handlers/shell-handler.sh"))
                 .args(["3", "0.1", "beta"]),
         );
-    } else {
-        skip("shell-handler.sh needs jq, which is not installed");
     }
     let checks = run_all(checks);
 
@@ -629,14 +608,6 @@ fn misbehaving_handlers_fail_the_rule_they_break_in_bounded_time() {
     for (checked, m) in checks.iter().zip(&MISBEHAVIOURS) {
         checked.assert_fails(m.fails, m.may_fail);
     }
-    // The silent one was given its timeout and grace period in each of its
-    // three sessions (and no more than its deadline).
-    let silent = &checks[7];
-    assert!(
-        silent.took >= 3 * (Duration::from_secs(1) + GRACE),
-        "the silent handler was given its time: {:?}",
-        silent.took
-    );
 }
 
 // ---------------------------------------------------------------------------

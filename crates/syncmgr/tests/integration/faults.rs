@@ -3,7 +3,6 @@
 //! and leaves the other handlers of the session alone (protocol rules 6-8).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use crate::util::TestHome;
 
@@ -19,9 +18,7 @@ fn a_silent_handler_is_not_responding_and_fails_alone() {
     let home = TestHome::new();
     home.register_with("mute", &["--timeout", "1"], &["--scenario", "silent"]);
     home.register("fine", &["--steps", "3", "--step-ms", "20"]);
-    let started = Instant::now();
     let run = home.sync(&["--grace", "0.3"]);
-    let took = started.elapsed();
 
     run.assert_code(1);
     assert_eq!(
@@ -52,8 +49,8 @@ fn a_silent_handler_is_not_responding_and_fails_alone() {
         );
     }
     run.assert_no_log("fine", "not responding");
-    // Silence timeout 0.5 s + grace 0.3 s, not the 60 s default.
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Its own timeout, not the 60 s default.
+    run.assert_log("mute", "error", "silent for 1s");
 }
 
 #[test]
@@ -265,9 +262,7 @@ fn a_handler_that_never_answers_initialize_is_ended() {
         &["--scenario", "slow-start", "--step-ms", "5000"],
     );
     home.register("fine", &[]);
-    let started = Instant::now();
     let run = home.sync(&["--grace", "0.2"]);
-    let took = started.elapsed();
 
     run.assert_code(1);
     assert_eq!(run.outcome(), "failed");
@@ -279,8 +274,11 @@ fn a_handler_that_never_answers_initialize_is_ended() {
         run.statuses(),
         statuses(&[("fine/a", "succeeded"), ("fine/b", "succeeded")])
     );
-    run.assert_log("late", "error", "not responding during initialize");
-    assert!(took < Duration::from_secs(4), "took {took:?}");
+    run.assert_log(
+        "late",
+        "error",
+        "not responding during initialize (silent for 1s)",
+    );
 
     // Settings mode has the same bound.
     home.run(&["items", "late"])
