@@ -240,7 +240,7 @@ impl Live {
                 ) {
                     self.troubled += 1;
                 }
-                let _ = writeln!(self.pending, "{:>9}  {}", s.status.as_str(), item_line(s));
+                let _ = writeln!(self.pending, "{}", finished_line(s));
             }
         } else {
             if *finished {
@@ -285,14 +285,24 @@ impl Live {
             let rows = usize::from(height).saturating_sub(3).clamp(1, MAX_ROWS);
             let spinner =
                 ['|', '/', '-', '\\'][(self.started.elapsed().as_millis() / 250 % 4) as usize];
-            for s in self.running.values().take(rows) {
+            // Items at work first, then those still waiting, each in the
+            // order they were first seen.
+            let working = self
+                .running
+                .values()
+                .filter(|s| s.status != ItemStatus::Pending);
+            let waiting = self
+                .running
+                .values()
+                .filter(|s| s.status == ItemStatus::Pending);
+            for s in working.chain(waiting).take(rows) {
                 let line = running_line(s, spinner);
                 buffer.push_str(&console::truncate_str(&line, width - 1, "…"));
                 buffer.push('\n');
                 self.area_lines += 1;
             }
             if self.running.len() > rows {
-                let _ = writeln!(buffer, "  … and {} more running", self.running.len() - rows);
+                let _ = writeln!(buffer, "  … and {} more", self.running.len() - rows);
                 self.area_lines += 1;
             }
             let overall = self.overall_line();
@@ -325,6 +335,21 @@ impl Live {
         }
         line
     }
+}
+
+/// A finished item, as the line left above the live area.
+fn finished_line(s: &ItemSnapshot) -> String {
+    let text = if s.text.is_empty() {
+        String::new()
+    } else {
+        format!("  {}", escape(&s.text))
+    };
+    format!(
+        "{:>9}  {}/{}{text}",
+        s.status.as_str(),
+        s.handler,
+        escape(&s.item)
+    )
 }
 
 fn running_line(s: &ItemSnapshot, spinner: char) -> String {
