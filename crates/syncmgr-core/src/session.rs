@@ -866,20 +866,24 @@ async fn pump(
     mut finish: oneshot::Receiver<SessionSummary>,
     coalesce: Duration,
 ) {
-    loop {
+    let summary = loop {
         tokio::select! {
             () = shared.wake.notified() => {
                 flush(&shared).await;
-                tokio::time::sleep(coalesce).await;
-            }
-            summary = &mut finish => {
-                flush(&shared).await;
-                if let Ok(summary) = summary {
-                    let _ = shared.events.send(SessionEvent::Finished(summary)).await;
+                // At most one round of events per interval, so that a
+                // handler reporting very often costs the consumers little;
+                // but the end of the session does not wait for it.
+                tokio::select! {
+                    () = tokio::time::sleep(coalesce) => {}
+                    summary = &mut finish => break summary,
                 }
-                return;
             }
+            summary = &mut finish => break summary,
         }
+    };
+    flush(&shared).await;
+    if let Ok(summary) = summary {
+        let _ = shared.events.send(SessionEvent::Finished(summary)).await;
     }
 }
 

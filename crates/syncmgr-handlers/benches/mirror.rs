@@ -1,7 +1,11 @@
-//! The folder mirror against `rsync -a`, side by side on the same data.
+//! The folder mirror against `rsync -a`, side by side on the same data,
+//! process for process: what is timed is the command a user runs,
+//! `syncmgr sync` (its start, the store, the session, the handler, the
+//! summary; stdout to /dev/null), against the `rsync` process.
 //!
 //! Run with `cargo bench -p syncmgr-handlers --bench mirror` (rsync must be
-//! installed: `apt-get install -y rsync`). It generates a tree in a temporary
+//! installed: `apt-get install -y rsync`; the bench fails without it). It
+//! builds the `syncmgr` binary (release), generates a tree in a temporary
 //! folder (by default 10,000 files of 1–64 KiB in nested folders plus 3 files
 //! of 100 MiB) and times, for the mirror without and with `delete` against
 //! `rsync -a` and `rsync -a --delete`: the first copy into an empty target, a
@@ -20,19 +24,11 @@
 // The table on stderr is what a benchmark is for.
 #![allow(clippy::print_stderr)]
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use syncmgr_core::{
-    HandlerJob, ItemStatus, MemoryJournal, Selection, Session, SessionConfig, SessionEvent,
-    SyncEvent,
-};
-use syncmgr_handlers::folder::{FolderConfig, FolderHandler, FolderPair};
 
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -187,73 +183,74 @@ fn time_rsync(source: &Path, target: &Path, delete: bool) -> Sample {
     }
 }
 
-/// Times one session of the mirror; also returns the handler's own time.
-fn time_ours(
-    runtime: &tokio::runtime::Runtime,
-    source: &Path,
-    target: &Path,
-    delete: bool,
-) -> (Sample, Duration) {
+/// The `syncmgr` binary of this profile (built here; a no-op when fresh).
+fn syncmgr_binary() -> PathBuf {
+    let profile = syncmgr_testkit::test_profile_dir();
+    let binary = profile.join("syncmgr");
+    syncmgr_testkit::cargo_build(&profile, &["-p", "syncmgr", "--bin", "syncmgr"], &binary);
+    binary
+}
+
+/// Registers (or updates) the folder handler `bench` in `home`.
+fn register(syncmgr: &Path, home: &Path, source: &Path, target: &Path, delete: bool) {
+    let mut command = Command::new(syncmgr);
+    command
+        .env("SYNCMGR_HOME", home)
+        .args(["register", "bench", "--folder"])
+        .arg(source)
+        .arg(target);
+    if delete {
+        command.arg("--delete");
+    }
+    let out = command.output().expect("run syncmgr register");
+    assert!(
+        out.status.success(),
+        "register failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Times one `syncmgr sync` of the registration; also returns the
+/// handler's own time (from the totals in `log --json`).
+fn time_ours(syncmgr: &Path, home: &Path, source: &Path) -> (Sample, Duration) {
     prepare(source);
-    let config = FolderConfig {
-        pairs: vec![FolderPair {
-            source: source.to_owned(),
-            target: target.to_owned(),
-        }],
-        delete,
-        checksum: false,
-    };
-    runtime.block_on(async {
-        let (cpu_before, _) = cpu();
-        let started = Instant::now();
-        let job = HandlerJob {
-            name: "mirror".into(),
-            handler: Box::new(FolderHandler::new(config)),
-            selection: Selection::Checked(HashMap::new()),
-            timeout: Duration::from_secs(600),
-        };
-        let journal = Arc::new(MemoryJournal::default());
-        let session_config = SessionConfig::new("bench", SyncEvent::Manual);
-        let (session, _control, mut events) =
-            Session::new(session_config, journal.clone(), vec![job]);
-        let running = tokio::spawn(session.run());
-        while let Some(event) = events.recv().await {
-            if matches!(event, SessionEvent::Finished(_)) {
-                break;
-            }
-        }
-        let summary = running.await.expect("session");
-        let wall = started.elapsed();
-        let (cpu_after, _) = cpu();
-        let status = summary.items.first().map(|i| i.status);
-        assert_eq!(
-            status,
-            Some(ItemStatus::Succeeded),
-            "the mirror failed: {:#?}",
-            journal.entries()
-        );
-        // The handler's own time, from its totals entry ("... in 0.123 s"):
-        // the rest is the session around it (its events are coalesced, so
-        // the final one comes up to a coalescing interval or two later).
-        let handler = journal
-            .entries()
-            .iter()
-            .rev()
-            .find_map(|(_, e)| {
-                e.text
+    let (_, cpu_before) = cpu();
+    let started = Instant::now();
+    let status = Command::new(syncmgr)
+        .env("SYNCMGR_HOME", home)
+        .arg("sync")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run syncmgr sync");
+    let wall = started.elapsed();
+    let (_, cpu_after) = cpu();
+    assert!(status.success(), "syncmgr sync failed: {status}");
+    // The handler's own time, from the last totals entry ("... in 0.123 s").
+    let log = Command::new(syncmgr)
+        .env("SYNCMGR_HOME", home)
+        .args(["log", "--json", "--level", "information"])
+        .output()
+        .expect("run syncmgr log");
+    let entries: serde_json::Value = serde_json::from_slice(&log.stdout).expect("log --json");
+    let handler = entries
+        .as_array()
+        .and_then(|all| {
+            all.iter().rev().find_map(|e| {
+                e["text"]
+                    .as_str()?
                     .rsplit_once(" in ")?
                     .1
                     .strip_suffix(" s")?
                     .parse()
                     .ok()
             })
-            .map_or(Duration::ZERO, Duration::from_secs_f64);
-        let sample = Sample {
-            wall,
-            cpu: cpu_after.saturating_sub(cpu_before),
-        };
-        (sample, handler)
-    })
+        })
+        .map_or(Duration::ZERO, Duration::from_secs_f64);
+    let sample = Sample {
+        wall,
+        cpu: cpu_after.saturating_sub(cpu_before),
+    };
+    (sample, handler)
 }
 
 fn median(samples: &[Duration]) -> f64 {
@@ -291,9 +288,11 @@ fn main() {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !have_rsync {
-        eprintln!("rsync is not installed (apt-get install -y rsync): timing the mirror alone");
-    }
+    assert!(
+        have_rsync,
+        "rsync, the baseline, is not installed: apt-get install -y rsync"
+    );
+    let syncmgr = syncmgr_binary();
     let base = std::env::var_os("MIRROR_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let dir = tempfile::tempdir_in(base).expect("temporary folder");
     let source = dir.path().join("source");
@@ -303,22 +302,22 @@ fn main() {
         "generated {files} files of 1-64 KiB and {big_files} of {big_mib} MiB in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let home = dir.path().join("home");
+    fs::create_dir(&home).expect("mkdir home");
+    fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod home");
 
     let scenarios = ["first copy", "no-change re-sync", "1 % changed"];
     let mut table: Vec<(String, Row)> = Vec::new();
     let mut next_new = files;
     let mut round_no = 0;
+    let ours_target = dir.path().join("target-ours");
+    let rsync_target = dir.path().join("target-rsync");
     for delete in [false, true] {
+        register(&syncmgr, &home, &source, &ours_target, delete);
         let mut rows: Vec<Row> = scenarios.iter().map(|_| Row::default()).collect();
         for round in 0..rounds {
             round_no += 1;
-            let ours_target = dir.path().join("target-ours");
-            let rsync_target = dir.path().join("target-rsync");
             // Alternate which tool goes first.
             let ours_first = round % 2 == 0;
             let measure = |row: &mut Row, fresh: bool| {
@@ -331,10 +330,10 @@ fn main() {
                         fs::remove_dir_all(target).expect("remove a target");
                     }
                     if ours {
-                        let (sample, handler) = time_ours(&runtime, &source, target, delete);
+                        let (sample, handler) = time_ours(&syncmgr, &home, &source);
                         row.ours.push(sample);
                         row.handler.push(handler);
-                    } else if have_rsync {
+                    } else {
                         row.rsync.push(time_rsync(&source, target, delete));
                     }
                 };
@@ -357,7 +356,7 @@ fn main() {
     }
 
     eprintln!(
-        "\nmedian of {rounds} round(s); ours = the folder mirror through a session, rsync = rsync -a [--delete]"
+        "\nmedian of {rounds} round(s); ours = `syncmgr sync` of a folder registration, rsync = rsync -a [--delete]; cpu = of the process and its children"
     );
     eprintln!(
         "{:<26} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>7}",
