@@ -6,14 +6,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::{Value, json};
+use syncmgr_api as api;
 use syncmgr_core::{LogEntry, LogLevel, SyncEvent, query_handler};
 use syncmgr_store::{HandlerKind, LogFilter, Registration, Store};
 
 use crate::cli::{ChooseArgs, ItemsArgs, RegisterArgs};
 use crate::error::usage;
 use crate::handlers::{DEFAULT_TIMEOUT, build_handler};
-use crate::output::{Stdout, rfc3339};
+use crate::output::Stdout;
 
 /// Checks a registration name against `[a-z0-9][a-z0-9._-]{0,63}`.
 pub fn validate_name(name: &str) -> anyhow::Result<()> {
@@ -169,29 +169,29 @@ pub fn unregister(store: &Store, name: &str, out: &mut Stdout) -> anyhow::Result
     Ok(())
 }
 
-fn registration_json(r: &Registration) -> Value {
+fn registration_json(r: &Registration) -> api::Registration {
     let (kind, argv, config) = match &r.kind {
-        HandlerKind::Process { argv } => ("process", json!(argv), Value::Null),
-        HandlerKind::Builtin { kind, config } => (kind.as_str(), Value::Null, config.clone()),
+        HandlerKind::Process { argv } => ("process", Some(argv.clone()), None),
+        HandlerKind::Builtin { kind, config } => (kind.as_str(), None, Some(config.clone())),
     };
-    json!({
-        "name": r.name,
-        "description": r.description,
-        "kind": kind,
-        "argv": argv,
-        "config": config,
-        "events": r.events.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
-        "timeout": r.timeout.map(|t| t.as_secs_f64()),
-        "registered": rfc3339(r.registered),
-    })
+    api::Registration {
+        name: r.name.clone(),
+        description: r.description.clone(),
+        kind: kind.to_owned(),
+        argv,
+        config,
+        events: r.events.iter().map(|e| e.as_str().to_owned()).collect(),
+        timeout: r.timeout.map(|t| t.as_secs_f64()),
+        registered: api::time(r.registered),
+    }
 }
 
 /// `syncmgr handlers`.
 pub fn handlers(store: &Store, json: bool, out: &mut Stdout) -> anyhow::Result<()> {
     let all = store.registrations()?;
     if json {
-        let list: Vec<Value> = all.iter().map(registration_json).collect();
-        return out.json(&Value::Array(list));
+        let list: Vec<api::Registration> = all.iter().map(registration_json).collect();
+        return out.json(&list);
     }
     if all.is_empty() {
         writeln!(
@@ -264,23 +264,23 @@ pub async fn items(store: &Store, args: ItemsArgs, out: &mut Stdout) -> anyhow::
                             .find(|k| k.id == item.id)
                             .and_then(|k| k.last_update)
                     });
-                    rows.push(json!({
-                        "handler": reg.name,
-                        "handlerName": info.name,
-                        "item": item.id,
-                        "name": item.name,
-                        "checked": choices.get(&item.id).copied().unwrap_or(item.checked),
-                        "defaultChecked": item.checked,
-                        "event": event.as_str(),
-                        "flags": {
-                            "hasProperties": item.flags.has_properties,
-                            "temporary": item.flags.temporary,
-                            "roamingUser": item.flags.roaming_user,
-                            "mayDeleteItem": item.flags.may_delete_item,
-                            "hidden": item.flags.hidden,
+                    rows.push(api::ItemRow {
+                        handler: reg.name.clone(),
+                        handler_name: info.name.clone(),
+                        item: item.id.clone(),
+                        name: item.name.clone(),
+                        checked: choices.get(&item.id).copied().unwrap_or(item.checked),
+                        default_checked: item.checked,
+                        event: event.as_str().to_owned(),
+                        flags: api::ItemFlags {
+                            has_properties: item.flags.has_properties,
+                            temporary: item.flags.temporary,
+                            roaming_user: item.flags.roaming_user,
+                            may_delete_item: item.flags.may_delete_item,
+                            hidden: item.flags.hidden,
                         },
-                        "lastUpdate": last_update.map(rfc3339),
-                    }));
+                        last_update: last_update.map(api::time),
+                    });
                 }
             }
             Ok(None) => {
@@ -296,20 +296,20 @@ pub async fn items(store: &Store, args: ItemsArgs, out: &mut Stdout) -> anyhow::
         }
     }
     if args.json {
-        out.json(&Value::Array(rows))?;
+        out.json(&rows)?;
     } else {
         for row in &rows {
-            if row["flags"]["hidden"] == true {
+            if row.flags.hidden {
                 continue;
             }
             writeln!(
                 out,
                 "[{}] {}/{}\t{}\tlast update: {}",
-                if row["checked"] == true { "x" } else { " " },
-                row["handler"].as_str().unwrap_or_default(),
-                row["item"].as_str().unwrap_or_default(),
-                row["name"].as_str().unwrap_or_default(),
-                row["lastUpdate"].as_str().unwrap_or("never"),
+                if row.checked { "x" } else { " " },
+                row.handler,
+                crate::text::escape(&row.item),
+                crate::text::escape(&row.name),
+                row.last_update.as_deref().unwrap_or("never"),
             )?;
         }
     }
@@ -367,22 +367,6 @@ pub async fn choose(store: &Store, args: ChooseArgs, out: &mut Stdout) -> anyhow
     Ok(())
 }
 
-/// The JSON shape of a log entry (`cli.md`).
-pub fn log_entry_json(entry: &LogEntry) -> Value {
-    let e = &entry.entry;
-    json!({
-        "id": entry.id,
-        "time": rfc3339(e.time),
-        "level": e.level.as_str(),
-        "handler": e.handler,
-        "item": e.item,
-        "text": e.text,
-        "actionable": e.actionable,
-        "session": e.session,
-        "errorId": e.error_id,
-    })
-}
-
 /// One log entry as a line for people.
 pub fn log_entry_line(entry: &LogEntry) -> String {
     let e = &entry.entry;
@@ -423,7 +407,8 @@ pub fn log(
         session,
     })?;
     if json {
-        return out.json(&Value::Array(entries.iter().map(log_entry_json).collect()));
+        let list: Vec<api::LogEntry> = entries.iter().map(api::LogEntry::from).collect();
+        return out.json(&list);
     }
     for entry in &entries {
         writeln!(out, "{}", log_entry_line(entry))?;
@@ -449,20 +434,18 @@ pub fn history(
 ) -> anyhow::Result<()> {
     let sessions = store.sessions(limit).context("reading session history")?;
     if json {
-        let list = sessions
+        let list: Vec<api::Session> = sessions
             .iter()
-            .map(|s| {
-                json!({
-                    "id": s.id,
-                    "trigger": s.trigger.as_str(),
-                    "started": rfc3339(s.started),
-                    "finished": s.finished.map(rfc3339),
-                    "outcome": s.outcome.map(|o| o.as_str()),
-                    "counts": crate::output::counts_json(&s.counts),
-                })
+            .map(|s| api::Session {
+                id: s.id.clone(),
+                trigger: s.trigger.as_str().to_owned(),
+                started: api::time(s.started),
+                finished: s.finished.map(api::time),
+                outcome: s.outcome.map(|o| o.as_str().to_owned()),
+                counts: s.counts.into(),
             })
             .collect();
-        return out.json(&Value::Array(list));
+        return out.json(&list);
     }
     for s in &sessions {
         writeln!(

@@ -3,7 +3,8 @@
 //!
 //! Each session listens on `<runtime dir>/<session id>.sock` (the directory is
 //! 0700, so only the user can connect). The protocol is one JSON object per
-//! line each way: a request `{"cancel": null}` (everything) or
+//! line each way (`syncmgr_api::ControlRequest` and `ControlReply`): a
+//! request `{"cancel": null}` (everything) or
 //! `{"cancel": {"handler": NAME, "item": ID?}}`, answered by
 //! `{"ok": true, "matched": BOOL}` or `{"ok": false, "error": TEXT}`.
 
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::{Value, json};
+use syncmgr_api as api;
 use syncmgr_core::{CancelTarget, SessionControl};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -75,36 +76,35 @@ pub fn parse_target(text: &str) -> anyhow::Result<CancelTarget> {
     })
 }
 
-fn request_json(target: &CancelTarget) -> Value {
-    match target {
-        CancelTarget::All => json!({ "cancel": null }),
-        CancelTarget::Handler(handler) => json!({ "cancel": { "handler": handler } }),
-        CancelTarget::Item { handler, item } => {
-            json!({ "cancel": { "handler": handler, "item": item } })
-        }
-    }
+fn request_json(target: &CancelTarget) -> String {
+    let cancel = match target {
+        CancelTarget::All => None,
+        CancelTarget::Handler(handler) => Some(api::CancelTarget {
+            handler: handler.clone(),
+            item: None,
+        }),
+        CancelTarget::Item { handler, item } => Some(api::CancelTarget {
+            handler: handler.clone(),
+            item: Some(item.clone()),
+        }),
+    };
+    // Serializing plain strings and options cannot fail.
+    serde_json::to_string(&api::ControlRequest { cancel }).unwrap_or_default()
 }
 
 fn parse_request(line: &str) -> Result<CancelTarget, String> {
-    let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let cancel = value
-        .get("cancel")
-        .ok_or("expected an object with a \"cancel\" field")?;
-    if cancel.is_null() {
-        return Ok(CancelTarget::All);
-    }
-    let handler = cancel
-        .get("handler")
-        .and_then(Value::as_str)
-        .ok_or("\"cancel\" needs a string \"handler\"")?
-        .to_owned();
-    Ok(match cancel.get("item") {
-        None | Some(Value::Null) => CancelTarget::Handler(handler),
-        Some(Value::String(item)) => CancelTarget::Item {
+    let request: api::ControlRequest =
+        serde_json::from_str(line).map_err(|e| format!("not a control request: {e}"))?;
+    Ok(match request.cancel {
+        None => CancelTarget::All,
+        Some(api::CancelTarget {
             handler,
-            item: item.clone(),
-        },
-        Some(_) => return Err("\"item\" must be a string".to_owned()),
+            item: None,
+        }) => CancelTarget::Handler(handler),
+        Some(api::CancelTarget {
+            handler,
+            item: Some(item),
+        }) => CancelTarget::Item { handler, item },
     })
 }
 
@@ -116,14 +116,14 @@ async fn serve(stream: UnixStream, control: SessionControl) {
         // too: the cancel benchmark pairs the two (docs/performance.md).
         tracing::trace!(request = %line, "control request received");
         let reply = if line.len() > MAX_REQUEST {
-            json!({ "ok": false, "error": "request too long" })
+            api::ControlReply::refused("request too long")
         } else {
             match parse_request(&line) {
-                Ok(target) => json!({ "ok": true, "matched": control.cancel(&target) }),
-                Err(e) => json!({ "ok": false, "error": e }),
+                Ok(target) => api::ControlReply::matched(control.cancel(&target)),
+                Err(e) => api::ControlReply::refused(e),
             }
         };
-        let mut text = reply.to_string();
+        let mut text = serde_json::to_string(&reply).unwrap_or_default();
         text.push('\n');
         if write.write_all(text.as_bytes()).await.is_err() {
             return;
@@ -162,21 +162,21 @@ async fn ask(stream: UnixStream, targets: &[CancelTarget]) -> anyhow::Result<Vec
     let mut lines = BufReader::new(read).lines();
     let mut matched = Vec::with_capacity(targets.len());
     for target in targets {
-        let mut text = request_json(target).to_string();
+        let mut text = request_json(target);
         text.push('\n');
         write.write_all(text.as_bytes()).await?;
         let reply = lines
             .next_line()
             .await?
             .context("the session closed the control socket")?;
-        let reply: Value = serde_json::from_str(&reply)?;
-        if reply["ok"] != true {
+        let reply: api::ControlReply = serde_json::from_str(&reply)?;
+        if !reply.ok {
             anyhow::bail!(
                 "session refused the cancel: {}",
-                reply["error"].as_str().unwrap_or("unknown error")
+                reply.error.as_deref().unwrap_or("unknown error")
             );
         }
-        matched.push(reply["matched"] == true);
+        matched.push(reply.matched == Some(true));
     }
     Ok(matched)
 }
@@ -247,10 +247,15 @@ mod tests {
                 item: "inbox".into(),
             },
         ] {
-            let line = request_json(&target).to_string();
+            let line = request_json(&target);
             assert_eq!(parse_request(&line).unwrap(), target);
         }
-        assert!(parse_request("nonsense").unwrap_err().contains("not JSON"));
+        assert_eq!(request_json(&CancelTarget::All), r#"{"cancel":null}"#);
+        assert!(
+            parse_request("nonsense")
+                .unwrap_err()
+                .contains("not a control request")
+        );
         assert!(parse_request("{\"cancel\":{}}").is_err());
     }
 }

@@ -22,11 +22,10 @@ use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use syncmgr_core::{ItemSnapshot, ItemStatus, SessionEvent, SessionSummary};
 
 use crate::commands::log_entry_line;
-use crate::output::{Stdout, counts_json};
+use crate::output::Stdout;
 use crate::text::escape;
 
 /// Shortest interval between two redraws of the live area.
@@ -76,8 +75,8 @@ impl Display {
     pub fn show(&mut self, event: &SessionEvent, out: &mut Stdout) -> anyhow::Result<()> {
         match self {
             Display::Json => {
-                if let Some(value) = event_json(event) {
-                    out.json(&value)?;
+                if let Some(shape) = syncmgr_api::Event::from_session(event) {
+                    out.json(&shape)?;
                 }
             }
             Display::Plain { last } => show_plain(last, event, out)?,
@@ -394,64 +393,4 @@ pub fn summary_line(summary: &SessionSummary) -> String {
         ));
     }
     line
-}
-
-/// The JSON form of an event (`cli.md`), or `None` for internal ones.
-pub fn event_json(event: &SessionEvent) -> Option<Value> {
-    Some(match event {
-        SessionEvent::Started { session, trigger } => json!({
-            "event": "sessionStarted",
-            "session": session,
-            "trigger": trigger.as_str(),
-        }),
-        SessionEvent::ItemChanged(s) => {
-            let mut v = json!({
-                "event": "item",
-                "handler": s.handler,
-                "item": s.item,
-                "name": s.name,
-                "status": s.status.as_str(),
-            });
-            if !s.text.is_empty() {
-                v["text"] = json!(s.text);
-            }
-            if let Some(value) = s.value {
-                v["value"] = json!(value);
-            }
-            if let Some(max) = s.max {
-                v["max"] = json!(max);
-            }
-            v
-        }
-        SessionEvent::Log(entry) => {
-            let e = &entry.entry;
-            json!({
-                "event": "log",
-                "id": entry.id,
-                "level": e.level.as_str(),
-                "handler": e.handler,
-                "item": e.item,
-                "text": e.text,
-                "actionable": e.actionable,
-            })
-        }
-        SessionEvent::LogDeleted { handler, error_id } => json!({
-            "event": "logDeleted",
-            "handler": handler,
-            "errorId": error_id,
-        }),
-        SessionEvent::Finished(summary) => json!({
-            "event": "sessionFinished",
-            "session": summary.session,
-            "outcome": summary.outcome.as_str(),
-            "counts": counts_json(&summary.counts),
-            "items": summary.items.iter().map(|r| json!({
-                "handler": r.handler,
-                "item": r.item,
-                "status": r.status.as_str(),
-            })).collect::<Vec<_>>(),
-            "failedHandlers": summary.failed_handlers,
-        }),
-        _ => return None,
-    })
 }

@@ -5,9 +5,6 @@
 
 use std::io::{self, Write};
 
-use serde_json::{Value, json};
-use syncmgr_core::{StatusCounts, Timestamp};
-
 /// The command's output stream.
 #[derive(Debug)]
 pub struct Stdout {
@@ -22,8 +19,8 @@ impl Stdout {
         }
     }
 
-    /// Writes one JSON value on a line of its own.
-    pub fn json(&mut self, value: &Value) -> anyhow::Result<()> {
+    /// Writes one JSON document on a line of its own.
+    pub fn json<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> anyhow::Result<()> {
         let mut lock = self.inner.lock();
         serde_json::to_writer(&mut lock, value)?;
         lock.write_all(b"\n")?;
@@ -60,19 +57,4 @@ pub fn prompt(question: &str) {
     let mut err = io::stderr().lock();
     let _ = write!(err, "syncmgr: {question}");
     let _ = err.flush();
-}
-
-/// RFC 3339 in UTC with millisecond precision, as every JSON time is written.
-pub fn rfc3339(time: Timestamp) -> String {
-    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// The `counts` object of `sessionFinished` and `history --json`.
-pub fn counts_json(counts: &StatusCounts) -> Value {
-    json!({
-        "succeeded": counts.succeeded,
-        "failed": counts.failed,
-        "skipped": counts.skipped,
-        "stopped": counts.stopped,
-    })
 }

@@ -21,6 +21,7 @@
 //! - [`cancel`]: `syncmgr cancel` from another process: one item, one handler,
 //!   everything, nothing running; the grace-period kill of a handler that
 //!   ignores cancels.
+//! - [`contract`]: every JSON shape of `docs/cli.md` against real output.
 //! - [`faults`]: handlers that misbehave (silent, crash, garbage, bad
 //!   requests, never report, failing prepare/synchronize, a missing program)
 //!   fail only their own items, with log entries saying why.
@@ -42,6 +43,7 @@ mod builtins;
 mod cancel;
 mod check_handler;
 mod choices;
+mod contract;
 mod faults;
 mod hardening;
 mod lifecycle;

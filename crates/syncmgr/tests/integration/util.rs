@@ -487,6 +487,11 @@ impl SyncRun {
         SyncRun { out, events }
     }
 
+    /// Every event, in order.
+    pub fn events(&self) -> &[Value] {
+        &self.events
+    }
+
     /// The `sessionStarted` event.
     #[track_caller]
     pub fn started(&self) -> &Value {

@@ -1,0 +1,376 @@
+//! The JSON shapes of syncmgr: what `--json` prints (and, with the daemon
+//! and the dashboard, what their socket and REST API carry). One serde type
+//! per shape, so that every front end prints the same thing and
+//! `docs/cli.md` describes one set of types.
+//!
+//! **Stability:** these shapes are a contract (`docs/cli.md`). Fields may be
+//! added; none is renamed or removed, and no meaning changes.
+//!
+//! The core's enumerations are written by their canonical names
+//! (`ItemStatus::as_str` and friends); times are RFC 3339 in UTC with
+//! milliseconds. The types know nothing of processes, SQLite or HTTP.
+
+use serde::{Deserialize, Serialize};
+use syncmgr_core::{
+    ItemResult as CoreItemResult, ItemSnapshot, LogEntry as CoreLogEntry, SessionEvent,
+    SessionSummary, StatusCounts, Timestamp,
+};
+
+/// A time as every shape writes it: RFC 3339, UTC, milliseconds.
+pub fn time(t: Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Items per terminal status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Items that ended `succeeded`.
+    pub succeeded: u32,
+    /// Items that ended `failed`.
+    pub failed: u32,
+    /// Items that ended `skipped`.
+    pub skipped: u32,
+    /// Items that ended `stopped`.
+    pub stopped: u32,
+}
+
+impl From<StatusCounts> for Counts {
+    fn from(c: StatusCounts) -> Self {
+        Counts {
+            succeeded: c.succeeded,
+            failed: c.failed,
+            skipped: c.skipped,
+            stopped: c.stopped,
+        }
+    }
+}
+
+/// One prepared item and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemResult {
+    /// Registration name.
+    pub handler: String,
+    /// Item id.
+    pub item: String,
+    /// Its final status.
+    pub status: String,
+}
+
+impl From<&CoreItemResult> for ItemResult {
+    fn from(r: &CoreItemResult) -> Self {
+        ItemResult {
+            handler: r.handler.clone(),
+            item: r.item.clone(),
+            status: r.status.as_str().to_owned(),
+        }
+    }
+}
+
+/// One line of `sync --json` (newline-delimited JSON events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum Event {
+    /// The first line.
+    #[serde(rename_all = "camelCase")]
+    SessionStarted {
+        /// Session id.
+        session: String,
+        /// The event code the handlers see (`manual`, `invoke`, ...).
+        trigger: String,
+    },
+    /// An item changed (coalesced: the latest state, always the final one).
+    #[serde(rename_all = "camelCase")]
+    Item {
+        /// Registration name.
+        handler: String,
+        /// Item id.
+        item: String,
+        /// Display name.
+        name: String,
+        /// Status.
+        status: String,
+        /// Status text, once there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// Progress value, once reported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<u64>,
+        /// Progress maximum, once reported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<u64>,
+    },
+    /// A results-log entry was recorded.
+    #[serde(rename_all = "camelCase")]
+    Log {
+        /// Its id (`syncmgr log show ID`).
+        id: i64,
+        /// `information`, `warning` or `error`.
+        level: String,
+        /// Registration name.
+        handler: String,
+        /// The item it concerns.
+        item: Option<String>,
+        /// What happened.
+        text: String,
+        /// Whether `syncmgr log show` can act on it.
+        actionable: bool,
+    },
+    /// A handler withdrew entries (`deleteLogError`).
+    #[serde(rename_all = "camelCase")]
+    LogDeleted {
+        /// Registration name.
+        handler: String,
+        /// The handler's error id, or `null` for all of its entries of the
+        /// session.
+        error_id: Option<String>,
+    },
+    /// The last line.
+    #[serde(rename_all = "camelCase")]
+    SessionFinished {
+        /// Session id.
+        session: String,
+        /// `succeeded`, `failed` or `cancelled`.
+        outcome: String,
+        /// Items per terminal status.
+        counts: Counts,
+        /// Every prepared item with its final status.
+        items: Vec<ItemResult>,
+        /// Handlers that failed as a whole.
+        failed_handlers: Vec<String>,
+    },
+}
+
+impl Event {
+    /// The shape of a session event, or `None` for the engine's internal
+    /// ones.
+    pub fn from_session(event: &SessionEvent) -> Option<Event> {
+        Some(match event {
+            SessionEvent::Started { session, trigger } => Event::SessionStarted {
+                session: session.clone(),
+                trigger: trigger.as_str().to_owned(),
+            },
+            SessionEvent::ItemChanged(s) => Event::item(s),
+            SessionEvent::Log(entry) => {
+                let e = &entry.entry;
+                Event::Log {
+                    id: entry.id,
+                    level: e.level.as_str().to_owned(),
+                    handler: e.handler.clone(),
+                    item: e.item.clone(),
+                    text: e.text.clone(),
+                    actionable: e.actionable,
+                }
+            }
+            SessionEvent::LogDeleted { handler, error_id } => Event::LogDeleted {
+                handler: handler.clone(),
+                error_id: error_id.clone(),
+            },
+            SessionEvent::Finished(summary) => Event::finished(summary),
+            _ => return None,
+        })
+    }
+
+    fn item(s: &ItemSnapshot) -> Event {
+        Event::Item {
+            handler: s.handler.clone(),
+            item: s.item.clone(),
+            name: s.name.clone(),
+            status: s.status.as_str().to_owned(),
+            text: (!s.text.is_empty()).then(|| s.text.clone()),
+            value: s.value,
+            max: s.max,
+        }
+    }
+
+    fn finished(summary: &SessionSummary) -> Event {
+        Event::SessionFinished {
+            session: summary.session.clone(),
+            outcome: summary.outcome.as_str().to_owned(),
+            counts: summary.counts.into(),
+            items: summary.items.iter().map(ItemResult::from).collect(),
+            failed_handlers: summary.failed_handlers.clone(),
+        }
+    }
+}
+
+/// An entry of `log --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    /// Its id.
+    pub id: i64,
+    /// When it was recorded.
+    pub time: String,
+    /// `information`, `warning` or `error`.
+    pub level: String,
+    /// Registration name.
+    pub handler: String,
+    /// The item it concerns.
+    pub item: Option<String>,
+    /// What happened.
+    pub text: String,
+    /// Whether `syncmgr log show` can act on it.
+    pub actionable: bool,
+    /// The session it was logged in.
+    pub session: String,
+    /// The handler's id for it; `null` for the manager's own entries.
+    pub error_id: Option<String>,
+    /// Why the manager wrote it (`notResponding`, `brokenRule`, ...);
+    /// `null` for a handler's own entries.
+    pub cause: Option<String>,
+}
+
+impl From<&CoreLogEntry> for LogEntry {
+    fn from(entry: &CoreLogEntry) -> Self {
+        let e = &entry.entry;
+        LogEntry {
+            id: entry.id,
+            time: time(e.time),
+            level: e.level.as_str().to_owned(),
+            handler: e.handler.clone(),
+            item: e.item.clone(),
+            text: e.text.clone(),
+            actionable: e.actionable,
+            session: e.session.clone(),
+            error_id: e.error_id.clone(),
+            cause: e.cause.map(|c| c.as_str().to_owned()),
+        }
+    }
+}
+
+/// A session of `history --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    /// Session id.
+    pub id: String,
+    /// The event code it ran for.
+    pub trigger: String,
+    /// When it started.
+    pub started: String,
+    /// When it finished; `null` while it runs.
+    pub finished: Option<String>,
+    /// `succeeded`, `failed`, `cancelled` or `interrupted`; `null` while it
+    /// runs.
+    pub outcome: Option<String>,
+    /// Items per terminal status.
+    pub counts: Counts,
+}
+
+/// A registration of `handlers --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    /// Registration name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// `process`, or a built-in kind (`folder`, `command`).
+    pub kind: String,
+    /// A process handler's program and arguments; `null` for a built-in.
+    pub argv: Option<Vec<String>>,
+    /// A built-in's configuration; `null` for a process handler.
+    pub config: Option<serde_json::Value>,
+    /// The automatic events it opted in to.
+    pub events: Vec<String>,
+    /// Its silence timeout in seconds; `null` for the default.
+    pub timeout: Option<f64>,
+    /// When it was registered.
+    pub registered: String,
+}
+
+/// An item's flags in `items --json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemFlags {
+    /// The handler can show properties for it.
+    pub has_properties: bool,
+    /// Its choices are dropped as soon as it is no longer listed.
+    pub temporary: bool,
+    /// `SYNCMGRITEM_ROAMINGUSER`.
+    pub roaming_user: bool,
+    /// The user may delete it.
+    pub may_delete_item: bool,
+    /// Not shown in lists for people.
+    pub hidden: bool,
+}
+
+/// An item of `items --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemRow {
+    /// Registration name.
+    pub handler: String,
+    /// The handler's display name.
+    pub handler_name: String,
+    /// Item id.
+    pub item: String,
+    /// Display name.
+    pub name: String,
+    /// Whether it takes part in sessions for `event` (the user's choice, or
+    /// the handler's default).
+    pub checked: bool,
+    /// The handler's default.
+    pub default_checked: bool,
+    /// The event the choice is for.
+    pub event: String,
+    /// Its flags.
+    pub flags: ItemFlags,
+    /// When a session last ended with it `succeeded`.
+    pub last_update: Option<String>,
+}
+
+/// A request on a session's control socket (`syncmgr cancel`): one JSON
+/// object per line, `{"cancel": null}` (everything) or
+/// `{"cancel": {"handler": NAME, "item": ID?}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRequest {
+    /// What to cancel; `null` is everything.
+    pub cancel: Option<CancelTarget>,
+}
+
+/// What a control request cancels: one handler's items, or one item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelTarget {
+    /// Registration name.
+    pub handler: String,
+    /// One item of it; absent or `null` for all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+}
+
+/// The answer to a [`ControlRequest`]: `{"ok": true, "matched": BOOL}` or
+/// `{"ok": false, "error": TEXT}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlReply {
+    /// Whether the request was understood.
+    pub ok: bool,
+    /// Whether it matched something in the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<bool>,
+    /// Why it was not understood.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ControlReply {
+    /// A request that was carried out.
+    pub fn matched(matched: bool) -> Self {
+        ControlReply {
+            ok: true,
+            matched: Some(matched),
+            error: None,
+        }
+    }
+
+    /// A request that was refused.
+    pub fn refused(error: impl Into<String>) -> Self {
+        ControlReply {
+            ok: false,
+            matched: None,
+            error: Some(error.into()),
+        }
+    }
+}
