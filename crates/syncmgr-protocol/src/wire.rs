@@ -113,7 +113,9 @@ pub fn callback_error_code(error: &CallbackError) -> (i64, String) {
         CallbackError::AfterTerminal { .. } => error_code::AFTER_TERMINAL,
         CallbackError::ValueOverMax { .. } => error_code::VALUE_OVER_MAX,
         CallbackError::TextTooLong(_) => error_code::TEXT_TOO_LONG,
-        CallbackError::Journal(_) => error_code::JOURNAL_FAILURE,
+        // The log did not take the entry: it could not be written, or the
+        // handler's share of it is spent.
+        CallbackError::Journal(_) | CallbackError::OverBudget(_) => error_code::JOURNAL_FAILURE,
         // `Invalid`, and whatever the core adds later.
         _ => error_code::REFUSED,
     };
