@@ -529,18 +529,24 @@ async fn guards_refuse_until_confirmed() {
     assert_mirror(&src, &dst);
 }
 
+/// `dir/s` with ten files, mirrored (with `delete`) to `dir/t`.
+async fn ten_files_mirrored(dir: &Path) -> (PathBuf, PathBuf, FolderConfig) {
+    let (src, dst) = (dir.join("s"), dir.join("t"));
+    for n in 0..10 {
+        write(&src, &format!("f{n}"), b"data", 0o644, 1_500_000_000);
+    }
+    let cfg = config(&src, &dst, true);
+    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
+    (src, dst, cfg)
+}
+
 /// Issue 8, point 3: an old "empty source" confirmation, acted on after the
 /// folders changed, must not let a different deletion through.
 #[tokio::test]
 async fn a_guard_entry_confirms_only_the_run_it_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
-    for n in 0..10 {
-        write(&src, &format!("f{n}"), b"data", 0o644, 1_500_000_000);
-    }
-    let cfg = config(&src, &dst, true);
+    let (src, dst, cfg) = ten_files_mirrored(dir.path()).await;
     let id = item_id(&cfg);
-    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
 
     // The source's disk is gone for a while: an empty-source refusal.
     let hidden = dir.path().join("hidden");
@@ -658,12 +664,7 @@ async fn targets_never_write_into_another_registrations_folders() {
 #[tokio::test]
 async fn an_incomplete_walk_deletes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
-    for n in 0..10 {
-        write(&src, &format!("f{n}"), b"data", 0o644, 1_500_000_000);
-    }
-    let cfg = config(&src, &dst, true);
-    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
+    let (src, dst, cfg) = ten_files_mirrored(dir.path()).await;
     // One file goes from the source (well under the mass-delete guard) ...
     fs::remove_file(src.join("f9")).expect("rm");
     // ... and a part of the source cannot be read.

@@ -117,6 +117,15 @@ fn key(snapshot: &ItemSnapshot) -> Key {
     (snapshot.handler.clone(), snapshot.item.clone())
 }
 
+/// The item's text after `gap`, escaped; nothing when it has none.
+fn text_after(s: &ItemSnapshot, gap: &str) -> String {
+    if s.text.is_empty() {
+        String::new()
+    } else {
+        format!("{gap}{}", escape(&s.text))
+    }
+}
+
 /// `handler/item: status value/max text`, escaped.
 fn item_line(s: &ItemSnapshot) -> String {
     let amount = match (s.value, s.max) {
@@ -124,16 +133,12 @@ fn item_line(s: &ItemSnapshot) -> String {
         (Some(v), None) => format!(" {v}"),
         _ => String::new(),
     };
-    let text = if s.text.is_empty() {
-        String::new()
-    } else {
-        format!(" {}", escape(&s.text))
-    };
     format!(
-        "{}/{}: {}{amount}{text}",
+        "{}/{}: {}{amount}{}",
         s.handler,
         escape(&s.item),
-        s.status
+        s.status,
+        text_after(s, " ")
     )
 }
 
@@ -338,16 +343,12 @@ impl Live {
 
 /// A finished item, as the line left above the live area.
 fn finished_line(s: &ItemSnapshot) -> String {
-    let text = if s.text.is_empty() {
-        String::new()
-    } else {
-        format!("  {}", escape(&s.text))
-    };
     format!(
-        "{:>9}  {}/{}{text}",
+        "{:>9}  {}/{}{}",
         s.status.as_str(),
         s.handler,
-        escape(&s.item)
+        escape(&s.item),
+        text_after(s, "  ")
     )
 }
 
@@ -356,16 +357,12 @@ fn running_line(s: &ItemSnapshot, spinner: char) -> String {
         (Some(v), Some(m)) if m > 0 => format!(" [{}] {:>3}%", bar(v, m, 20), v.min(m) * 100 / m),
         _ => String::new(),
     };
-    let text = if s.text.is_empty() {
-        String::new()
-    } else {
-        format!(" {}", escape(&s.text))
-    };
     format!(
-        "{spinner} {}/{} {}{progress}{text}",
+        "{spinner} {}/{} {}{progress}{}",
         s.handler,
         escape(&s.item),
-        s.status
+        s.status,
+        text_after(s, " ")
     )
 }
 
