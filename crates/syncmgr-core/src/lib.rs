@@ -19,6 +19,7 @@ mod handler;
 pub mod model;
 mod session;
 pub mod state;
+pub mod text;
 
 pub use callback::{CancelHook, HandlerCallback};
 pub use error::{CallbackError, HandlerError, JournalError, ParseEnumError};

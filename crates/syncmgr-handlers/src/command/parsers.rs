@@ -377,7 +377,7 @@ impl LineSplitter {
         for &b in bytes {
             if b == b'\n' || b == b'\r' {
                 if !self.buf.is_empty() {
-                    out.push(String::from_utf8_lossy(&self.buf).into_owned());
+                    out.push(syncmgr_core::text::escape_bytes(&self.buf).into_owned());
                     self.buf.clear();
                 }
             } else {
@@ -392,7 +392,7 @@ impl LineSplitter {
     /// The stream ended: the unterminated last line, if any.
     pub fn finish(&mut self, out: &mut Vec<String>) {
         if !self.buf.is_empty() {
-            out.push(String::from_utf8_lossy(&self.buf).into_owned());
+            out.push(syncmgr_core::text::escape_bytes(&self.buf).into_owned());
             self.buf.clear();
         }
     }
@@ -411,7 +411,7 @@ impl LineSplitter {
         if end <= 1 {
             end = self.buf.len();
         }
-        out.push(String::from_utf8_lossy(&self.buf[..end]).into_owned());
+        out.push(syncmgr_core::text::escape_bytes(&self.buf[..end]).into_owned());
         self.buf.drain(..end);
     }
 }
@@ -924,7 +924,7 @@ mod tests {
         s.finish(&mut out);
         assert!(
             out.iter()
-                .all(|l| l.len() <= LINE_MAX && !l.contains('\u{fffd}')),
+                .all(|l| l.len() <= LINE_MAX && !l.contains("\\x")),
             "{:?}",
             out.iter().map(String::len).collect::<Vec<_>>()
         );
@@ -932,7 +932,8 @@ mod tests {
 
         let mut out = Vec::new();
         s.feed(b"bad \xff\xfe bytes\n", &mut out);
-        assert_eq!(out, ["bad \u{fffd}\u{fffd} bytes"]);
+        // Kept distinguishable: escaped, not replaced by U+FFFD.
+        assert_eq!(out, ["bad \\xff\\xfe bytes"]);
     }
 
     #[test]

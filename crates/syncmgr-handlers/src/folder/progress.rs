@@ -158,21 +158,9 @@ fn text_of(rel: &Path) -> Cow<'_, str> {
 }
 
 /// A path as text for people and the results log: bytes that are not UTF-8
-/// are written `\xNN`, so that two names that differ only there stay
-/// distinguishable (a lossy conversion would turn both into U+FFFD).
+/// are written `\xNN` (`syncmgr_core::text::escape_bytes`).
 pub(crate) fn path_text(path: &Path) -> Cow<'_, str> {
-    let bytes = path.as_os_str().as_encoded_bytes();
-    if let Ok(text) = std::str::from_utf8(bytes) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(bytes.len() + 8);
-    for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for byte in chunk.invalid() {
-            out.push_str(&format!("\\x{byte:02x}"));
-        }
-    }
-    Cow::Owned(out)
+    syncmgr_core::text::escape_bytes(path.as_os_str().as_encoded_bytes())
 }
 
 /// `text` cut to the longest status text the manager takes.

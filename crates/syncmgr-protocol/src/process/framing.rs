@@ -83,7 +83,8 @@ pub(crate) struct StderrLines {
 impl StderrLines {
     fn text(bytes: &[u8]) -> String {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        String::from_utf8_lossy(bytes).into_owned()
+        // Bytes that are not UTF-8 stay readable as `\xNN`.
+        syncmgr_core::text::escape_bytes(bytes).into_owned()
     }
 }
 
@@ -469,14 +470,14 @@ mod tests {
     }
 
     #[test]
-    fn stderr_lines_are_truncated_and_lossy() {
+    fn stderr_lines_are_truncated_and_escaped() {
         let mut d = StderrLines::default();
         let mut input = vec![b'e'; STDERR_LINE_MAX + 100];
         input.extend_from_slice(b"\nbad \xff\r\ntail");
         let mut buf = BytesMut::from(&input[..]);
         let first = d.decode(&mut buf).unwrap().unwrap();
         assert_eq!(first.len(), STDERR_LINE_MAX + '…'.len_utf8());
-        assert_eq!(d.decode(&mut buf).unwrap().unwrap(), "bad \u{fffd}");
+        assert_eq!(d.decode(&mut buf).unwrap().unwrap(), "bad \\xff");
         assert_eq!(d.decode(&mut buf).unwrap(), None);
         assert_eq!(d.decode_eof(&mut buf).unwrap().unwrap(), "tail");
         assert_eq!(d.decode_eof(&mut buf).unwrap(), None);
