@@ -290,3 +290,29 @@ fn names_from_the_file_system_are_shown_safely() {
     }
     assert!(entries_containing(&entries, "\u{fffd}").is_empty());
 }
+
+/// Point 11: on a terminal the view keeps moving while handlers are quiet:
+/// the elapsed time is redrawn although no event comes for three seconds.
+#[test]
+fn the_live_view_ticks_while_handlers_are_quiet() {
+    let home = TestHome::new();
+    // One step of three seconds: `updating`, then nothing until the end.
+    home.register("quiet", &["--items", "a", "--steps", "1", "--step-ms", "3000"]);
+    let typescript = home.path().join("typescript");
+    let status = Command::new("script")
+        .args(["-qefc", &format!("{} sync", syncmgr_bin().display())])
+        .arg(&typescript)
+        .env("SYNCMGR_HOME", home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("script runs");
+    assert_eq!(status.code(), Some(0));
+    let screen = String::from_utf8_lossy(&fs::read(&typescript).unwrap()).into_owned();
+    for clock in ["00:00:01", "00:00:02"] {
+        assert!(
+            screen.contains(&format!("items  {clock}")),
+            "the overall line never showed {clock}:\n{screen}"
+        );
+    }
+}
