@@ -297,7 +297,10 @@ fn names_from_the_file_system_are_shown_safely() {
 fn the_live_view_ticks_while_handlers_are_quiet() {
     let home = TestHome::new();
     // One step of three seconds: `updating`, then nothing until the end.
-    home.register("quiet", &["--items", "a", "--steps", "1", "--step-ms", "3000"]);
+    home.register(
+        "quiet",
+        &["--items", "a", "--steps", "1", "--step-ms", "3000"],
+    );
     let typescript = home.path().join("typescript");
     let status = Command::new("script")
         .args(["-qefc", &format!("{} sync", syncmgr_bin().display())])

@@ -16,8 +16,6 @@
 //! read this process's resident set size, which a concurrent test would blur.
 //! The floods print what they measured (see it with `--nocapture`).
 
-#![allow(clippy::print_stderr)]
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

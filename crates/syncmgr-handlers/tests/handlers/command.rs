@@ -6,7 +6,6 @@
 //! be cancelled writes its pid to a file once its signal handlers are set, and
 //! the test waits for that file (polling with a deadline) before cancelling.
 //! Grace periods are 200 ms, so each cancel test takes well under a second.
-#![cfg(unix)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
