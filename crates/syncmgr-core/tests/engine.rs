@@ -32,6 +32,13 @@ enum Step {
         max: Option<u64>,
     },
     CancelItem(usize),
+    /// `deleteLogError` for the entry `Log(item)` wrote.
+    DeleteLog(usize),
+    /// Calls the function with the callback.
+    Probe(fn(&HandlerCallback)),
+    /// A `logError` with a text of this many bytes; whether it was accepted
+    /// goes where `Flood`'s results go.
+    LogLen(usize),
     CancelAll,
     Log(usize),
     /// `take_skip_requests` returns exactly these items.
@@ -190,6 +197,24 @@ impl Handler for Scripted {
                     })
                     .await
                     .expect("log entry accepted");
+                }
+                Step::Probe(f) => f(cb),
+                Step::LogLen(len) => {
+                    let logged = cb
+                        .log_error(LogRequest {
+                            level: LogLevel::Information,
+                            text: "y".repeat(len),
+                            error_id: None,
+                            item: None,
+                            actionable: false,
+                        })
+                        .await;
+                    self.logged.lock().unwrap().push(logged.is_ok());
+                }
+                Step::DeleteLog(item) => {
+                    cb.delete_log_error(Some(&format!("e-{item}")))
+                        .await
+                        .expect("deletion accepted");
                 }
                 Step::ExpectSkips(expected) => {
                     assert_eq!(cb.take_skip_requests(), expected);
@@ -804,4 +829,149 @@ proptest! {
             prop_assert_eq!(status_of(&run.summary, id), expected[i], "item {} steps {:?}", id, steps);
         }
     }
+}
+
+/// The callback's limits, each at its edge: texts of exactly 4 KiB pass and
+/// one byte more is refused (progress and logError); a terminal item takes
+/// no new text, value or max (each alone); the cancel signal moves on every
+/// cancel; the hook slot says whether a hook is set.
+#[tokio::test(start_paused = true)]
+async fn callback_limits_hold_at_their_edges() {
+    static SEEN: Mutex<Vec<(&'static str, bool)>> = Mutex::new(Vec::new());
+    fn probe(cb: &HandlerCallback, items: &[&'static str]) {
+        let mut seen = SEEN.lock().unwrap();
+        let max = syncmgr_core::model::MAX_TEXT_LEN;
+        let (exact, over) = ("x".repeat(max), "x".repeat(max + 1));
+        let with_text = |text: &str| {
+            cb.progress(
+                items[0],
+                &ProgressUpdate {
+                    text: Some(text),
+                    ..ProgressUpdate::default()
+                },
+            )
+            .is_ok()
+        };
+        seen.push(("progress text of exactly the limit", with_text(&exact)));
+        seen.push(("progress text one byte over", with_text(&over)));
+        let done = ProgressUpdate {
+            status: Some(ItemStatus::Succeeded),
+            ..ProgressUpdate::default()
+        };
+        cb.progress(items[0], &done).expect("succeeded");
+        let after = |update: ProgressUpdate<'_>| cb.progress(items[0], &update).is_ok();
+        seen.push((
+            "text after terminal",
+            after(ProgressUpdate {
+                text: Some("late"),
+                ..ProgressUpdate::default()
+            }),
+        ));
+        seen.push((
+            "value after terminal",
+            after(ProgressUpdate {
+                value: Some(1),
+                ..ProgressUpdate::default()
+            }),
+        ));
+        seen.push((
+            "max after terminal",
+            after(ProgressUpdate {
+                max: Some(9),
+                ..ProgressUpdate::default()
+            }),
+        ));
+        seen.push((
+            "empty poll after terminal",
+            after(ProgressUpdate::default()),
+        ));
+        let debug_before = format!("{cb:?}");
+        cb.set_cancel_hook(Some(std::sync::Arc::new(|| {})));
+        let debug_after = format!("{cb:?}");
+        seen.push((
+            "hook slot shown empty",
+            debug_before.contains("HookSlot(none)"),
+        ));
+        seen.push(("hook slot shown set", debug_after.contains("HookSlot(set)")));
+        cb.set_cancel_hook(None);
+    }
+    let script = Script {
+        items: vec!["a", "b"],
+        steps: vec![
+            Step::CancelItem(1),
+            progress(1, ItemStatus::Stopped),
+            Step::Log(0),
+            Step::DeleteLog(0),
+            Step::LogLen(syncmgr_core::model::MAX_TEXT_LEN),
+            Step::LogLen(syncmgr_core::model::MAX_TEXT_LEN + 1),
+        ],
+        on_sync: Some(probe),
+        ..Script::default()
+    };
+    let logged = Arc::clone(&script.logged);
+    let run = run(vec![("h", script)]).await;
+    assert_eq!(
+        *logged.lock().unwrap(),
+        [true, false],
+        "logError texts at the limit"
+    );
+    check_event_invariants(&run);
+    let seen = SEEN.lock().unwrap().clone();
+    let expected = [
+        ("progress text of exactly the limit", true),
+        ("progress text one byte over", false),
+        ("text after terminal", false),
+        ("value after terminal", false),
+        ("max after terminal", false),
+        ("empty poll after terminal", true),
+        ("hook slot shown empty", true),
+        ("hook slot shown set", true),
+    ];
+    assert_eq!(seen, expected);
+    // deleteLogError removed the handler's entry, and said so.
+    assert!(
+        !run.journal
+            .entries()
+            .iter()
+            .any(|(_, e)| e.error_id.as_deref() == Some("e-0")),
+        "{:#?}",
+        run.journal.entries()
+    );
+    assert!(run.events.iter().any(|e| matches!(
+        e,
+        SessionEvent::LogDeleted { handler, error_id } if handler == "h" && error_id.as_deref() == Some("e-0")
+    )));
+}
+
+/// The cancel signal a handler host watches moves on every cancel.
+#[tokio::test(start_paused = true)]
+async fn the_cancel_signal_moves_on_every_cancel() {
+    static GENERATIONS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+    fn record(cb: &HandlerCallback) {
+        GENERATIONS
+            .lock()
+            .unwrap()
+            .push(*cb.cancel_signal().borrow());
+    }
+    let script = Script {
+        items: vec!["a", "b"],
+        steps: vec![
+            Step::Probe(record),
+            Step::CancelItem(0),
+            Step::Probe(record),
+            Step::CancelItem(1),
+            Step::Probe(record),
+            progress(0, ItemStatus::Stopped),
+            progress(1, ItemStatus::Stopped),
+        ],
+        ..Script::default()
+    };
+    let run = run(vec![("h", script)]).await;
+    check_event_invariants(&run);
+    let generations = GENERATIONS.lock().unwrap().clone();
+    assert_eq!(generations.len(), 3);
+    assert!(
+        generations.windows(2).all(|w| w[0] < w[1]),
+        "{generations:?}"
+    );
 }
