@@ -541,6 +541,11 @@ struct Unit {
 
 impl Unit {
     async fn run(mut self, params: &InitializeParams, selection: Selection) -> UnitOutcome {
+        // A handler that ends (however) gives the UI back if it held it.
+        let _modeless = ModelessRelease {
+            session: Arc::clone(&self.ctx.session),
+            index: self.ctx.hs.index,
+        };
         let ctx = &self.ctx;
         let mut outcome = UnitOutcome::default();
         if ctx.hs.user_cancel_all.load(Ordering::SeqCst) {
@@ -803,6 +808,27 @@ impl Unit {
             .is_err()
         {
             self.handler.terminate();
+        }
+    }
+}
+
+/// Releases the modeless-UI lease (`enableModeless`) a handler still holds
+/// when its unit ends, so that it cannot keep the UI from the others for
+/// the rest of the session.
+struct ModelessRelease {
+    session: Arc<SessionShared>,
+    index: usize,
+}
+
+impl Drop for ModelessRelease {
+    fn drop(&mut self) {
+        let mut lease = self
+            .session
+            .modeless
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *lease == Some(self.index) {
+            *lease = None;
         }
     }
 }

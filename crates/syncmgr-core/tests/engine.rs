@@ -36,6 +36,9 @@ enum Step {
     DeleteLog(usize),
     /// Calls the function with the callback.
     Probe(fn(&HandlerCallback)),
+    /// Waits `n` times 3 s (paused time), touching the callback after each:
+    /// alive, though it sends nothing else, past a 10 s timeout.
+    TouchFor(u32),
     /// A `logError` with a text of this many bytes; whether it was accepted
     /// goes where `Flood`'s results go.
     LogLen(usize),
@@ -199,6 +202,12 @@ impl Handler for Scripted {
                     .expect("log entry accepted");
                 }
                 Step::Probe(f) => f(cb),
+                Step::TouchFor(n) => {
+                    for _ in 0..n {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        cb.touch();
+                    }
+                }
                 Step::LogLen(len) => {
                     let logged = cb
                         .log_error(LogRequest {
@@ -256,6 +265,14 @@ struct Run {
 }
 
 async fn run(scripts: Vec<(&'static str, Script)>) -> Run {
+    run_with(scripts, |_| {}).await
+}
+
+/// [`run`], with the session's configuration adjusted first.
+async fn run_with(
+    scripts: Vec<(&'static str, Script)>,
+    adjust: impl FnOnce(&mut SessionConfig),
+) -> Run {
     let control = Arc::new(OnceLock::new());
     let journal = Arc::new(MemoryJournal::default());
     let mut replies = Vec::new();
@@ -284,6 +301,7 @@ async fn run(scripts: Vec<(&'static str, Script)>) -> Run {
         .collect();
     let mut config = SessionConfig::new("s1", SyncEvent::Manual);
     config.grace = Duration::from_secs(2);
+    adjust(&mut config);
     let (session, ctl, mut rx) = Session::new(config, journal.clone(), jobs);
     control.set(ctl).expect("set once");
     let collector = tokio::spawn(async move {
@@ -973,5 +991,175 @@ async fn the_cancel_signal_moves_on_every_cancel() {
     assert!(
         generations.windows(2).all(|w| w[0] < w[1]),
         "{generations:?}"
+    );
+}
+
+/// `enableModeless`: one handler at a time holds the UI, only in sessions
+/// that may bother the user; a release, or the end of the holder, gives it
+/// back.
+#[tokio::test(start_paused = true)]
+async fn modeless_is_one_handler_at_a_time_and_only_when_allowed() {
+    static ANSWERS: Mutex<Vec<(&'static str, bool)>> = Mutex::new(Vec::new());
+    fn take(cb: &HandlerCallback) {
+        let answer = cb.enable_modeless(true).unwrap();
+        let again = cb.enable_modeless(true).unwrap();
+        let mut answers = ANSWERS.lock().unwrap();
+        answers.push(("holder asks", answer));
+        answers.push(("holder asks again", again));
+    }
+    fn ask(cb: &HandlerCallback) {
+        let answer = cb.enable_modeless(true).unwrap();
+        ANSWERS.lock().unwrap().push(("another asks", answer));
+    }
+    fn release(cb: &HandlerCallback) {
+        let answer = cb.enable_modeless(false).unwrap();
+        ANSWERS.lock().unwrap().push(("holder releases", answer));
+    }
+    let script = |steps: Vec<Step>| Script {
+        items: vec!["a"],
+        steps: [steps, vec![progress(0, ItemStatus::Succeeded)]].concat(),
+        ..Script::default()
+    };
+    // All at once, in paused time: the holder takes it at once and ends at
+    // 6 s; another asks at 3 s (refused) and again at 9 s (granted: the
+    // holder is gone).
+    run(vec![
+        ("holder", script(vec![Step::Probe(take), Step::TouchFor(2)])),
+        ("early", script(vec![Step::TouchFor(1), Step::Probe(ask)])),
+        ("late", script(vec![Step::TouchFor(3), Step::Probe(ask)])),
+    ])
+    .await;
+    // A release lets the next one in at once.
+    run(vec![
+        (
+            "holder",
+            script(vec![
+                Step::Probe(take),
+                Step::Probe(release),
+                Step::TouchFor(2),
+            ]),
+        ),
+        ("early", script(vec![Step::TouchFor(1), Step::Probe(ask)])),
+    ])
+    .await;
+    // A session that may not bother the user grants nothing.
+    run_with(vec![("quiet", script(vec![Step::Probe(ask)]))], |c| {
+        c.may_bother_user = false;
+    })
+    .await;
+    assert_eq!(
+        *ANSWERS.lock().unwrap(),
+        [
+            ("holder asks", true),
+            ("holder asks again", true),
+            ("another asks", false),
+            ("another asks", true),
+            ("holder asks", true),
+            ("holder asks again", true),
+            ("holder releases", true),
+            ("another asks", true),
+            ("another asks", false),
+        ]
+    );
+}
+
+/// `is_cancelled` (what in-process handlers poll), the cancel hook, the
+/// handler's name, and a handler kept alive by `touch` alone.
+#[tokio::test(start_paused = true)]
+async fn cancels_are_seen_by_polling_and_by_the_hook() {
+    static SEEN: Mutex<Vec<(&'static str, bool)>> = Mutex::new(Vec::new());
+    static HOOKED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    fn before(cb: &HandlerCallback) {
+        cb.set_cancel_hook(Some(Arc::new(|| {
+            HOOKED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })));
+        let mut seen = SEEN.lock().unwrap();
+        seen.push(("a cancelled before", cb.is_cancelled("a")));
+        seen.push(("named", cb.handler_name() == "h"));
+    }
+    fn after(cb: &HandlerCallback) {
+        let mut seen = SEEN.lock().unwrap();
+        seen.push(("a cancelled after", cb.is_cancelled("a")));
+        seen.push(("b untouched", cb.is_cancelled("b")));
+        seen.push(("an unknown item", cb.is_cancelled("zz")));
+    }
+    let script = Script {
+        items: vec!["a", "b"],
+        steps: vec![
+            Step::Probe(before),
+            Step::TouchFor(5),
+            Step::CancelItem(0),
+            Step::Probe(after),
+            progress(0, ItemStatus::Stopped),
+            progress(1, ItemStatus::Succeeded),
+        ],
+        ..Script::default()
+    };
+    let run = run(vec![("h", script)]).await;
+    check_event_invariants(&run);
+    assert_eq!(
+        *SEEN.lock().unwrap(),
+        [
+            ("a cancelled before", false),
+            ("named", true),
+            ("a cancelled after", true),
+            ("b untouched", false),
+            ("an unknown item", false),
+        ]
+    );
+    assert!(HOOKED.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    // 15 s without a message but `touch` every 3 s: never found silent.
+    assert_eq!(status_of(&run.summary, "b"), ItemStatus::Succeeded);
+    assert!(
+        !run.journal
+            .entries()
+            .iter()
+            .any(|(_, e)| e.cause == Some(Cause::NotResponding))
+    );
+}
+
+/// Handler output (stderr lines) is kept bounded: 200 lines a session, each
+/// cut to 1 KiB at a character boundary, and one entry that says the rest
+/// were dropped.
+#[tokio::test(start_paused = true)]
+async fn handler_output_is_bounded_in_lines_and_length() {
+    fn chatter(cb: &HandlerCallback) {
+        let exact = "z".repeat(1024);
+        cb.handler_output(&exact);
+        // A two-byte character across the 1024th byte.
+        let straddling = format!("{}é tail", "z".repeat(1023));
+        cb.handler_output(&straddling);
+        for i in 0..250 {
+            cb.handler_output(&format!("line {i}"));
+        }
+    }
+    let script = Script {
+        items: vec!["a"],
+        steps: vec![Step::Probe(chatter), progress(0, ItemStatus::Succeeded)],
+        ..Script::default()
+    };
+    let run = run(vec![("h", script)]).await;
+    let entries = run.journal.entries();
+    let output: Vec<&str> = entries
+        .iter()
+        .filter(|(_, e)| e.cause == Some(Cause::HandlerOutput))
+        .map(|(_, e)| e.text.as_str())
+        .collect();
+    assert_eq!(output.len(), 200);
+    assert_eq!(
+        output[0],
+        "z".repeat(1024),
+        "a line of exactly 1 KiB is whole"
+    );
+    assert_eq!(output[1], format!("{}…", "z".repeat(1023)));
+    assert_eq!(output[199], "line 197");
+    let over: Vec<&str> = entries
+        .iter()
+        .filter(|(_, e)| e.cause == Some(Cause::OverBudget))
+        .map(|(_, e)| e.text.as_str())
+        .collect();
+    assert_eq!(
+        over,
+        ["more than 200 lines of handler output; the rest are not kept"]
     );
 }
