@@ -87,6 +87,10 @@ mod tests {
             Ok(Duration::from_millis(500))
         );
         assert_eq!(
+            parse_seconds_or_duration(".25"),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
             parse_seconds_or_duration("1m30s"),
             Ok(Duration::from_secs(90))
         );

@@ -239,9 +239,18 @@ mod tests {
         // Taken: the next change queues anew, behind what came before it.
         feed.push(log(3));
         feed.push(item("b", ItemStatus::Succeeded, 100));
+        // With events taken before (the queue's front is no longer the
+        // first event ever), a change still replaces its item's queued one.
+        feed.push(item("c", ItemStatus::Updating, 1));
+        feed.push(item("c", ItemStatus::Updating, 2));
+        assert_eq!(feed.len(), 3);
         assert_eq!(
             drain(&feed),
-            vec![log(3), item("b", ItemStatus::Succeeded, 100)]
+            vec![
+                log(3),
+                item("b", ItemStatus::Succeeded, 100),
+                item("c", ItemStatus::Updating, 2)
+            ]
         );
     }
 

@@ -70,6 +70,9 @@ struct Script {
     logged: Arc<Mutex<Vec<bool>>>,
     /// The handler declares `mayEstablishConnection`.
     may_connect: bool,
+    /// Called from `shutdown` with the callback `synchronize` had: the
+    /// window is closed by then.
+    after_sync: Option<fn(&HandlerCallback)>,
     /// `Some`: the session acts on this error id (`showError`), and the
     /// handler answers with a retry of its first item after calling this
     /// with the session's control.
@@ -90,6 +93,8 @@ impl Script {
 }
 
 struct Scripted {
+    /// The callback of `synchronize`, kept for `after_sync`.
+    kept: Option<HandlerCallback>,
     /// Whether each `logError` of a `Flood` was accepted.
     logged: Arc<Mutex<Vec<bool>>>,
     script: Script,
@@ -100,6 +105,12 @@ struct Scripted {
 
 #[async_trait]
 impl Handler for Scripted {
+    async fn shutdown(&mut self) {
+        if let (Some(f), Some(cb)) = (self.script.after_sync, &self.kept) {
+            f(cb);
+        }
+    }
+
     async fn initialize(&mut self, _: &InitializeParams) -> Result<Participation, HandlerError> {
         Ok(Participation::Participate)
     }
@@ -159,6 +170,7 @@ impl Handler for Scripted {
 
     async fn synchronize(&mut self, cb: &HandlerCallback) -> Result<(), HandlerError> {
         self.script.called("synchronize").await;
+        self.kept = Some(cb.clone());
         if let Some(f) = self.script.on_sync {
             f(cb, &self.script.items);
         }
@@ -288,6 +300,7 @@ async fn run_with(
             HandlerJob {
                 name: name.into(),
                 handler: Box::new(Scripted {
+                    kept: None,
                     logged: Arc::clone(&script.logged),
                     script,
                     control: Arc::clone(&control),
@@ -903,6 +916,7 @@ async fn callback_limits_hold_at_their_edges() {
             "empty poll after terminal",
             after(ProgressUpdate::default()),
         ));
+        seen.push(("prepared items", cb.prepared_items() == ["a", "b"]));
         let debug_before = format!("{cb:?}");
         cb.set_cancel_hook(Some(std::sync::Arc::new(|| {})));
         let debug_after = format!("{cb:?}");
@@ -942,6 +956,7 @@ async fn callback_limits_hold_at_their_edges() {
         ("value after terminal", false),
         ("max after terminal", false),
         ("empty poll after terminal", true),
+        ("prepared items", true),
         ("hook slot shown empty", true),
         ("hook slot shown set", true),
     ];
@@ -1162,4 +1177,27 @@ async fn handler_output_is_bounded_in_lines_and_length() {
         over,
         ["more than 200 lines of handler output; the rest are not kept"]
     );
+}
+
+/// Nothing a handler reports counts once its window is closed: a callback
+/// kept past `synchronize` is refused.
+#[tokio::test(start_paused = true)]
+async fn calls_after_the_window_closed_are_refused() {
+    static REFUSED: Mutex<Vec<bool>> = Mutex::new(Vec::new());
+    fn late(cb: &HandlerCallback) {
+        let refused = matches!(
+            cb.progress("a", &ProgressUpdate::default()),
+            Err(syncmgr_core::CallbackError::OutsideWindow(_))
+        );
+        REFUSED.lock().unwrap().push(refused);
+    }
+    let script = Script {
+        items: vec!["a"],
+        steps: vec![progress(0, ItemStatus::Succeeded)],
+        after_sync: Some(late),
+        ..Script::default()
+    };
+    let run = run(vec![("h", script)]).await;
+    check_event_invariants(&run);
+    assert_eq!(*REFUSED.lock().unwrap(), [true]);
 }
