@@ -229,6 +229,7 @@ mod tests {
         feed.push(item("a", ItemStatus::Succeeded, 100));
         feed.push(log(2));
         assert_eq!(feed.len(), 5);
+        assert!(!feed.is_empty());
         assert_eq!(feed.coalesced(), 50);
         let got = drain(&feed);
         assert!(matches!(got[0], SessionEvent::Started { .. }));
@@ -281,13 +282,13 @@ mod tests {
             let feed = std::sync::Arc::clone(&feed);
             std::thread::spawn(move || feed.push(log(7)))
         };
-        assert_eq!(feed.pop(Duration::from_secs(60)), Popped::Event(log(7)));
+        assert_eq!(feed.pop(Duration::from_secs(10)), Popped::Event(log(7)));
         pusher.join().expect("pusher");
         feed.push(log(8));
         feed.close();
         feed.push(log(9));
         assert_eq!(feed.pop(Duration::ZERO), Popped::Event(log(8)));
-        assert_eq!(feed.pop(Duration::from_secs(60)), Popped::Closed);
+        assert_eq!(feed.pop(Duration::from_secs(10)), Popped::Closed);
         assert!(feed.is_empty());
     }
 }

@@ -211,3 +211,107 @@ impl Journal for MemoryJournal {
         Ok((before - entries.len()) as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LogLevel;
+
+    fn entry(session: &str, handler: &str, error_id: Option<&str>) -> NewLogEntry {
+        NewLogEntry {
+            time: chrono::DateTime::UNIX_EPOCH,
+            level: LogLevel::Warning,
+            handler: handler.into(),
+            item: None,
+            text: "t".into(),
+            actionable: false,
+            session: session.into(),
+            error_id: error_id.map(str::to_owned),
+            cause: None,
+        }
+    }
+
+    fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(future)
+    }
+
+    /// A journal that only has `append`, to test the trait's default batch.
+    #[derive(Debug, Default)]
+    struct OneByOne(MemoryJournal);
+
+    #[async_trait]
+    impl Journal for OneByOne {
+        async fn append(&self, entry: NewLogEntry) -> Result<i64, JournalError> {
+            self.0.append(entry).await
+        }
+
+        async fn delete(
+            &self,
+            session: &str,
+            handler: &str,
+            error_id: Option<&str>,
+        ) -> Result<u64, JournalError> {
+            self.0.delete(session, handler, error_id).await
+        }
+    }
+
+    #[test]
+    fn batches_get_consecutive_ids_in_order() {
+        let journal = MemoryJournal::default();
+        let ids = run(journal.append_batch(vec![
+            entry("s", "h", None),
+            entry("s", "h", None),
+            entry("s", "h", None),
+        ]))
+        .unwrap();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(run(journal.append(entry("s", "h", None))).unwrap(), 4);
+        assert_eq!(journal.writes(), 2, "a batch is one write");
+        // The trait's own batch, for journals without one, appends in turn.
+        let plain = OneByOne::default();
+        let ids = run(plain.append_batch(vec![entry("s", "h", None), entry("s", "h", None)]));
+        assert_eq!(ids.unwrap(), [1, 2]);
+        assert_eq!(plain.0.entries().len(), 2);
+    }
+
+    #[test]
+    fn delete_takes_only_this_handlers_entries_of_this_session() {
+        let journal = MemoryJournal::default();
+        for e in [
+            entry("s", "h", Some("e1")),
+            entry("s", "h", Some("e2")),
+            entry("s", "h", None), // the manager's own: never deleted
+            entry("s", "other", Some("e1")),
+            entry("t", "h", Some("e1")),
+        ] {
+            run(journal.append(e)).unwrap();
+        }
+        assert_eq!(run(journal.delete("s", "h", Some("e1"))).unwrap(), 1);
+        assert_eq!(run(journal.delete("s", "h", Some("e1"))).unwrap(), 0);
+        let left: Vec<(String, String, Option<String>)> = journal
+            .entries()
+            .into_iter()
+            .map(|(_, e)| (e.session, e.handler, e.error_id))
+            .collect();
+        assert_eq!(left.len(), 4);
+        assert!(!left.contains(&("s".into(), "h".into(), Some("e1".into()))));
+        // `None`: every entry of this handler in this session that has an id.
+        assert_eq!(run(journal.delete("s", "h", None)).unwrap(), 1);
+        let left: Vec<(String, String, Option<String>)> = journal
+            .entries()
+            .into_iter()
+            .map(|(_, e)| (e.session, e.handler, e.error_id))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                ("s".into(), "h".into(), None),
+                ("s".into(), "other".into(), Some("e1".into())),
+                ("t".into(), "h".into(), Some("e1".into())),
+            ]
+        );
+    }
+}

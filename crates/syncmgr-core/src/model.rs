@@ -492,6 +492,60 @@ mod tests {
     }
 
     #[test]
+    fn which_statuses_succeed_and_which_events_need_opting_in() {
+        let good: Vec<_> = ItemStatus::ALL
+            .iter()
+            .filter(|s| s.is_success())
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(good, ["skipped", "succeeded"]);
+        let opt_in: Vec<_> = SyncEvent::ALL
+            .iter()
+            .filter(|e| e.needs_opt_in())
+            .map(|e| e.as_str())
+            .collect();
+        assert_eq!(opt_in, ["connect", "pendingDisconnect", "idle"]);
+        let interactive: Vec<_> = SyncEvent::ALL
+            .iter()
+            .filter(|e| e.may_bother_user_by_default())
+            .map(|e| e.as_str())
+            .collect();
+        assert_eq!(interactive, ["manual", "invoke"]);
+    }
+
+    #[test]
+    fn counts_count_each_final_status() {
+        let result = |status| ItemResult {
+            handler: "h".into(),
+            item: "i".into(),
+            status,
+        };
+        let results: Vec<ItemResult> = [
+            ItemStatus::Succeeded,
+            ItemStatus::Succeeded,
+            ItemStatus::Skipped,
+            ItemStatus::Skipped,
+            ItemStatus::Skipped,
+            ItemStatus::Stopped,
+            ItemStatus::Stopped,
+            ItemStatus::Failed,
+            ItemStatus::Deleted,
+        ]
+        .into_iter()
+        .map(result)
+        .collect();
+        assert_eq!(
+            StatusCounts::of(&results),
+            StatusCounts {
+                succeeded: 2,
+                failed: 2,
+                skipped: 3,
+                stopped: 2,
+            }
+        );
+    }
+
+    #[test]
     fn ids_are_checked() {
         assert!(validate_id("inbox").is_ok());
         assert!(validate_id("").is_err());

@@ -1201,3 +1201,25 @@ async fn calls_after_the_window_closed_are_refused() {
     check_event_invariants(&run);
     assert_eq!(*REFUSED.lock().unwrap(), [true]);
 }
+
+/// What an embedder sees of a job when it prints one.
+#[test]
+fn a_job_shows_its_name_selection_and_timeout() {
+    let job = HandlerJob {
+        name: "mail".into(),
+        handler: Box::new(Scripted {
+            kept: None,
+            logged: Arc::default(),
+            script: Script::default(),
+            control: Arc::new(OnceLock::new()),
+            name: "mail",
+            replies: Arc::default(),
+        }),
+        selection: Selection::Items(vec!["inbox".into()]),
+        timeout: Duration::from_secs(7),
+    };
+    let shown = format!("{job:?}");
+    for part in ["HandlerJob", "\"mail\"", "inbox", "7s"] {
+        assert!(shown.contains(part), "{shown}");
+    }
+}
