@@ -17,7 +17,7 @@ use syncmgr_core::{
     HandlerJob, InitializeParams, Item, ItemEnumeration, ItemFlags, ItemStatus, LogLevel,
     LogRequest, MemoryJournal, Participation, ProgressReply, ProgressUpdate, Selection, Session,
     SessionConfig, SessionControl, SessionEvent, SessionOutcome, SessionSummary, ShowErrorAnswer,
-    SyncEvent, state,
+    SyncEvent, query_handler, state,
 };
 
 // ---------------------------------------------------------------------------
@@ -70,6 +70,8 @@ struct Script {
     logged: Arc<Mutex<Vec<bool>>>,
     /// The handler declares `mayEstablishConnection`.
     may_connect: bool,
+    /// `initialize` declines.
+    decline: bool,
     /// Called from `shutdown` with the callback `synchronize` had: the
     /// window is closed by then.
     after_sync: Option<fn(&HandlerCallback)>,
@@ -112,7 +114,12 @@ impl Handler for Scripted {
     }
 
     async fn initialize(&mut self, _: &InitializeParams) -> Result<Participation, HandlerError> {
-        Ok(Participation::Participate)
+        self.script.called("initialize").await;
+        Ok(if self.script.decline {
+            Participation::Decline
+        } else {
+            Participation::Participate
+        })
     }
 
     async fn handler_info(&mut self) -> Result<HandlerInfo, HandlerError> {
@@ -1207,14 +1214,7 @@ async fn calls_after_the_window_closed_are_refused() {
 fn a_job_shows_its_name_selection_and_timeout() {
     let job = HandlerJob {
         name: "mail".into(),
-        handler: Box::new(Scripted {
-            kept: None,
-            logged: Arc::default(),
-            script: Script::default(),
-            control: Arc::new(OnceLock::new()),
-            name: "mail",
-            replies: Arc::default(),
-        }),
+        handler: Box::new(scripted(Script::default())),
         selection: Selection::Items(vec!["inbox".into()]),
         timeout: Duration::from_secs(7),
     };
@@ -1222,4 +1222,96 @@ fn a_job_shows_its_name_selection_and_timeout() {
     for part in ["HandlerJob", "\"mail\"", "inbox", "7s"] {
         assert!(shown.contains(part), "{shown}");
     }
+}
+
+fn scripted(script: Script) -> Scripted {
+    Scripted {
+        kept: None,
+        logged: Arc::default(),
+        script,
+        control: Arc::new(OnceLock::new()),
+        name: "h",
+        replies: Arc::default(),
+    }
+}
+
+/// Settings mode: the handler's info and items, `None` when it declines,
+/// and an error naming the call when it does not answer in time.
+#[tokio::test(start_paused = true)]
+async fn settings_mode_lists_declines_and_times_out() {
+    let mut handler = scripted(Script {
+        items: vec!["a", "b"],
+        ..Script::default()
+    });
+    let (info, items) = query_handler(&mut handler, SyncEvent::Manual, Duration::from_secs(5))
+        .await
+        .expect("answers")
+        .expect("takes part");
+    assert_eq!(info.name, "scripted");
+    let ids: Vec<&str> = items.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+
+    let mut declining = scripted(Script {
+        decline: true,
+        ..Script::default()
+    });
+    let calls = Arc::clone(&declining.script.calls);
+    let none = query_handler(&mut declining, SyncEvent::Idle, Duration::from_secs(5)).await;
+    assert!(matches!(none, Ok(None)), "{none:?}");
+    assert_eq!(
+        *calls.lock().unwrap(),
+        ["initialize"],
+        "nothing after declining"
+    );
+
+    let mut slow = scripted(Script {
+        late: Some("enumItems"),
+        ..Script::default()
+    });
+    let err = query_handler(&mut slow, SyncEvent::Manual, Duration::from_secs(5))
+        .await
+        .expect_err("too slow");
+    assert!(
+        err.to_string().contains("no answer to enumItems within 5s"),
+        "{err}"
+    );
+}
+
+/// The session's outcome: succeeded when every item did; cancelled when an
+/// item ended stopped (even by the handler's own report); failed over both.
+#[tokio::test(start_paused = true)]
+async fn the_session_outcome_follows_the_items() {
+    let fine = Script {
+        items: vec!["a"],
+        steps: vec![progress(0, ItemStatus::Succeeded)],
+        ..Script::default()
+    };
+    assert_eq!(
+        run(vec![("h", fine)]).await.summary.outcome,
+        SessionOutcome::Succeeded
+    );
+    let stopped = Script {
+        items: vec!["a", "b"],
+        steps: vec![
+            progress(0, ItemStatus::Stopped),
+            progress(1, ItemStatus::Succeeded),
+        ],
+        ..Script::default()
+    };
+    assert_eq!(
+        run(vec![("h", stopped)]).await.summary.outcome,
+        SessionOutcome::Cancelled
+    );
+    let both = Script {
+        items: vec!["a", "b"],
+        steps: vec![
+            progress(0, ItemStatus::Stopped),
+            progress(1, ItemStatus::Failed),
+        ],
+        ..Script::default()
+    };
+    assert_eq!(
+        run(vec![("h", both)]).await.summary.outcome,
+        SessionOutcome::Failed
+    );
 }
