@@ -36,6 +36,8 @@ enum Step {
     DeleteLog(usize),
     /// Calls the function with the callback.
     Probe(fn(&HandlerCallback)),
+    /// Waits this many seconds (paused time) without a word.
+    Sleep(u64),
     /// Waits `n` times 3 s (paused time), touching the callback after each:
     /// alive, though it sends nothing else, past a 10 s timeout.
     TouchFor(u32),
@@ -72,6 +74,9 @@ struct Script {
     may_connect: bool,
     /// `initialize` declines.
     decline: bool,
+    /// `prepareForSync` cancels the handler's items (as if the user had,
+    /// just then) before it answers.
+    cancel_in_prepare: bool,
     /// Called from `shutdown` with the callback `synchronize` had: the
     /// window is closed by then.
     after_sync: Option<fn(&HandlerCallback)>,
@@ -108,9 +113,14 @@ struct Scripted {
 #[async_trait]
 impl Handler for Scripted {
     async fn shutdown(&mut self) {
+        self.script.calls.lock().unwrap().push("shutdown");
         if let (Some(f), Some(cb)) = (self.script.after_sync, &self.kept) {
             f(cb);
         }
+    }
+
+    fn terminate(&mut self) {
+        self.script.calls.lock().unwrap().push("terminate");
     }
 
     async fn initialize(&mut self, _: &InitializeParams) -> Result<Participation, HandlerError> {
@@ -157,6 +167,10 @@ impl Handler for Scripted {
         _: &HandlerCallback,
     ) -> Result<(), HandlerError> {
         self.script.called("prepareForSync").await;
+        if self.script.cancel_in_prepare {
+            let control = self.control.get().expect("control is set before run");
+            control.cancel(&CancelTarget::Handler(self.name.into()));
+        }
         if self.script.fail_prepare {
             Err(HandlerError::Failed("cannot prepare".into()))
         } else {
@@ -221,6 +235,7 @@ impl Handler for Scripted {
                     .expect("log entry accepted");
                 }
                 Step::Probe(f) => f(cb),
+                Step::Sleep(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
                 Step::TouchFor(n) => {
                     for _ in 0..n {
                         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -637,7 +652,14 @@ async fn a_handler_silent_before_prepare_is_ended_and_fails() {
         let run = run(vec![("late", script)]).await;
         check_event_invariants(&run);
         let calls = calls.lock().unwrap().clone();
-        assert_eq!(calls.last(), Some(&late), "{late}: {calls:?}");
+        // Nothing was sent after the late call; the handler was ended.
+        let sent: Vec<&str> = calls
+            .iter()
+            .copied()
+            .filter(|c| !matches!(*c, "shutdown" | "terminate"))
+            .collect();
+        assert_eq!(sent.last(), Some(&late), "{late}: {calls:?}");
+        assert!(calls.contains(&"terminate"), "{late}: {calls:?}");
         assert_ne!(run.summary.outcome, SessionOutcome::Succeeded, "{late}");
         assert!(
             run.summary.counts.failed > 0 || run.summary.failed_handlers == ["late"],
@@ -1260,8 +1282,8 @@ async fn settings_mode_lists_declines_and_times_out() {
     assert!(matches!(none, Ok(None)), "{none:?}");
     assert_eq!(
         *calls.lock().unwrap(),
-        ["initialize"],
-        "nothing after declining"
+        ["initialize", "shutdown"],
+        "nothing but shutdown after declining"
     );
 
     let mut slow = scripted(Script {
@@ -1314,4 +1336,71 @@ async fn the_session_outcome_follows_the_items() {
         run(vec![("h", both)]).await.summary.outcome,
         SessionOutcome::Failed
     );
+}
+
+/// A handler that answered with an error is asked to shut down; one that
+/// broke down (silent) is ended at once.
+#[tokio::test(start_paused = true)]
+async fn failed_handlers_shut_down_and_broken_ones_are_ended() {
+    let failing = Script {
+        items: vec!["a"],
+        fail_prepare: true,
+        ..Script::default()
+    };
+    let calls = Arc::clone(&failing.calls);
+    run(vec![("h", failing)]).await;
+    let calls = calls.lock().unwrap().clone();
+    assert!(calls.contains(&"shutdown"), "{calls:?}");
+    assert!(!calls.contains(&"terminate"), "{calls:?}");
+
+    let silent = Script {
+        items: vec!["a"],
+        steps: vec![Step::Hang],
+        ..Script::default()
+    };
+    let calls = Arc::clone(&silent.calls);
+    run(vec![("h", silent)]).await;
+    assert!(calls.lock().unwrap().contains(&"terminate"));
+}
+
+/// A cancel that came before a call started still gets its grace period:
+/// honoured within it, the items end as the handler says; ignored past it,
+/// the handler is ended (not left to its silence timeout).
+#[tokio::test(start_paused = true)]
+async fn a_cancel_before_synchronize_gets_the_grace_period() {
+    let honours = Script {
+        items: vec!["a"],
+        steps: vec![Step::Sleep(1), progress(0, ItemStatus::Stopped)],
+        cancel_in_prepare: true,
+        ..Script::default()
+    };
+    let run_ok = run(vec![("h", honours)]).await;
+    check_event_invariants(&run_ok);
+    assert_eq!(status_of(&run_ok.summary, "a"), ItemStatus::Stopped);
+    assert!(
+        !run_ok
+            .journal
+            .entries()
+            .iter()
+            .any(|(_, e)| e.cause == Some(Cause::IgnoredCancel)),
+        "{:#?}",
+        run_ok.journal.entries()
+    );
+
+    let ignores = Script {
+        items: vec!["a"],
+        steps: vec![Step::Hang],
+        cancel_in_prepare: true,
+        ..Script::default()
+    };
+    let run_bad = run(vec![("h", ignores)]).await;
+    check_event_invariants(&run_bad);
+    let causes: Vec<Option<Cause>> = run_bad
+        .journal
+        .entries()
+        .iter()
+        .map(|(_, e)| e.cause)
+        .collect();
+    assert!(causes.contains(&Some(Cause::IgnoredCancel)), "{causes:?}");
+    assert!(!causes.contains(&Some(Cause::NotResponding)), "{causes:?}");
 }
