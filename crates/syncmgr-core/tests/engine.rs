@@ -74,6 +74,10 @@ struct Script {
     may_connect: bool,
     /// `initialize` declines.
     decline: bool,
+    /// `showError` asks the user to confirm this before the retry.
+    confirm: Option<&'static str>,
+    /// Exactly these items (`Selection::Items`) instead of the checked ones.
+    select: Option<Vec<&'static str>>,
     /// `prepareForSync` cancels the handler's items (as if the user had,
     /// just then) before it answers.
     cancel_in_prepare: bool,
@@ -186,7 +190,10 @@ impl Handler for Scripted {
         if let Some((_, f)) = self.script.show_error {
             f(self.control.get().expect("control is set"), self.name);
         }
-        Ok(ShowErrorAnswer::retry(vec![self.script.items[0].into()]))
+        Ok(ShowErrorAnswer {
+            retry: vec![self.script.items[0].into()],
+            confirm: self.script.confirm.map(str::to_owned),
+        })
     }
 
     async fn synchronize(&mut self, cb: &HandlerCallback) -> Result<(), HandlerError> {
@@ -315,9 +322,12 @@ async fn run_with(
         .map(|(name, script)| {
             let r = Arc::new(Mutex::new(Vec::new()));
             replies.push(Arc::clone(&r));
-            let selection = match script.show_error {
-                Some((error_id, _)) => Selection::ShowError(error_id.into()),
-                None => Selection::Checked(HashMap::new()),
+            let selection = match (&script.show_error, &script.select) {
+                (Some((error_id, _)), _) => Selection::ShowError((*error_id).into()),
+                (None, Some(items)) => {
+                    Selection::Items(items.iter().map(|i| (*i).to_owned()).collect())
+                }
+                (None, None) => Selection::Checked(HashMap::new()),
             };
             HandlerJob {
                 name: name.into(),
@@ -1403,4 +1413,115 @@ async fn a_cancel_before_synchronize_gets_the_grace_period() {
         .collect();
     assert!(causes.contains(&Some(Cause::IgnoredCancel)), "{causes:?}");
     assert!(!causes.contains(&Some(Cause::NotResponding)), "{causes:?}");
+}
+
+/// Says yes or no to every confirmation, and counts the questions.
+#[derive(Debug)]
+struct Answers(bool, std::sync::atomic::AtomicU32);
+
+#[async_trait]
+impl syncmgr_core::Confirm for Answers {
+    async fn confirm(&self, _handler: &str, _text: &str) -> bool {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0
+    }
+}
+
+/// A retry marked `confirm` runs on a yes only; no host to ask is a no;
+/// nothing is asked when there is nothing to retry.
+#[tokio::test(start_paused = true)]
+async fn a_retry_that_needs_confirming_waits_for_a_yes() {
+    fn nothing(_: &SessionControl, _: &'static str) {}
+    let guarded = || Script {
+        items: vec!["a"],
+        steps: vec![progress(0, ItemStatus::Succeeded)],
+        show_error: Some(("guard-1", nothing)),
+        confirm: Some("deletes 3 files"),
+        ..Script::default()
+    };
+    for (answer, retried) in [(Some(true), true), (Some(false), false), (None, false)] {
+        let asked = Arc::new(Answers(answer.unwrap_or(false), Default::default()));
+        let host = Arc::clone(&asked);
+        let run = run_with(vec![("h", guarded())], |c| {
+            if answer.is_some() {
+                c.confirm = Some(host as Arc<dyn syncmgr_core::Confirm>);
+            }
+        })
+        .await;
+        check_event_invariants(&run);
+        assert_eq!(!run.summary.items.is_empty(), retried, "{answer:?}");
+        let questions = asked.1.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(questions, u32::from(answer.is_some()), "{answer:?}");
+        if !retried {
+            assert!(
+                run.journal.entries().iter().any(
+                    |(_, e)| e.cause == Some(Cause::Notice) && e.text.contains("not confirmed")
+                ),
+                "{answer:?}"
+            );
+        }
+    }
+}
+
+/// An item named twice is prepared once; an item cancelled before it was
+/// handed over is skipped without bothering the handler.
+#[tokio::test(start_paused = true)]
+async fn items_are_prepared_once_and_early_cancels_skip_them() {
+    let twice = Script {
+        items: vec!["a", "b"],
+        steps: vec![progress(0, ItemStatus::Succeeded)],
+        select: Some(vec!["a", "a"]),
+        ..Script::default()
+    };
+    let run1 = run(vec![("h", twice)]).await;
+    check_event_invariants(&run1);
+    assert_eq!(run1.summary.items.len(), 1, "{:?}", run1.summary.items);
+
+    fn cancel_a(control: &SessionControl, name: &'static str) {
+        control.cancel(&CancelTarget::Item {
+            handler: name.into(),
+            item: "a".into(),
+        });
+    }
+    let early = Script {
+        items: vec!["a", "b"],
+        steps: vec![progress(0, ItemStatus::Succeeded)],
+        show_error: Some(("e-1", cancel_a)),
+        ..Script::default()
+    };
+    let calls = Arc::clone(&early.calls);
+    let run2 = run(vec![("h", early)]).await;
+    check_event_invariants(&run2);
+    assert_eq!(status_of(&run2.summary, "a"), ItemStatus::Skipped);
+    assert!(
+        !calls.lock().unwrap().contains(&"prepareForSync"),
+        "the handler was bothered: {:?}",
+        calls.lock().unwrap()
+    );
+}
+
+/// A handler that went silent in `synchronize` and answered in the grace
+/// period without reporting its items: they fail as not responding.
+#[tokio::test(start_paused = true)]
+async fn items_left_by_a_handler_found_silent_fail_as_not_responding() {
+    let script = Script {
+        items: vec!["a"],
+        steps: vec![Step::Sleep(11)],
+        ..Script::default()
+    };
+    let run = run(vec![("h", script)]).await;
+    check_event_invariants(&run);
+    assert_eq!(status_of(&run.summary, "a"), ItemStatus::Failed);
+    let item_entry = run
+        .journal
+        .entries()
+        .into_iter()
+        .find(|(_, e)| e.item.as_deref() == Some("a"))
+        .expect("an entry for a");
+    assert_eq!(
+        item_entry.1.cause,
+        Some(Cause::NotResponding),
+        "{:?}",
+        item_entry.1
+    );
 }
