@@ -1346,6 +1346,33 @@ async fn the_session_outcome_follows_the_items() {
         run(vec![("h", both)]).await.summary.outcome,
         SessionOutcome::Failed
     );
+    // A skip the user asked for is a cancel that took effect; one the
+    // handler chose on its own is not.
+    let cancelled_skip = Script {
+        items: vec!["a", "b"],
+        steps: vec![
+            Step::CancelItem(1),
+            progress(1, ItemStatus::Skipped),
+            progress(0, ItemStatus::Succeeded),
+        ],
+        ..Script::default()
+    };
+    assert_eq!(
+        run(vec![("h", cancelled_skip)]).await.summary.outcome,
+        SessionOutcome::Cancelled
+    );
+    let own_skip = Script {
+        items: vec!["a", "b"],
+        steps: vec![
+            progress(1, ItemStatus::Skipped),
+            progress(0, ItemStatus::Succeeded),
+        ],
+        ..Script::default()
+    };
+    assert_eq!(
+        run(vec![("h", own_skip)]).await.summary.outcome,
+        SessionOutcome::Succeeded
+    );
 }
 
 /// A handler that answered with an error is asked to shut down; one that
