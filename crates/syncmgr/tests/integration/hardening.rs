@@ -264,17 +264,8 @@ fn names_from_the_file_system_are_shown_safely() {
     // The live view on a terminal (a pseudo-terminal from util-linux
     // `script`) escapes them too: its own cursor movements are the only
     // control sequences on the screen.
-    let typescript = home.path().join("typescript");
-    let shown = Command::new("script")
-        .args(["-qefc", &format!("{} sync", syncmgr_bin().display())])
-        .arg(&typescript)
-        .env("SYNCMGR_HOME", home.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .expect("script runs");
-    assert_eq!(shown.code(), Some(1));
-    let screen = String::from_utf8_lossy(&fs::read(&typescript).unwrap()).into_owned();
+    let (code, screen) = sync_on_a_terminal(&home);
+    assert_eq!(code, Some(1));
     assert!(screen.contains("overall ["), "not the live view:\n{screen}");
     assert!(
         !screen.contains("\x1b[2J"),
@@ -301,6 +292,19 @@ fn the_live_view_ticks_while_handlers_are_quiet() {
         "quiet",
         &["--items", "a", "--steps", "1", "--step-ms", "3000"],
     );
+    let (code, screen) = sync_on_a_terminal(&home);
+    assert_eq!(code, Some(0));
+    for clock in ["00:00:01", "00:00:02"] {
+        assert!(
+            screen.contains(&format!("items  {clock}")),
+            "the overall line never showed {clock}:\n{screen}"
+        );
+    }
+}
+
+/// `syncmgr sync` on a terminal (a pseudo-terminal from util-linux
+/// `script`): its exit code and everything it drew.
+fn sync_on_a_terminal(home: &TestHome) -> (Option<i32>, String) {
     let typescript = home.path().join("typescript");
     let status = Command::new("script")
         .args(["-qefc", &format!("{} sync", syncmgr_bin().display())])
@@ -310,12 +314,6 @@ fn the_live_view_ticks_while_handlers_are_quiet() {
         .stdout(Stdio::null())
         .status()
         .expect("script runs");
-    assert_eq!(status.code(), Some(0));
     let screen = String::from_utf8_lossy(&fs::read(&typescript).unwrap()).into_owned();
-    for clock in ["00:00:01", "00:00:02"] {
-        assert!(
-            screen.contains(&format!("items  {clock}")),
-            "the overall line never showed {clock}:\n{screen}"
-        );
-    }
+    (status.code(), screen)
 }
