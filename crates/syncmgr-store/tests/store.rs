@@ -108,13 +108,43 @@ fn registrations_round_trip_and_update() {
         HashMap::from([("inbox".to_owned(), false)])
     );
 
-    // Refused input.
+    // Refused input: an event that needs no opt-in, a program with no
+    // argv, a built-in kind that is empty or says "process".
     let mut manual = process("x");
     manual.events = vec![SyncEvent::Manual];
-    assert!(matches!(
-        store.register(&manual),
-        Err(StoreError::Invalid(_))
-    ));
+    let no_program = Registration {
+        kind: HandlerKind::Process { argv: Vec::new() },
+        ..process("x")
+    };
+    let builtin = |kind: &str| Registration {
+        kind: HandlerKind::Builtin {
+            kind: kind.into(),
+            config: serde_json::json!({}),
+        },
+        ..process("x")
+    };
+    for bad in [manual, no_program, builtin(""), builtin("process")] {
+        assert!(
+            matches!(store.register(&bad), Err(StoreError::Invalid(_))),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(store.registration("x").unwrap(), None);
+    // A choice cleared goes back to the handler's default; clearing it
+    // again finds nothing.
+    store
+        .set_choice("mail", SyncEvent::Idle, "outbox", true)
+        .unwrap();
+    assert!(
+        store
+            .clear_choice("mail", SyncEvent::Idle, "outbox")
+            .unwrap()
+    );
+    assert!(
+        !store
+            .clear_choice("mail", SyncEvent::Idle, "outbox")
+            .unwrap()
+    );
     let err = store
         .set_choice("nobody", SyncEvent::Manual, "i", true)
         .unwrap_err();
@@ -248,6 +278,12 @@ fn log_filters_and_deletes() {
         stored.entry,
         entry("s1", "mail", LogLevel::Warning, Some("w1"))
     );
+    // The manager's entries keep their cause (schema v2).
+    let mut own = entry("s1", "mail", LogLevel::Error, None);
+    own.cause = Some(syncmgr_core::Cause::NotResponding);
+    let e0 = store.append_log(&own).unwrap();
+    assert_eq!(store.log_entry(e0).unwrap().unwrap().entry, own);
+    assert!(store.delete_log(e0).unwrap());
 
     // deleteLogError: by id in one session; None = every one with an error id.
     assert_eq!(store.delete_log_for("s2", "mail", Some("e1")).unwrap(), 1);
@@ -410,6 +446,33 @@ fn foreign_and_newer_files_are_refused_by_name() {
     // Reopening an existing database of ours is fine.
     drop(store);
     Store::open(&damaged).unwrap();
+
+    // A damaged page (a disk error, a bad copy): Corrupt, naming the file.
+    let broken = dir.path().join("broken.db");
+    let store = Store::open(&broken).unwrap();
+    for _ in 0..200 {
+        store
+            .append_log(&entry("s1", "mail", LogLevel::Error, Some("e")))
+            .unwrap();
+    }
+    store.close().unwrap();
+    let mut bytes = std::fs::read(&broken).unwrap();
+    let page = 4096;
+    assert!(bytes.len() > 4 * page, "{} bytes", bytes.len());
+    // Every page after the schema's: their b-tree headers become garbage.
+    for start in (page..bytes.len()).step_by(page) {
+        bytes[start..start + 64].fill(0xa5);
+    }
+    std::fs::write(&broken, &bytes).unwrap();
+    let err = match Store::open(&broken) {
+        Err(e) => e,
+        Ok(store) => store.log(&LogFilter::default()).unwrap_err(),
+    };
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&*broken.to_string_lossy()),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
