@@ -284,6 +284,9 @@ mod tests {
         };
         assert_eq!(feed.pop(Duration::from_secs(10)), Popped::Event(log(7)));
         pusher.join().expect("pusher");
+        // Something queued is taken at once, however long pop may wait.
+        feed.push(log(8));
+        assert_eq!(feed.pop(Duration::from_secs(3600)), Popped::Event(log(8)));
         feed.push(log(8));
         feed.close();
         feed.push(log(9));
