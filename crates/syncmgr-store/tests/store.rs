@@ -563,3 +563,28 @@ async fn writer_commits_concurrent_appends_durably() {
         Some(SessionOutcome::Succeeded)
     );
 }
+
+/// Several processes (here: threads with their own connections) opening a
+/// database that does not exist yet, at the same moment, all get it: one
+/// creates and migrates it, the others wait for its lock or find its work
+/// done.
+#[test]
+fn first_opens_at_the_same_moment_all_succeed() {
+    for round in 0..5 {
+        let (_dir, path) = db();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let (path, start) = (path.clone(), std::sync::Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    Store::open(&path).map(|store| store.registrations().map(|r| r.len()))
+                })
+            })
+            .collect();
+        for opener in openers {
+            let opened = opener.join().expect("no panic");
+            assert!(matches!(opened, Ok(Ok(0))), "round {round}: {opened:?}");
+        }
+    }
+}
