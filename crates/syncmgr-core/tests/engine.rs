@@ -1552,3 +1552,29 @@ async fn items_left_by_a_handler_found_silent_fail_as_not_responding() {
         item_entry.1
     );
 }
+
+/// What a cancel matches: everything (when there is something), a handler
+/// of the session, an item it lists; and the control names its session.
+#[tokio::test(start_paused = true)]
+async fn cancel_targets_match_what_the_session_has() {
+    let journal = Arc::new(MemoryJournal::default());
+    let config = SessionConfig::new("s-42", SyncEvent::Manual);
+    let (_empty, control, _rx) = Session::new(config.clone(), journal.clone(), Vec::new());
+    assert_eq!(control.session_id(), "s-42");
+    assert!(!control.cancel(&CancelTarget::All), "nothing to cancel");
+
+    let job = HandlerJob {
+        name: "h".into(),
+        handler: Box::new(scripted(Script::default())),
+        selection: Selection::Checked(HashMap::new()),
+        timeout: Duration::from_secs(10),
+    };
+    let (_session, control, _rx) = Session::new(config, journal, vec![job]);
+    assert!(control.cancel(&CancelTarget::Handler("h".into())));
+    assert!(!control.cancel(&CancelTarget::Handler("other".into())));
+    assert!(!control.cancel(&CancelTarget::Item {
+        handler: "other".into(),
+        item: "a".into(),
+    }));
+    assert!(control.cancel(&CancelTarget::All));
+}
