@@ -76,6 +76,8 @@ struct Script {
     decline: bool,
     /// `showError` asks the user to confirm this before the retry.
     confirm: Option<&'static str>,
+    /// `showError` asks for no retry at all.
+    retry_nothing: bool,
     /// Exactly these items (`Selection::Items`) instead of the checked ones.
     select: Option<Vec<&'static str>>,
     /// `prepareForSync` cancels the handler's items (as if the user had,
@@ -190,8 +192,13 @@ impl Handler for Scripted {
         if let Some((_, f)) = self.script.show_error {
             f(self.control.get().expect("control is set"), self.name);
         }
+        let retry = if self.script.retry_nothing {
+            Vec::new()
+        } else {
+            vec![self.script.items[0].into()]
+        };
         Ok(ShowErrorAnswer {
-            retry: vec![self.script.items[0].into()],
+            retry,
             confirm: self.script.confirm.map(str::to_owned),
         })
     }
@@ -1077,9 +1084,15 @@ async fn modeless_is_one_handler_at_a_time_and_only_when_allowed() {
     // All at once, in paused time: the holder takes it at once and ends at
     // 6 s; another asks at 3 s (refused) and again at 9 s (granted: the
     // holder is gone).
+    // `middle` asks at 4 s, after `early` ended but while the holder still
+    // holds it: an ending handler gives back only its own lease.
     run(vec![
         ("holder", script(vec![Step::Probe(take), Step::TouchFor(2)])),
         ("early", script(vec![Step::TouchFor(1), Step::Probe(ask)])),
+        (
+            "middle",
+            script(vec![Step::TouchFor(1), Step::Sleep(1), Step::Probe(ask)]),
+        ),
         ("late", script(vec![Step::TouchFor(3), Step::Probe(ask)])),
     ])
     .await;
@@ -1106,6 +1119,7 @@ async fn modeless_is_one_handler_at_a_time_and_only_when_allowed() {
         [
             ("holder asks", true),
             ("holder asks again", true),
+            ("another asks", false),
             ("another asks", false),
             ("another asks", true),
             ("holder asks", true),
@@ -1466,6 +1480,19 @@ async fn a_retry_that_needs_confirming_waits_for_a_yes() {
         confirm: Some("deletes 3 files"),
         ..Script::default()
     };
+    // Nothing to retry: nothing to ask, whatever the text says.
+    let asked = Arc::new(Answers(true, Default::default()));
+    let host = Arc::clone(&asked);
+    let idle = Script {
+        retry_nothing: true,
+        ..guarded()
+    };
+    let run0 = run_with(vec![("h", idle)], |c| {
+        c.confirm = Some(host as Arc<dyn syncmgr_core::Confirm>);
+    })
+    .await;
+    assert!(run0.summary.items.is_empty());
+    assert_eq!(asked.1.load(std::sync::atomic::Ordering::SeqCst), 0);
     for (answer, retried) in [(Some(true), true), (Some(false), false), (None, false)] {
         let asked = Arc::new(Answers(answer.unwrap_or(false), Default::default()));
         let host = Arc::clone(&asked);

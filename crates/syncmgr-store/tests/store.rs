@@ -421,6 +421,23 @@ fn foreign_and_newer_files_are_refused_by_name() {
     assert!(err.contains("schema version 99"), "{err}");
     assert!(err.contains("newer"), "{err}");
 
+    // A negative schema version in our file: not ours to touch; version 0
+    // (an empty file of ours) is simply migrated.
+    let negative = dir.path().join("negative.db");
+    Store::open(&negative).unwrap().close().unwrap();
+    rusqlite::Connection::open(&negative)
+        .unwrap()
+        .pragma_update(None, "user_version", -1)
+        .unwrap();
+    let err = Store::open(&negative).unwrap_err().to_string();
+    assert!(err.contains("schema version -1 is invalid"), "{err}");
+    let zero = dir.path().join("zero.db");
+    rusqlite::Connection::open(&zero)
+        .unwrap()
+        .pragma_update(None, "application_id", 0x5359_4E43)
+        .unwrap();
+    Store::open(&zero).unwrap().registrations().unwrap();
+
     // A damaged value is an error naming the file, not a panic.
     let damaged = dir.path().join("damaged.db");
     let store = Store::open(&damaged).unwrap();
@@ -550,6 +567,69 @@ async fn writer_commits_concurrent_appends_durably() {
     assert_eq!(
         reader.known_items("mail").unwrap()[0].last_update,
         Some(at(9))
+    );
+
+    // Every other write of the writer, each checked against the file.
+    writer
+        .begin_session(SessionRecord::running("s2", SyncEvent::Idle, at(20), 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        reader.session("s2").unwrap().map(|s| s.trigger),
+        Some(SyncEvent::Idle)
+    );
+    assert_eq!(reader.session("nope").unwrap(), None);
+    let batch = writer
+        .append_logs(vec![
+            entry("s2", "mail", LogLevel::Warning, Some("w1")),
+            entry("s2", "mail", LogLevel::Warning, Some("w2")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 2);
+    assert!(
+        batch[0] > acknowledged[199] && batch[1] == batch[0] + 1,
+        "{batch:?}"
+    );
+    let through_journal = Journal::append_batch(
+        &writer,
+        vec![entry("s2", "mail", LogLevel::Information, None)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(through_journal, [batch[1] + 1]);
+    assert_eq!(
+        writer
+            .delete_log_for("s2", "mail", Some("w1"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        writer
+            .delete_log_for("s2", "mail", Some("w1"))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(writer.delete_log(batch[1]).await.unwrap());
+    assert!(!writer.delete_log(batch[1]).await.unwrap());
+    assert!(reader.log_entry(batch[0]).unwrap().is_none());
+    assert!(
+        writer
+            .set_last_update("mail", "inbox", at(30))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !writer
+            .set_last_update("nobody", "inbox", at(30))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        reader.known_items("mail").unwrap()[0].last_update,
+        Some(at(30))
     );
 
     writer.close().await.unwrap();
