@@ -612,6 +612,18 @@ async fn writer_commits_concurrent_appends_durably() {
             .unwrap(),
         0
     );
+    // Through the Journal trait, as the engine's deleteLogError calls it.
+    let extra = writer
+        .append_log(entry("s2", "mail", LogLevel::Warning, Some("w3")))
+        .await
+        .unwrap();
+    assert_eq!(
+        Journal::delete(&writer, "s2", "mail", Some("w3"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(reader.log_entry(extra).unwrap().is_none());
     assert!(writer.delete_log(batch[1]).await.unwrap());
     assert!(!writer.delete_log(batch[1]).await.unwrap());
     assert!(reader.log_entry(batch[0]).unwrap().is_none());
