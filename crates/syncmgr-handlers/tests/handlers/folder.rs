@@ -795,6 +795,80 @@ async fn unreadable_entries_are_logged_and_fail_the_item() {
     }
     assert!(!dst.join("n-fifo").exists());
     assert!(temp_files(&dst).is_empty());
+    // Each problem has its entry, and no summary of problems left out.
+    assert!(
+        !errors
+            .iter()
+            .any(|e| e.text.contains("were not logged one by one")),
+        "{errors:#?}"
+    );
+}
+
+/// Many problems: the first 50 are logged one by one, one entry counts the
+/// rest.
+#[tokio::test]
+async fn many_problems_are_logged_up_to_a_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
+    fs::create_dir_all(&src).expect("mkdir");
+    for n in 0..60 {
+        let made = std::process::Command::new("mkfifo")
+            .arg(src.join(format!("fifo {n:02}")))
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+    }
+    let run = sync(&config(&src, &dst, false)).await;
+    assert_eq!(run.status(), ItemStatus::Failed);
+    let errors = run.errors();
+    let one_by_one = errors
+        .iter()
+        .filter(|e| e.text.contains("it is a fifo"))
+        .count();
+    assert_eq!(one_by_one, 50, "{errors:#?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.text == "10 more problems were not logged one by one"),
+        "{errors:#?}"
+    );
+}
+
+/// With several pairs, acting on an entry reaches the item it names, not
+/// the first one.
+#[tokio::test]
+async fn entries_of_the_second_pair_act_on_the_second_pair() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    write(&root.join("one"), "f", b"1", 0o644, 1_500_000_000);
+    let cfg = FolderConfig {
+        pairs: vec![
+            FolderPair {
+                source: root.join("one"),
+                target: root.join("one-copy"),
+            },
+            FolderPair {
+                source: root.join("two"),
+                target: root.join("two-copy"),
+            },
+        ],
+        delete: false,
+        checksum: false,
+    };
+    let second = cfg.pairs[1].item_id();
+    let first_run = sync(&cfg).await;
+    let missing = first_run
+        .errors()
+        .into_iter()
+        .find(|e| e.error_id.as_deref() == Some(&format!("missing-{second}")))
+        .expect("the second source is missing");
+    assert!(missing.text.contains("two"), "{}", missing.text);
+    write(&root.join("two"), "g", b"2", 0o644, 1_500_000_000);
+    let retried = run(&cfg, Selection::ShowError(format!("missing-{second}"))).await;
+    assert_eq!(retried.summary.items.len(), 1);
+    assert_eq!(retried.summary.items[0].item, second);
+    assert_eq!(retried.status(), ItemStatus::Succeeded);
+    assert_mirror(&root.join("two"), &root.join("two-copy"));
 }
 
 #[tokio::test]
