@@ -795,6 +795,11 @@ async fn unreadable_entries_are_logged_and_fail_the_item() {
     }
     assert!(!dst.join("n-fifo").exists());
     assert!(temp_files(&dst).is_empty());
+    assert!(
+        run.totals().starts_with("finished with errors: "),
+        "{}",
+        run.totals()
+    );
     // Each problem has its entry, and no summary of problems left out.
     assert!(
         !errors
