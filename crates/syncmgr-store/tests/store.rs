@@ -680,3 +680,29 @@ fn first_opens_at_the_same_moment_all_succeed() {
         }
     }
 }
+
+/// Switching a new file to WAL needs a moment with nobody else in it;
+/// SQLite answers "busy" at once (its busy timeout does not apply), so the
+/// store retries for as long as its busy timeout instead of failing.
+#[test]
+fn an_open_waits_for_another_reader_to_let_go() {
+    let (_dir, path) = db();
+    // Our file, not yet in WAL mode, with another connection reading it.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .pragma_update(None, "application_id", 0x5359_4E43)
+        .unwrap();
+    other
+        .execute_batch("CREATE TABLE t (x); BEGIN; SELECT * FROM t;")
+        .unwrap();
+    let opener = std::thread::spawn({
+        let path = path.clone();
+        move || Store::open(&path).map(|store| store.path().to_owned())
+    });
+    // Let the opener meet the reader (if it comes later, it simply opens).
+    std::thread::sleep(Duration::from_millis(300));
+    other.execute_batch("COMMIT;").unwrap();
+    drop(other);
+    let opened = opener.join().expect("no panic");
+    assert!(opened.is_ok(), "{opened:?}");
+}
