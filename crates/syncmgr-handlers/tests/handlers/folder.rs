@@ -327,6 +327,34 @@ async fn mirrors_changes_and_deletes() {
         "{}",
         first.totals()
     );
+    let bytes: usize = tree(&src)
+        .values()
+        .map(|node| match node {
+            Node::File { data, .. } => data.len(),
+            _ => 0,
+        })
+        .sum();
+    assert!(
+        first.totals().contains(&format!("({bytes} bytes)")),
+        "{}",
+        first.totals()
+    );
+    // The handler says what it is, and a refused or finished item's text
+    // says how it ended.
+    let info = syncmgr_core::Handler::handler_info(&mut FolderHandler::new(cfg.clone()))
+        .await
+        .expect("info");
+    assert_eq!(info.name, "Folder mirror");
+    let last_text = first.events.iter().rev().find_map(|e| match e {
+        SessionEvent::ItemChanged(s) if s.status.is_terminal() => Some(s.text.clone()),
+        _ => None,
+    });
+    assert!(
+        last_text
+            .as_deref()
+            .is_some_and(|t| t.starts_with("8 files")),
+        "{last_text:?}"
+    );
     let enumerated = first.events.iter().find_map(|e| match e {
         SessionEvent::ItemsEnumerated { enumeration, .. } => Some(enumeration.items[0].clone()),
         _ => None,
