@@ -377,3 +377,111 @@ fn rel_bytes(rel: &Path) -> &[u8] {
 /// run never passes for the confirmed one by chance, short enough that
 /// `guard-<item>-<fingerprint>` fits an error id.
 pub(super) const FINGERPRINT_HEX: usize = 12;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roots_of(folders: &Resolved) -> Roots {
+        Roots {
+            source: identity(&fs::metadata(&folders.source).expect("source")),
+            target: fs::symlink_metadata(&folders.target)
+                .ok()
+                .map(|m| identity(&m)),
+        }
+    }
+
+    /// Between the scan and the first change, a folder that was replaced
+    /// (another directory at the same path, or a link put in its place) is
+    /// noticed; an untouched pair passes.
+    #[test]
+    fn recheck_notices_a_folder_replaced_after_the_scan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let pair = FolderPair {
+            source: root.join("s"),
+            target: root.join("t"),
+        };
+        fs::create_dir(&pair.source).expect("mkdir");
+        fs::create_dir(&pair.target).expect("mkdir");
+        let scanned = pair.resolve().expect("resolve");
+        let roots = roots_of(&scanned);
+        assert!(recheck(&pair, &scanned, &roots).is_ok());
+
+        // Another target directory at the same path.
+        fs::rename(&pair.target, root.join("old-t")).expect("mv");
+        fs::create_dir(&pair.target).expect("mkdir");
+        assert!(matches!(
+            recheck(&pair, &scanned, &roots),
+            Err(Refusal::Unsafe(text)) if text.contains("moved or replaced")
+        ));
+        let scanned = pair.resolve().expect("resolve");
+        let roots = roots_of(&scanned);
+        assert!(recheck(&pair, &scanned, &roots).is_ok());
+
+        // The source swapped the same way.
+        fs::rename(&pair.source, root.join("old-s")).expect("mv");
+        fs::create_dir(&pair.source).expect("mkdir");
+        assert!(recheck(&pair, &scanned, &roots).is_err());
+        let scanned = pair.resolve().expect("resolve");
+        let roots = roots_of(&scanned);
+
+        // The target turned into a link to elsewhere.
+        fs::remove_dir(&pair.target).expect("rmdir");
+        std::os::unix::fs::symlink(root.join("old-t"), &pair.target).expect("symlink");
+        assert!(recheck(&pair, &scanned, &roots).is_err());
+
+        // A target that did not exist, and still does not: fine; one that
+        // appeared meanwhile: replaced.
+        fs::remove_file(&pair.target).expect("rm link");
+        let scanned = pair.resolve().expect("resolve");
+        let roots = roots_of(&scanned);
+        assert_eq!(roots.target, None);
+        assert!(recheck(&pair, &scanned, &roots).is_ok());
+        fs::create_dir(&pair.target).expect("mkdir");
+        assert!(recheck(&pair, &scanned, &roots).is_err());
+    }
+
+    /// A guard's fingerprint tells apart runs that remove other paths, or
+    /// the same paths under another guard or between other folders.
+    #[test]
+    fn fingerprints_tell_runs_apart() {
+        let folders = Resolved {
+            source: "/s".into(),
+            target: "/t".into(),
+        };
+        let plan = |paths: &[&str]| Plan {
+            ops: paths
+                .iter()
+                .map(|p| Op::Remove {
+                    rel: (*p).into(),
+                    dir: false,
+                    files: 1,
+                })
+                .collect(),
+            ..Plan::default()
+        };
+        let base = fingerprint(GuardKind::MassDelete, &folders, &plan(&["a", "b"]));
+        assert_eq!(base.len(), FINGERPRINT_HEX);
+        assert_eq!(
+            base,
+            fingerprint(GuardKind::MassDelete, &folders, &plan(&["a", "b"]))
+        );
+        for other in [
+            fingerprint(GuardKind::MassDelete, &folders, &plan(&["a", "c"])),
+            fingerprint(GuardKind::MassDelete, &folders, &plan(&["a"])),
+            fingerprint(GuardKind::MassDelete, &folders, &plan(&["ab"])),
+            fingerprint(GuardKind::EmptySource, &folders, &plan(&["a", "b"])),
+            fingerprint(
+                GuardKind::MassDelete,
+                &Resolved {
+                    source: "/s".into(),
+                    target: "/u".into(),
+                },
+                &plan(&["a", "b"]),
+            ),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+}

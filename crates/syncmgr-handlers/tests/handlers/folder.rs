@@ -966,3 +966,33 @@ async fn cancel_in_a_large_file_leaves_nothing_partial() {
         .expect("progress");
     assert!(stopped_at < big.len() as u64, "stopped at {stopped_at}");
 }
+
+/// A source or target that is a file, not a folder: refused or failed,
+/// and the file is left as it was.
+#[tokio::test]
+async fn files_where_folders_belong_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    fs::write(root.join("a file"), b"not a folder").expect("write");
+    let as_source = sync(&config(&root.join("a file"), &root.join("t"), true)).await;
+    assert_eq!(as_source.status(), ItemStatus::Failed);
+    let entry = as_source.errors().pop().expect("an entry");
+    assert!(entry.text.contains("it is not a folder"), "{}", entry.text);
+    assert!(!root.join("t").exists());
+
+    write(&root.join("s"), "f", b"1", 0o644, 1_500_000_000);
+    let as_target = sync(&config(&root.join("s"), &root.join("a file"), true)).await;
+    assert_eq!(as_target.status(), ItemStatus::Failed);
+    assert!(
+        as_target
+            .errors()
+            .iter()
+            .any(|e| e.text.contains("exists and is not a folder")),
+        "{:#?}",
+        as_target.errors()
+    );
+    assert_eq!(
+        fs::read(root.join("a file")).expect("read"),
+        b"not a folder"
+    );
+}
