@@ -996,3 +996,55 @@ async fn files_where_folders_belong_are_refused() {
         b"not a folder"
     );
 }
+
+/// A folder that cannot be created in the target (here: its path would be
+/// longer than PATH_MAX there, though not in the source) is one problem;
+/// nothing below it is tried, and the rest of the tree is still mirrored.
+#[tokio::test]
+async fn nothing_is_tried_below_a_folder_that_could_not_be_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = "t".repeat(250);
+    let (src, dst) = (
+        dir.path().join("s"),
+        dir.path().join(format!("{long}/{long}/{long}")),
+    );
+    fs::create_dir_all(&src).expect("mkdir");
+    // 14 levels of 250 bytes: about 3,500 bytes below the source, which the
+    // target's 750 more bytes take past 4,096.
+    let component = "d".repeat(250);
+    let script = format!(
+        "for i in $(seq 14); do mkdir {component} && cd -P {component} || exit 1; done; for f in 1 2 3; do echo x > f$f; done"
+    );
+    let made = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(&src)
+        .status()
+        .expect("sh runs");
+    assert!(made.success());
+    write(&src, "z/after.txt", b"after", 0o644, 1_500_000_000);
+
+    let run = sync(&config(&src, &dst, false)).await;
+    assert_eq!(run.status(), ItemStatus::Failed, "{:#?}", run.logs());
+    let errors: Vec<String> = run.errors().into_iter().map(|e| e.text).collect();
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|t| t.starts_with("cannot create folder"))
+            .count(),
+        1,
+        "{errors:#?}"
+    );
+    assert!(
+        !errors.iter().any(|t| t.starts_with("cannot write")),
+        "{errors:#?}"
+    );
+    assert_eq!(fs::read(dst.join("z/after.txt")).expect("read"), b"after");
+    for root in [&src, &dst] {
+        let cleanup = format!("rm -rf {component}");
+        std::process::Command::new("sh")
+            .args(["-c", &cleanup])
+            .current_dir(root)
+            .status()
+            .expect("sh runs");
+    }
+}
