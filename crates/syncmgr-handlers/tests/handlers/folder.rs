@@ -1048,3 +1048,45 @@ async fn nothing_is_tried_below_a_folder_that_could_not_be_created() {
             .expect("sh runs");
     }
 }
+
+/// A mirror whose session is dropped mid-copy (its future dropped, as the
+/// engine does to a handler it ends) stops copying: the blocking work sees
+/// the abort, removes its temporary file, and never renames it into place.
+#[tokio::test]
+async fn a_dropped_mirror_stops_copying() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
+    let big: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+    write(&src, "big", &big, 0o644, 1_500_000_000);
+    let job = HandlerJob {
+        name: "mirror".into(),
+        handler: Box::new(FolderHandler::new(config(&src, &dst, false))),
+        selection: Selection::Checked(HashMap::new()),
+        timeout: Duration::from_secs(60),
+    };
+    let mut session_config = SessionConfig::new("s", SyncEvent::Manual);
+    session_config.coalesce = Duration::ZERO;
+    let (session, _control, mut rx) = Session::new(
+        session_config,
+        Arc::new(MemoryJournal::default()),
+        vec![job],
+    );
+    let running = tokio::spawn(session.run());
+    // Until the copy is under way.
+    while let Some(event) = rx.recv().await {
+        if let SessionEvent::ItemChanged(item) = &event
+            && item.value.is_some_and(|v| v > 0)
+        {
+            break;
+        }
+    }
+    running.abort();
+    let _ = running.await;
+    // The copying thread notices within a chunk and cleans up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !temp_files(&dst).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(temp_files(&dst).is_empty(), "a temporary file stayed");
+    assert!(!dst.join("big").exists(), "the copy went on after the drop");
+}
