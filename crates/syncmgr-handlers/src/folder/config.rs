@@ -424,6 +424,30 @@ mod tests {
     }
 
     #[test]
+    fn a_path_that_cannot_be_examined_is_an_error_not_a_missing_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let looped = dir.path().join("loop");
+        std::os::unix::fs::symlink(&looped, &looped).expect("symlink");
+        let err = config(vec![pair(
+            dir.path().join("s").to_str().expect("utf-8"),
+            looped.join("t").to_str().expect("utf-8"),
+        )])
+        .validate(&[])
+        .unwrap_err();
+        assert!(matches!(err, FolderError::Io { .. }), "{err}");
+        // A folder that does not exist yet is fine: it will be created.
+        let fresh = dir.path().join("new/deeper");
+        assert!(
+            config(vec![pair(
+                dir.path().join("s").to_str().expect("utf-8"),
+                fresh.to_str().expect("utf-8"),
+            )])
+            .validate(&[])
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn relative_paths_are_resolved_against_a_base() {
         let mut c = config(vec![pair("src/../in", "/abs")]);
         c.make_absolute(Path::new("/base"));
