@@ -1090,3 +1090,44 @@ async fn a_dropped_mirror_stops_copying() {
     assert!(temp_files(&dst).is_empty(), "a temporary file stayed");
     assert!(!dst.join("big").exists(), "the copy went on after the drop");
 }
+
+/// A problem whose text would pass the 4 KiB limit of a log entry (a name
+/// deep in a tree) is cut to fit, so that its entry is kept.
+#[tokio::test]
+async fn a_problem_with_a_very_long_path_is_still_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
+    fs::create_dir_all(&src).expect("mkdir");
+    // Folders until the FIFO's absolute path is just under PATH_MAX: its
+    // "cannot mirror PATH: it is a fifo..." text is then over 4,096 bytes.
+    let base = src.as_os_str().len();
+    let component = "d".repeat(200);
+    let levels = (4040 - base) / 201;
+    let name_len = 4060 - base - levels * 201;
+    let fifo = format!("fifo-{}", "f".repeat(name_len.clamp(6, 250) - 5));
+    let script = format!(
+        "for i in $(seq {levels}); do mkdir {component} && cd -P {component} || exit 1; done; mkfifo {fifo}"
+    );
+    let made = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(&src)
+        .status()
+        .expect("sh runs");
+    assert!(made.success());
+
+    let run = sync(&config(&src, &dst, false)).await;
+    let long: Vec<NewLogEntry> = run
+        .errors()
+        .into_iter()
+        .filter(|e| e.text.starts_with("cannot mirror") && e.text.contains("/fifo-"))
+        .collect();
+    assert_eq!(long.len(), 1, "{:#?}", run.logs());
+    assert!(long[0].text.len() <= syncmgr_core::model::MAX_TEXT_LEN);
+    for root in [&src, &dst] {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("rm -rf {component}")])
+            .current_dir(root)
+            .status()
+            .expect("sh runs");
+    }
+}
