@@ -1131,3 +1131,20 @@ async fn a_problem_with_a_very_long_path_is_still_logged() {
             .expect("sh runs");
     }
 }
+
+/// Without `--checksum` a file is judged by size and modification time,
+/// to the nanosecond: a same-size change within the same second is seen.
+#[tokio::test]
+async fn a_change_within_the_same_second_is_seen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
+    write(&src, "f", b"aaaa", 0o644, 1_500_000_000);
+    let cfg = config(&src, &dst, false);
+    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
+    fs::write(src.join("f"), b"bbbb").expect("write");
+    filetime::set_file_mtime(src.join("f"), FileTime::from_unix_time(1_500_000_000, 7))
+        .expect("mtime");
+    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
+    assert_eq!(fs::read(dst.join("f")).expect("read"), b"bbbb");
+    assert_mirror(&src, &dst);
+}
