@@ -1148,3 +1148,48 @@ async fn a_change_within_the_same_second_is_seen() {
     assert_eq!(fs::read(dst.join("f")).expect("read"), b"bbbb");
     assert_mirror(&src, &dst);
 }
+
+/// The mass-delete guard counts the files inside folders that would go:
+/// removing one folder that holds most of the target is refused too.
+#[tokio::test]
+async fn a_folder_holding_most_files_is_not_deleted_unasked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
+    for n in 0..8 {
+        write(&src, &format!("x/inner/{n}"), b"data", 0o644, 1_500_000_000);
+    }
+    for n in 0..4 {
+        write(&src, &format!("keep{n}"), b"data", 0o644, 1_500_000_000);
+    }
+    let cfg = config(&src, &dst, true);
+    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
+    fs::remove_dir_all(src.join("x")).expect("rm");
+    let before = tree(&dst);
+    let refused = sync(&cfg).await;
+    assert_eq!(refused.status(), ItemStatus::Failed);
+    let entry = guard_entry(&refused, &item_id(&cfg));
+    assert!(
+        entry.text.contains("delete 8 of the 12 files"),
+        "{}",
+        entry.text
+    );
+    assert_eq!(tree(&dst), before);
+}
+
+/// `--checksum` compares whole files: a difference past the first chunk
+/// (1 MiB) of two files of the same size and time is found.
+#[tokio::test]
+async fn checksum_finds_a_difference_past_the_first_chunk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (dir.path().join("s"), dir.path().join("t"));
+    let mut data = vec![7u8; 3 << 20];
+    write(&src, "big", &data, 0o644, 1_500_000_000);
+    let mut cfg = config(&src, &dst, false);
+    cfg.checksum = true;
+    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
+    let last = data.len() - 1;
+    data[last] = 8;
+    write(&src, "big", &data, 0o644, 1_500_000_000);
+    assert_eq!(sync(&cfg).await.status(), ItemStatus::Succeeded);
+    assert_eq!(fs::read(dst.join("big")).expect("read"), data);
+}
