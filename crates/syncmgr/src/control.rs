@@ -149,7 +149,6 @@ pub struct CancelReport {
 
 /// The session id a control socket is named after.
 fn session_of(path: &Path) -> String {
-    // The request may still be read once the session runs again.
     path.file_stem().map_or_else(
         || path.display().to_string(),
         |s| s.to_string_lossy().into_owned(),

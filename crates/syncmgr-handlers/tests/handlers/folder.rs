@@ -568,6 +568,52 @@ async fn ten_files_mirrored(dir: &Path) -> (PathBuf, PathBuf, FolderConfig) {
     (src, dst, cfg)
 }
 
+/// A chain of `levels` folders named `component` under `root`, made one
+/// level at a time with relative paths (`cd -P`), so that it may be deeper
+/// than PATH_MAX; the shell command `then` runs in the deepest one. Removed
+/// again when dropped (from `root`, and from the roots `also_in` adds), so
+/// that the temporary folder can go even when the test fails.
+struct DeepTree {
+    component: String,
+    roots: Vec<PathBuf>,
+}
+
+fn deep_tree(root: &Path, component: &str, levels: usize, then: &str) -> DeepTree {
+    let script = format!(
+        "for i in $(seq {levels}); do mkdir {component} && cd -P {component} || exit 1; done; {then}"
+    );
+    let made = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(root)
+        .status()
+        .expect("sh runs");
+    assert!(made.success(), "could not make the deep tree");
+    DeepTree {
+        component: component.to_owned(),
+        roots: vec![root.to_owned()],
+    }
+}
+
+impl DeepTree {
+    /// Also removes the chain from `root` (a target it was mirrored to).
+    fn also_in(mut self, root: &Path) -> Self {
+        self.roots.push(root.to_owned());
+        self
+    }
+}
+
+impl Drop for DeepTree {
+    fn drop(&mut self) {
+        // std's remove_dir_all works by path, which PATH_MAX stops; rm does not.
+        for root in &self.roots {
+            let _ = std::process::Command::new("sh")
+                .args(["-c", &format!("rm -rf {}", self.component)])
+                .current_dir(root)
+                .status();
+        }
+    }
+}
+
 /// Issue 8, point 3: an old "empty source" confirmation, acted on after the
 /// folders changed, must not let a different deletion through.
 #[tokio::test]
@@ -696,15 +742,7 @@ async fn an_incomplete_walk_deletes_nothing() {
     // One file goes from the source (well under the mass-delete guard) ...
     fs::remove_file(src.join("f9")).expect("rm");
     // ... and a part of the source cannot be read.
-    let component = "d".repeat(250);
-    let script =
-        format!("for i in $(seq 20); do mkdir {component} && cd -P {component} || exit 1; done");
-    let made = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .current_dir(&src)
-        .status()
-        .expect("sh runs");
-    assert!(made.success());
+    let _deep = deep_tree(&src, &"d".repeat(250), 20, "true");
 
     let run = sync(&cfg).await;
     assert_eq!(run.status(), ItemStatus::Failed, "{:#?}", run.logs());
@@ -714,13 +752,6 @@ async fn an_incomplete_walk_deletes_nothing() {
         texts.iter().any(|t| t.contains("deleted nothing")),
         "{texts:#?}"
     );
-    // The deep folder goes again so that the temporary folder can be removed.
-    let cleanup = format!("rm -rf {component}");
-    std::process::Command::new("sh")
-        .args(["-c", &cleanup])
-        .current_dir(&src)
-        .status()
-        .expect("sh runs");
 }
 
 #[tokio::test]
@@ -1011,16 +1042,13 @@ async fn nothing_is_tried_below_a_folder_that_could_not_be_created() {
     fs::create_dir_all(&src).expect("mkdir");
     // 14 levels of 250 bytes: about 3,500 bytes below the source, which the
     // target's 750 more bytes take past 4,096.
-    let component = "d".repeat(250);
-    let script = format!(
-        "for i in $(seq 14); do mkdir {component} && cd -P {component} || exit 1; done; for f in 1 2 3; do echo x > f$f; done"
-    );
-    let made = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .current_dir(&src)
-        .status()
-        .expect("sh runs");
-    assert!(made.success());
+    let _deep = deep_tree(
+        &src,
+        &"d".repeat(250),
+        14,
+        "for f in 1 2 3; do echo x > f$f; done",
+    )
+    .also_in(&dst);
     write(&src, "z/after.txt", b"after", 0o644, 1_500_000_000);
 
     let run = sync(&config(&src, &dst, false)).await;
@@ -1039,14 +1067,6 @@ async fn nothing_is_tried_below_a_folder_that_could_not_be_created() {
         "{errors:#?}"
     );
     assert_eq!(fs::read(dst.join("z/after.txt")).expect("read"), b"after");
-    for root in [&src, &dst] {
-        let cleanup = format!("rm -rf {component}");
-        std::process::Command::new("sh")
-            .args(["-c", &cleanup])
-            .current_dir(root)
-            .status()
-            .expect("sh runs");
-    }
 }
 
 /// A mirror whose session is dropped mid-copy (its future dropped, as the
@@ -1101,19 +1121,10 @@ async fn a_problem_with_a_very_long_path_is_still_logged() {
     // Folders until the FIFO's absolute path is just under PATH_MAX: its
     // "cannot mirror PATH: it is a fifo..." text is then over 4,096 bytes.
     let base = src.as_os_str().len();
-    let component = "d".repeat(200);
     let levels = (4040 - base) / 201;
     let name_len = 4060 - base - levels * 201;
     let fifo = format!("fifo-{}", "f".repeat(name_len.clamp(6, 250) - 5));
-    let script = format!(
-        "for i in $(seq {levels}); do mkdir {component} && cd -P {component} || exit 1; done; mkfifo {fifo}"
-    );
-    let made = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .current_dir(&src)
-        .status()
-        .expect("sh runs");
-    assert!(made.success());
+    let _deep = deep_tree(&src, &"d".repeat(200), levels, &format!("mkfifo {fifo}")).also_in(&dst);
 
     let run = sync(&config(&src, &dst, false)).await;
     let long: Vec<NewLogEntry> = run
@@ -1123,13 +1134,6 @@ async fn a_problem_with_a_very_long_path_is_still_logged() {
         .collect();
     assert_eq!(long.len(), 1, "{:#?}", run.logs());
     assert!(long[0].text.len() <= syncmgr_core::model::MAX_TEXT_LEN);
-    for root in [&src, &dst] {
-        std::process::Command::new("sh")
-            .args(["-c", &format!("rm -rf {component}")])
-            .current_dir(root)
-            .status()
-            .expect("sh runs");
-    }
 }
 
 /// Without `--checksum` a file is judged by size and modification time,

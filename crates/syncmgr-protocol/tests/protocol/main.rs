@@ -12,3 +12,16 @@
 
 mod process;
 mod robustness;
+
+use syncmgr_core::{ItemStatus, SessionSummary};
+
+/// The final status of `item` in a session's summary.
+#[track_caller]
+fn status_of(summary: &SessionSummary, item: &str) -> ItemStatus {
+    summary
+        .items
+        .iter()
+        .find(|r| r.item == item)
+        .unwrap_or_else(|| panic!("no result for {item}: {summary:?}"))
+        .status
+}

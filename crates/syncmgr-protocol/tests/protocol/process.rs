@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::status_of;
 use syncmgr_core::{
     CancelTarget, Handler, HandlerError, HandlerJob, ItemStatus, MemoryJournal, NewLogEntry,
     Selection, Session, SessionConfig, SessionEvent, SessionOutcome, SessionSummary, SyncEvent,
@@ -191,15 +192,6 @@ async fn run(mode: &str, cancel: Option<&str>) -> (SessionSummary, Vec<NewLogEnt
         .expect("the session finishes in time");
     let log = journal.entries().into_iter().map(|(_, e)| e).collect();
     (summary, log)
-}
-
-fn status_of(summary: &SessionSummary, item: &str) -> ItemStatus {
-    summary
-        .items
-        .iter()
-        .find(|r| r.item == item)
-        .unwrap_or_else(|| panic!("no result for {item}: {summary:?}"))
-        .status
 }
 
 fn has_entry(log: &[NewLogEntry], needle: &str) -> bool {

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+use crate::status_of;
 use proptest::prelude::*;
 use syncmgr_core::{
     CancelTarget, HandlerJob, ItemStatus, MemoryJournal, NewLogEntry, Selection, Session,
@@ -182,18 +183,6 @@ fn check_invariants(summary: &SessionSummary, events: &[SessionEvent]) {
         assert_eq!(status, result.status, "last event of {item} is its result");
     }
 }
-
-fn status_of(summary: &SessionSummary, item: &str) -> ItemStatus {
-    summary
-        .items
-        .iter()
-        .find(|r| r.item == item)
-        .unwrap_or_else(|| panic!("no result for {item}: {summary:?}"))
-        .status
-}
-
-// ---------------------------------------------------------------------------
-// Memory
 
 // ---------------------------------------------------------------------------
 // The property test: a replaying handler
