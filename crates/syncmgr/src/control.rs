@@ -1,5 +1,5 @@
 //! The per-session control socket: how `syncmgr cancel` (another process)
-//! reaches a running session.
+//! reaches a running session, and the `cancel` command itself.
 //!
 //! Each session listens on `<runtime dir>/<session id>.sock` (the directory is
 //! 0700, so only the user can connect). The protocol is one JSON object per
@@ -8,7 +8,7 @@
 //! `{"cancel": {"handler": NAME, "item": ID?}}`, answered by
 //! `{"ok": true, "matched": BOOL}` or `{"ok": false, "error": TEXT}`.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
@@ -16,10 +16,14 @@ use std::time::Duration;
 use anyhow::Context;
 use syncmgr_api as api;
 use syncmgr_core::{CancelTarget, SessionControl};
+use syncmgr_store::Store;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::error::usage;
+use crate::exit_codes;
+use crate::home::Home;
+use crate::output::Stdout;
 
 /// Requests longer than this are refused (and the connection closed).
 const MAX_REQUEST: usize = 64 * 1024;
@@ -230,6 +234,83 @@ pub async fn send_cancels(
         }
     }
     Ok(report)
+}
+
+/// `syncmgr cancel`: sends the cancels to every running session of the home
+/// and says what they matched; names the handler never had are bad input.
+pub async fn cancel(
+    home: &Home,
+    store: &Store,
+    targets: &[String],
+    out: &mut Stdout,
+) -> anyhow::Result<i32> {
+    let parsed: Vec<_> = if targets.is_empty() {
+        vec![syncmgr_core::CancelTarget::All]
+    } else {
+        targets
+            .iter()
+            .map(|t| parse_target(t))
+            .collect::<anyhow::Result<_>>()?
+    };
+    // Names that do not exist are bad input, whatever is running.
+    for target in &parsed {
+        if let syncmgr_core::CancelTarget::Handler(name)
+        | syncmgr_core::CancelTarget::Item { handler: name, .. } = target
+        {
+            crate::commands::registration(store, name)?;
+        }
+    }
+    let report = send_cancels(&home.runtime, &parsed).await?;
+    let mut never_listed = Vec::new();
+    let mut not_running = Vec::new();
+    for (target, matched) in parsed.iter().zip(&report.matched) {
+        if *matched {
+            continue;
+        }
+        match target {
+            syncmgr_core::CancelTarget::Item { handler, item }
+                if !store.known_items(handler)?.iter().any(|k| &k.id == item) =>
+            {
+                never_listed.push(format!("{handler}/{item}"));
+            }
+            syncmgr_core::CancelTarget::Item { handler, item } => {
+                not_running.push(format!("{handler}/{item}"));
+            }
+            syncmgr_core::CancelTarget::Handler(handler) => not_running.push(handler.clone()),
+            syncmgr_core::CancelTarget::All => {}
+        }
+    }
+    if report.sessions == 0 && report.unanswered.is_empty() {
+        anyhow::bail!("no running session in this home");
+    }
+    if !never_listed.is_empty() {
+        return Err(usage(format!(
+            "no such item: {} (the handler never listed it; see `syncmgr items`)",
+            never_listed.join(", ")
+        )));
+    }
+    if !report.unanswered.is_empty() {
+        anyhow::bail!(
+            "{} running session{} did not answer the cancel in time (it may still act on it when it runs again): {}",
+            report.unanswered.len(),
+            if report.unanswered.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            report.unanswered.join(", ")
+        );
+    }
+    if !not_running.is_empty() {
+        anyhow::bail!("no running session has {}", not_running.join(", "));
+    }
+    writeln!(
+        out,
+        "cancel sent to {} running session{}",
+        report.sessions,
+        if report.sessions == 1 { "" } else { "s" }
+    )?;
+    Ok(exit_codes::SUCCESS)
 }
 
 #[cfg(test)]

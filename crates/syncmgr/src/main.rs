@@ -117,7 +117,7 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             let plan = run::sync_plan(&store, args)?;
             run::run(&home, store, plan, out).await
         }
-        Command::Cancel { targets } => cancel(&home, &store, &targets, &mut out).await,
+        Command::Cancel { targets } => control::cancel(&home, &store, &targets, &mut out).await,
         Command::Log(args) => match args.action {
             Some(LogAction::Show {
                 id,
@@ -166,79 +166,4 @@ async fn check_handler(timeout: std::time::Duration, argv: &[String]) -> anyhow:
     } else {
         exit_codes::FAILED
     })
-}
-
-async fn cancel(
-    home: &Home,
-    store: &Store,
-    targets: &[String],
-    out: &mut Stdout,
-) -> anyhow::Result<i32> {
-    let parsed: Vec<_> = if targets.is_empty() {
-        vec![syncmgr_core::CancelTarget::All]
-    } else {
-        targets
-            .iter()
-            .map(|t| control::parse_target(t))
-            .collect::<anyhow::Result<_>>()?
-    };
-    // Names that do not exist are bad input, whatever is running.
-    for target in &parsed {
-        if let syncmgr_core::CancelTarget::Handler(name)
-        | syncmgr_core::CancelTarget::Item { handler: name, .. } = target
-        {
-            commands::registration(store, name)?;
-        }
-    }
-    let report = control::send_cancels(&home.runtime, &parsed).await?;
-    let mut never_listed = Vec::new();
-    let mut not_running = Vec::new();
-    for (target, matched) in parsed.iter().zip(&report.matched) {
-        if *matched {
-            continue;
-        }
-        match target {
-            syncmgr_core::CancelTarget::Item { handler, item }
-                if !store.known_items(handler)?.iter().any(|k| &k.id == item) =>
-            {
-                never_listed.push(format!("{handler}/{item}"));
-            }
-            syncmgr_core::CancelTarget::Item { handler, item } => {
-                not_running.push(format!("{handler}/{item}"));
-            }
-            syncmgr_core::CancelTarget::Handler(handler) => not_running.push(handler.clone()),
-            syncmgr_core::CancelTarget::All => {}
-        }
-    }
-    if report.sessions == 0 && report.unanswered.is_empty() {
-        anyhow::bail!("no running session in this home");
-    }
-    if !never_listed.is_empty() {
-        return Err(usage(format!(
-            "no such item: {} (the handler never listed it; see `syncmgr items`)",
-            never_listed.join(", ")
-        )));
-    }
-    if !report.unanswered.is_empty() {
-        anyhow::bail!(
-            "{} running session{} did not answer the cancel in time (it may still act on it when it runs again): {}",
-            report.unanswered.len(),
-            if report.unanswered.len() == 1 {
-                ""
-            } else {
-                "s"
-            },
-            report.unanswered.join(", ")
-        );
-    }
-    if !not_running.is_empty() {
-        anyhow::bail!("no running session has {}", not_running.join(", "));
-    }
-    writeln!(
-        out,
-        "cancel sent to {} running session{}",
-        report.sessions,
-        if report.sessions == 1 { "" } else { "s" }
-    )?;
-    Ok(exit_codes::SUCCESS)
 }
