@@ -266,7 +266,7 @@ impl Executor<'_, '_> {
     }
 
     fn skipped(&self, rel: &Path) -> bool {
-        !self.failed_dirs.is_empty() && self.failed_dirs.iter().any(|d| rel.starts_with(d))
+        self.failed_dirs.iter().any(|d| rel.starts_with(d))
     }
 
     fn apply(&mut self, op: Op) -> Flow {
@@ -431,13 +431,12 @@ impl Executor<'_, '_> {
             return Flow::Stop;
         }
         let to = self.target.join(rel);
-        let temp = loop {
-            let temp = temp_path(&to);
-            match std::os::unix::fs::symlink(link, &temp) {
-                Ok(()) => break temp,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return self.problem(Problem::io("cannot create link", &to, &e)),
-            }
+        let temp = match create_new(
+            || temp_path(&to),
+            |temp| std::os::unix::fs::symlink(link, temp),
+        ) {
+            Ok(((), temp)) => temp,
+            Err(e) => return self.problem(Problem::io("cannot create link", &to, &e)),
         };
         if let Err(e) = filetime::set_symlink_file_times(&temp, stamp.atime, stamp.mtime) {
             let _ = fs::remove_file(&temp);
@@ -513,15 +512,28 @@ fn temp_path(path: &Path) -> PathBuf {
 /// Creates a temporary file next to `path`, readable by its owner only
 /// until it is complete.
 fn create_temp(path: &Path) -> io::Result<(File, PathBuf)> {
+    create_new(
+        || temp_path(path),
+        |temp| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(temp)
+        },
+    )
+}
+
+/// Creates something at the first name of `names` that is free: a name
+/// already taken (a stale file of an earlier process) is passed over.
+fn create_new<T>(
+    mut names: impl FnMut() -> PathBuf,
+    mut create: impl FnMut(&Path) -> io::Result<T>,
+) -> io::Result<(T, PathBuf)> {
     loop {
-        let temp = temp_path(path);
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-        {
-            Ok(file) => return Ok((file, temp)),
+        let name = names();
+        match create(&name) {
+            Ok(made) => return Ok((made, name)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
@@ -532,4 +544,200 @@ fn create_temp(path: &Path) -> io::Result<(File, PathBuf)> {
 /// `syncfs`; where there is none, each file was `fsync`ed when written).
 fn durable(root: &File) -> io::Result<()> {
     syncmgr_sys::sync_file_system(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+    use std::sync::atomic::AtomicBool;
+
+    use syncmgr_core::ProgressReply;
+
+    use super::super::plan::{Options, scan};
+    use super::super::progress::testing::Recorder;
+    use super::*;
+
+    fn plan_of(source: &Path, target: &Path, reporter: &mut Reporter<'_>) -> Plan {
+        scan(
+            source,
+            fs::metadata(source).expect("source"),
+            target,
+            fs::symlink_metadata(target).ok(),
+            Options {
+                delete: true,
+                checksum: false,
+            },
+            reporter,
+        )
+        .expect("nothing stops this scan")
+    }
+
+    fn pair() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, t) = (dir.path().join("s"), dir.path().join("t"));
+        fs::create_dir(&s).expect("mkdir");
+        fs::create_dir(&t).expect("mkdir");
+        (dir, s, t)
+    }
+
+    fn temporaries(root: &Path) -> Vec<PathBuf> {
+        walkdir::WalkDir::new(root)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
+            .map(walkdir::DirEntry::into_path)
+            .collect()
+    }
+
+    fn texts(problems: &[Problem]) -> Vec<String> {
+        problems.iter().map(|p| p.text.clone()).collect()
+    }
+
+    /// The stats count what the run did, the committer's renames included.
+    #[test]
+    fn a_run_counts_what_it_did() {
+        let (_dir, s, t) = pair();
+        fs::write(s.join("three"), b"abc").expect("write");
+        fs::create_dir(s.join("sub")).expect("mkdir");
+        fs::write(s.join("sub/five"), b"abcde").expect("write");
+        symlink("three", s.join("link")).expect("symlink");
+        fs::write(t.join("extra"), b"x").expect("write");
+        fs::create_dir(t.join("gone")).expect("mkdir");
+        fs::write(t.join("gone/a"), b"a").expect("write");
+        fs::write(t.join("gone/b"), b"b").expect("write");
+
+        let sink = Recorder::default();
+        let abort = AtomicBool::new(false);
+        let mut reporter = Reporter::new(&sink, "item", &abort);
+        let plan = plan_of(&s, &t, &mut reporter);
+        let (stats, problems, end) = execute(&s, &t, plan, &mut reporter);
+        assert_eq!(end, End::Done);
+        assert!(problems.is_empty(), "{:?}", texts(&problems));
+        assert_eq!(
+            (
+                stats.files,
+                stats.links,
+                stats.bytes,
+                stats.deleted,
+                stats.dirs,
+                stats.updated
+            ),
+            (2, 1, 8, 3, 1, 0)
+        );
+        assert_eq!(fs::read(t.join("sub/five")).expect("read"), b"abcde");
+        assert!(temporaries(&t).is_empty());
+
+        // Only a mode differs: set, not copied.
+        fs::set_permissions(t.join("three"), Permissions::from_mode(0o600)).expect("chmod");
+        let plan = plan_of(&s, &t, &mut reporter);
+        let (stats, problems, _) = execute(&s, &t, plan, &mut reporter);
+        assert!(problems.is_empty(), "{:?}", texts(&problems));
+        assert_eq!((stats.files, stats.updated), (0, 1));
+    }
+
+    /// What the scan saw may be gone or different when the plan runs: an
+    /// entry already removed, or a folder already made, is what the plan
+    /// wanted; an entry of another type now is a problem, never ignored.
+    #[test]
+    fn entries_changed_since_the_scan() {
+        let (_dir, s, t) = pair();
+        let stale = format!("{TEMP_PREFIX}0000000000000001");
+        fs::create_dir(s.join("d")).expect("mkdir");
+        fs::write(t.join(&stale), b"partial").expect("write");
+        fs::write(t.join("extra"), b"x").expect("write");
+        let sink = Recorder::default();
+        let abort = AtomicBool::new(false);
+        let mut reporter = Reporter::new(&sink, "item", &abort);
+
+        let plan = plan_of(&s, &t, &mut reporter);
+        fs::remove_file(t.join(&stale)).expect("rm");
+        fs::remove_file(t.join("extra")).expect("rm");
+        fs::create_dir(t.join("d")).expect("mkdir");
+        let (stats, problems, end) = execute(&s, &t, plan, &mut reporter);
+        assert!(problems.is_empty(), "{:?}", texts(&problems));
+        assert_eq!((stats.deleted, stats.dirs, end), (0, 0, End::Done));
+
+        fs::remove_dir(t.join("d")).expect("rmdir");
+        fs::write(t.join(&stale), b"partial").expect("write");
+        fs::write(t.join("extra"), b"x").expect("write");
+        let plan = plan_of(&s, &t, &mut reporter);
+        for name in [stale.as_str(), "extra"] {
+            fs::remove_file(t.join(name)).expect("rm");
+            fs::create_dir(t.join(name)).expect("mkdir");
+        }
+        fs::write(t.join("d"), b"a file").expect("write");
+        let (stats, problems, _) = execute(&s, &t, plan, &mut reporter);
+        let texts = texts(&problems);
+        assert_eq!(texts.len(), 3, "{texts:?}");
+        assert!(texts[0].starts_with("cannot remove") && texts[0].contains(&stale));
+        assert!(texts[1].starts_with("cannot create folder") && texts[1].contains("/d"));
+        assert!(texts[2].starts_with("cannot remove") && texts[2].contains("extra"));
+        assert_eq!((stats.deleted, stats.dirs), (0, 0));
+    }
+
+    /// A stop between files leaves neither the copies still waiting for
+    /// their rename nor their temporary files.
+    #[test]
+    fn a_stop_between_files_leaves_nothing_half_done() {
+        let (_dir, s, t) = pair();
+        for name in ["a", "b", "c", "d"] {
+            fs::write(s.join(name), name).expect("write");
+        }
+        // The third file's report is answered "cancel this item".
+        let sink = Recorder::stopping_at(2, Ok(ProgressReply::CancelItem));
+        let abort = AtomicBool::new(false);
+        let mut reporter = Reporter::new(&sink, "item", &abort);
+        let plan = plan_of(&s, &t, &mut reporter);
+        let (stats, problems, end) = execute(&s, &t, plan, &mut reporter);
+        assert_eq!(end, End::Stopped);
+        assert!(problems.is_empty(), "{:?}", texts(&problems));
+        assert_eq!(stats.files, 0);
+        assert_eq!(
+            fs::read_dir(&t).expect("list").count(),
+            0,
+            "{:?}",
+            temporaries(&t)
+        );
+    }
+
+    /// A taken name is passed over; any other error is returned at once.
+    #[test]
+    fn create_new_passes_over_taken_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let taken = dir.path().join("taken");
+        fs::write(&taken, b"someone's").expect("write");
+        let mut names = vec![dir.path().join("free"), taken.clone()];
+        let (_, name) = create_new(
+            || names.pop().expect("a name left"),
+            |p| OpenOptions::new().write(true).create_new(true).open(p),
+        )
+        .expect("created");
+        assert_eq!(name, dir.path().join("free"));
+        assert!(names.is_empty());
+        assert_eq!(fs::read(&taken).expect("read"), b"someone's");
+
+        let mut names = vec![dir.path().join("no/such/folder")];
+        let error = create_new(
+            || names.pop().expect("asked for one name only"),
+            |p| symlink("x", p),
+        )
+        .expect_err("no folder");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn temporary_names_are_fresh_and_ours() {
+        let a = temp_path(Path::new("/t/sub/file"));
+        let b = temp_path(Path::new("/t/sub/file"));
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), Some(Path::new("/t/sub")));
+        assert!(
+            a.file_name()
+                .expect("name")
+                .to_string_lossy()
+                .starts_with(TEMP_PREFIX)
+        );
+    }
 }

@@ -622,3 +622,265 @@ impl Scanner<'_, '_> {
         files
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::path::Path;
+    use std::sync::atomic::AtomicBool;
+
+    use filetime::FileTime;
+
+    use super::super::progress::testing::Recorder;
+    use super::*;
+
+    fn scan_of(source: &Path, target: &Path, delete: bool, checksum: bool) -> Plan {
+        let sink = Recorder::default();
+        let abort = AtomicBool::new(false);
+        let mut reporter = Reporter::new(&sink, "item", &abort);
+        let plan = scan(
+            source,
+            fs::metadata(source).expect("source"),
+            target,
+            fs::symlink_metadata(target).ok(),
+            Options { delete, checksum },
+            &mut reporter,
+        );
+        plan.expect("nothing stops this scan")
+    }
+
+    /// The plan's steps in a compact form: what a test compares.
+    fn steps(plan: &Plan) -> Vec<String> {
+        plan.ops
+            .iter()
+            .map(|op| match op {
+                Op::RemoveStale(rel) => format!("stale {}", rel.display()),
+                Op::Remove { rel, dir, files } => {
+                    format!("remove {} dir={dir} files={files}", rel.display())
+                }
+                Op::OpenDir { rel, mode } => format!("open '{}' {mode:o}", rel.display()),
+                Op::MakeDir(rel) => format!("mkdir {}", rel.display()),
+                Op::CopyFile { rel, size, .. } => format!("copy {} {size}", rel.display()),
+                Op::CopyLink { rel, link, .. } => {
+                    format!("link {} -> {}", rel.display(), link.display())
+                }
+                Op::SetMeta { rel, .. } => format!("meta {}", rel.display()),
+            })
+            .collect()
+    }
+
+    fn finished(plan: &Plan) -> Vec<String> {
+        plan.finish
+            .iter()
+            .map(|d| d.rel.display().to_string())
+            .collect()
+    }
+
+    fn put(root: &Path, rel: &str, data: &[u8], mtime: (i64, u32)) {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs::write(&path, data).expect("write");
+        let t = FileTime::from_unix_time(mtime.0, mtime.1);
+        filetime::set_file_mtime(&path, t).expect("mtime");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+
+    fn put_link(root: &Path, rel: &str, to: &str, mtime: (i64, u32)) {
+        let path = root.join(rel);
+        symlink(to, &path).expect("symlink");
+        let t = FileTime::from_unix_time(mtime.0, mtime.1);
+        filetime::set_symlink_file_times(&path, t, t).expect("link times");
+    }
+
+    /// Gives both roots and every folder in them the same mode and time,
+    /// deepest first, so that only what a test changes differs.
+    fn settle(root: &Path) {
+        for entry in walkdir::WalkDir::new(root).contents_first(true) {
+            let entry = entry.expect("walk");
+            if entry.file_type().is_dir() {
+                fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755))
+                    .expect("chmod");
+                filetime::set_file_mtime(entry.path(), FileTime::from_unix_time(1_000, 0))
+                    .expect("mtime");
+            }
+        }
+    }
+
+    fn pair() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, t) = (dir.path().join("s"), dir.path().join("t"));
+        fs::create_dir(&s).expect("mkdir");
+        fs::create_dir(&t).expect("mkdir");
+        (dir, s, t)
+    }
+
+    /// What the delete guard judges by: every non-directory of the target
+    /// (only with `delete`), and every one a removal takes with it, folders'
+    /// contents included. Our temporary files are removed either way and
+    /// never counted; a folder with our prefix is not ours.
+    #[test]
+    fn a_plan_counts_the_files_it_removes() {
+        let (_dir, s, t) = pair();
+        put(&s, "same", b"same", (10, 0));
+        put(&t, "same", b"same", (10, 0));
+        put(&t, "extra", b"x", (10, 0));
+        put(&t, "old/a", b"a", (10, 0));
+        put(&t, "old/deeper/b", b"b", (10, 0));
+        put_link(&t, "old/deeper/c", "nowhere", (10, 0));
+        put(&t, ".syncmgr-tmp-1-2", b"partial", (10, 0));
+        put(&t, ".syncmgr-tmp-folder/kept", b"k", (10, 0));
+        settle(&s);
+        settle(&t);
+
+        let plan = scan_of(&s, &t, true, false);
+        assert_eq!(
+            steps(&plan),
+            [
+                "stale .syncmgr-tmp-1-2",
+                "remove .syncmgr-tmp-folder dir=true files=1",
+                "remove extra dir=false files=1",
+                "remove old dir=true files=3",
+            ]
+        );
+        assert_eq!(plan.deletions, 5);
+        assert_eq!(plan.target_files, 6);
+        assert!(!plan.walk_incomplete);
+        assert!(!plan.source_empty && !plan.target_empty);
+
+        let plan = scan_of(&s, &t, false, false);
+        assert_eq!(steps(&plan), ["stale .syncmgr-tmp-1-2"]);
+        assert_eq!((plan.deletions, plan.target_files), (0, 0));
+    }
+
+    /// A folder where the source has a file: replaced when it is empty or
+    /// deleting is allowed (its files counted), a problem otherwise.
+    #[test]
+    fn a_folder_in_the_way_of_a_file() {
+        let (_dir, s, t) = pair();
+        put(&s, "full", b"file", (10, 0));
+        put(&s, "empty", b"file", (10, 0));
+        put(&t, "full/a", b"a", (10, 0));
+        put(&t, "full/b", b"b", (10, 0));
+        fs::create_dir(t.join("empty")).expect("mkdir");
+        settle(&s);
+        settle(&t);
+
+        let plan = scan_of(&s, &t, true, false);
+        assert_eq!(
+            steps(&plan),
+            [
+                "remove empty dir=true files=0",
+                "copy empty 4",
+                "remove full dir=true files=2",
+                "copy full 4",
+            ]
+        );
+        assert_eq!((plan.deletions, plan.target_files), (2, 2));
+        assert!(plan.problems.is_empty());
+
+        let plan = scan_of(&s, &t, false, false);
+        assert_eq!(
+            steps(&plan),
+            ["remove empty dir=true files=0", "copy empty 4"]
+        );
+        assert_eq!(plan.problems.len(), 1);
+        assert!(plan.problems[0].text.contains("cannot replace the folder"));
+    }
+
+    /// Files and links are the same only with the same time to the
+    /// nanosecond (and the same target, for links); a file that differs
+    /// only in mode or time gets its metadata set, not a copy.
+    #[test]
+    fn entries_differ_by_size_time_mode_and_link_target() {
+        let (_dir, s, t) = pair();
+        put(&s, "same", b"12345", (10, 7));
+        put(&t, "same", b"12345", (10, 7));
+        put(&s, "nanos", b"12345", (10, 7));
+        put(&t, "nanos", b"12345", (10, 8));
+        put(&s, "seconds", b"12345", (10, 7));
+        put(&t, "seconds", b"12345", (11, 7));
+        put(&s, "mode", b"12345", (10, 7));
+        put(&t, "mode", b"12345", (10, 7));
+        fs::set_permissions(t.join("mode"), fs::Permissions::from_mode(0o600)).expect("chmod");
+        put(&s, "size", b"1234", (10, 7));
+        put(&t, "size", b"12345", (10, 7));
+        put_link(&s, "link-same", "x", (10, 7));
+        put_link(&t, "link-same", "x", (10, 7));
+        put_link(&s, "link-time", "x", (10, 7));
+        put_link(&t, "link-time", "x", (10, 8));
+        put_link(&s, "link-to", "x", (10, 7));
+        put_link(&t, "link-to", "y", (10, 7));
+        settle(&s);
+        settle(&t);
+
+        let plan = scan_of(&s, &t, false, false);
+        assert_eq!(
+            steps(&plan),
+            [
+                "link link-time -> x",
+                "link link-to -> x",
+                "meta mode",
+                "copy nanos 5",
+                "copy seconds 5",
+                "copy size 4",
+            ]
+        );
+        assert!(finished(&plan) == [""], "the root's entries changed");
+
+        // By contents: equal contents need at most their times set.
+        let plan = scan_of(&s, &t, false, true);
+        assert_eq!(
+            steps(&plan),
+            [
+                "link link-time -> x",
+                "link link-to -> x",
+                "meta mode",
+                "meta nanos",
+                "meta seconds",
+                "copy size 4",
+            ]
+        );
+    }
+
+    /// A folder is stamped again only when something in it changes or its
+    /// own mode or time differ; a folder its owner cannot write is opened
+    /// (owner `rwx` added to its mode) while entries change in it.
+    #[test]
+    fn folders_are_stamped_and_opened_only_when_needed() {
+        let (_dir, s, t) = pair();
+        for root in [&s, &t] {
+            put(root, "calm/f", b"f", (10, 0));
+            put(root, "locked/f", b"f", (10, 0));
+            put(root, "moved/f", b"f", (10, 0));
+            put(root, "open/f", b"f", (10, 0));
+        }
+        settle(&s);
+        settle(&t);
+        let plan = scan_of(&s, &t, false, false);
+        assert!(plan.ops.is_empty(), "{:?}", steps(&plan));
+        assert!(plan.finish.is_empty(), "{:?}", finished(&plan));
+
+        put(&s, "locked/new", b"n", (10, 0));
+        put(&s, "open/new", b"n", (10, 0));
+        settle(&s);
+        fs::set_permissions(t.join("locked"), fs::Permissions::from_mode(0o550)).expect("chmod");
+        filetime::set_file_mtime(t.join("moved"), FileTime::from_unix_time(1_000, 1))
+            .expect("mtime");
+        let plan = scan_of(&s, &t, false, false);
+        assert_eq!(
+            steps(&plan),
+            ["open 'locked' 750", "copy locked/new 1", "copy open/new 1"]
+        );
+        assert_eq!(finished(&plan), ["locked", "moved", "open"]);
+
+        // A mode that differs is stamped although nothing inside changed.
+        put(&t, "locked/new", b"n", (10, 0));
+        put(&t, "open/new", b"n", (10, 0));
+        settle(&t);
+        fs::set_permissions(t.join("calm"), fs::Permissions::from_mode(0o700)).expect("chmod");
+        let plan = scan_of(&s, &t, false, false);
+        assert!(plan.ops.is_empty(), "{:?}", steps(&plan));
+        assert_eq!(finished(&plan), ["calm"]);
+    }
+}

@@ -327,6 +327,21 @@ async fn mirrors_changes_and_deletes() {
         "{}",
         first.totals()
     );
+    // The item ends showing its totals, under the handler's own name.
+    let last_text = first
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            SessionEvent::ItemChanged(item) => Some(item.text.clone()),
+            _ => None,
+        })
+        .expect("item events");
+    assert_eq!(last_text, first.totals());
+    assert!(first.events.iter().any(|e| matches!(
+        e,
+        SessionEvent::ItemsEnumerated { info, .. } if info.name == "Folder mirror"
+    )));
     let bytes: usize = tree(&src)
         .values()
         .map(|node| match node {
