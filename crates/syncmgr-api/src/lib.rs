@@ -104,6 +104,8 @@ pub enum Event {
     Log {
         /// Its id (`syncmgr log show ID`).
         id: i64,
+        /// When it was recorded.
+        time: String,
         /// `information`, `warning` or `error`.
         level: String,
         /// Registration name.
@@ -138,6 +140,16 @@ pub enum Event {
         /// Handlers that failed as a whole.
         failed_handlers: Vec<String>,
     },
+    /// The daemon queued a session (`syncmgr events` only).
+    #[serde(rename_all = "camelCase")]
+    Queued {
+        /// Session id.
+        session: String,
+        /// The event code it will run for.
+        trigger: String,
+        /// What it will sync (`NAME` or `NAME/ITEM`).
+        targets: Vec<String>,
+    },
 }
 
 impl Event {
@@ -154,6 +166,7 @@ impl Event {
                 let e = &entry.entry;
                 Event::Log {
                     id: entry.id,
+                    time: time(e.time),
                     level: e.level.as_str().to_owned(),
                     handler: e.handler.clone(),
                     item: e.item.clone(),
@@ -373,4 +386,154 @@ impl ControlReply {
             error: Some(error.into()),
         }
     }
+}
+
+/// A request on the daemon's socket (`RUNTIME/daemon.sock`): one JSON
+/// object on the first line of a connection, `{"request": KIND, ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "camelCase", deny_unknown_fields)]
+pub enum DaemonRequest {
+    /// Run a session, as `syncmgr sync` does. Answered by a [`SyncReply`];
+    /// unless `detach`, the session's events follow, one per line, until
+    /// `sessionFinished`. A line `{"cancel": null}` from the client then
+    /// cancels the session.
+    #[serde(rename_all = "camelCase")]
+    Sync {
+        /// `NAME` or `NAME/ITEM`; none is every handler.
+        targets: Vec<String>,
+        /// The event code; `null` for `manual` (or `invoke` with a cookie).
+        event: Option<String>,
+        /// The program's cookie.
+        cookie: Option<String>,
+        /// Answer once queued; send no events.
+        detach: bool,
+        /// Cancel a running session of the same registrations first.
+        replace: bool,
+        /// Handlers run at once in the session.
+        max_concurrent: usize,
+        /// A cancelled handler's grace, in milliseconds.
+        grace_ms: u64,
+    },
+    /// The daemon's state: one [`Status`] line.
+    Status,
+    /// Every session's events and the daemon's own, until the client goes.
+    Events,
+}
+
+/// The first answer to a sync request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SyncReply {
+    /// Queued (or joined to a queued session): its id.
+    Accepted(Accepted),
+    /// Refused, with the reason.
+    Refused(Refused),
+}
+
+/// `sync --detach --json` prints this: `{"session": ID, "queued": true}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accepted {
+    /// Session id.
+    pub session: String,
+    /// Always `true`: the session is queued or running in the daemon.
+    pub queued: bool,
+}
+
+/// A request the daemon refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refused {
+    /// What was wrong, for people.
+    pub error: String,
+    /// Whether it was bad input (the command exits 2) rather than a failure
+    /// (exit 1).
+    pub usage: bool,
+}
+
+/// `status --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// The running daemon; `null` when none runs.
+    pub daemon: Option<DaemonInfo>,
+    /// Sessions running or queued in the daemon.
+    pub sessions: Vec<SessionState>,
+    /// Every registration.
+    pub registrations: Vec<RegistrationState>,
+    /// Every trigger, and whether it can fire.
+    pub triggers: Vec<TriggerState>,
+}
+
+/// The running daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonInfo {
+    /// Its process id.
+    pub pid: u32,
+    /// When it started.
+    pub started: String,
+    /// Its version.
+    pub version: String,
+}
+
+/// A session the daemon holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionState {
+    /// Session id.
+    pub id: String,
+    /// `queued` or `running`.
+    pub state: String,
+    /// The event code it runs for.
+    pub trigger: String,
+    /// What it syncs (`NAME` or `NAME/ITEM`).
+    pub targets: Vec<String>,
+    /// Its items' latest states (the `item` event shape).
+    pub items: Vec<Event>,
+}
+
+/// A registration in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationState {
+    /// Registration name.
+    pub name: String,
+    /// `idle`, `queued`, `running`, `backoff` or `deferred`.
+    pub state: String,
+    /// Its last finished session; `null` when it never ran.
+    pub last_session: Option<LastSession>,
+    /// The next automatic run; `null` when none is planned.
+    pub next_run: Option<String>,
+    /// Why it runs next (`schedule nightly`); `null` with no next run.
+    pub next_reason: Option<String>,
+    /// When its backoff ends; `null` when not backing off.
+    pub backoff_until: Option<String>,
+}
+
+/// A registration's last session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastSession {
+    /// Session id.
+    pub id: String,
+    /// `succeeded`, `failed`, `cancelled` or `interrupted`.
+    pub outcome: String,
+    /// When it finished.
+    pub finished: String,
+}
+
+/// A trigger in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerState {
+    /// `manual`, `schedule`, `idle`, `network`, `logon`,
+    /// `pendingDisconnect`.
+    pub trigger: String,
+    /// Whether it can fire.
+    pub available: bool,
+    /// Why not, or what it watches.
+    pub reason: String,
+    /// When it last fired; `null` when it has not.
+    pub last_fired: Option<String>,
 }

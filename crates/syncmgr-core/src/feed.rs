@@ -38,6 +38,9 @@ impl FeedEvent for SessionEvent {
 pub struct EventFeed<E = SessionEvent> {
     inner: Mutex<Inner<E>>,
     ready: Condvar,
+    /// Wakes an async observer ([`EventFeed::next`]); keeps one permit, so a
+    /// push between its look and its wait is not lost.
+    ready_async: tokio::sync::Notify,
 }
 
 impl<E> Default for EventFeed<E> {
@@ -51,6 +54,7 @@ impl<E> Default for EventFeed<E> {
                 closed: false,
             }),
             ready: Condvar::new(),
+            ready_async: tokio::sync::Notify::new(),
         }
     }
 }
@@ -112,15 +116,33 @@ impl<E: FeedEvent> EventFeed<E> {
         inner.queue.push_back((seq, event));
         drop(inner);
         self.ready.notify_one();
+        self.ready_async.notify_one();
     }
 
     /// Takes the next event, waiting at most `timeout` for one.
     pub fn pop(&self, timeout: Duration) -> Popped<E> {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mut inner, _) = self
+        let (inner, _) = self
             .ready
             .wait_timeout_while(inner, timeout, |i| i.queue.is_empty() && !i.closed)
             .unwrap_or_else(PoisonError::into_inner);
+        Self::take(inner)
+    }
+
+    /// Takes the next event on an async task (one consumer per feed);
+    /// `None` once the feed is closed and empty.
+    pub async fn next(&self) -> Option<E> {
+        loop {
+            let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            match Self::take(inner) {
+                Popped::Event(event) => return Some(event),
+                Popped::Closed => return None,
+                Popped::Idle => self.ready_async.notified().await,
+            }
+        }
+    }
+
+    fn take(mut inner: std::sync::MutexGuard<'_, Inner<E>>) -> Popped<E> {
         match inner.queue.pop_front() {
             Some((seq, event)) => {
                 if let Some((a, b)) = event.coalesce_key() {
@@ -144,6 +166,7 @@ impl<E: FeedEvent> EventFeed<E> {
             .unwrap_or_else(PoisonError::into_inner)
             .closed = true;
         self.ready.notify_all();
+        self.ready_async.notify_one();
     }
 
     /// Events waiting to be taken.
@@ -293,5 +316,25 @@ mod tests {
         assert_eq!(feed.pop(Duration::ZERO), Popped::Event(log(8)));
         assert_eq!(feed.pop(Duration::from_secs(10)), Popped::Closed);
         assert!(feed.is_empty());
+    }
+
+    /// An async observer gets what was queued, is woken by a later push,
+    /// and sees the end after a close.
+    #[tokio::test]
+    async fn an_async_observer_is_woken_and_sees_the_end() {
+        let feed = std::sync::Arc::new(EventFeed::new());
+        feed.push(log(1));
+        assert_eq!(feed.next().await, Some(log(1)));
+        let pusher = {
+            let feed = std::sync::Arc::clone(&feed);
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                feed.push(log(2));
+                feed.close();
+            })
+        };
+        assert_eq!(feed.next().await, Some(log(2)));
+        assert_eq!(feed.next().await, None);
+        pusher.await.expect("pusher");
     }
 }

@@ -621,6 +621,31 @@ pub(crate) fn sessions(conn: &Connection, limit: Option<usize>) -> OpResult<Vec<
     Ok(out)
 }
 
+pub(crate) fn last_sessions(conn: &Connection) -> OpResult<Vec<(String, SessionRecord)>> {
+    // Each handler's newest finished session that prepared an item of it.
+    let mut stmt = conn.prepare(
+        "SELECT h.handler,
+                (SELECT s.id FROM session_items i JOIN sessions s ON s.id = i.session
+                  WHERE i.handler = h.handler AND s.finished IS NOT NULL
+                  ORDER BY s.finished DESC, s.rowid DESC LIMIT 1)
+           FROM (SELECT DISTINCT handler FROM session_items) h
+          ORDER BY h.handler",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
+    })?;
+    let pairs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out = Vec::new();
+    for (handler, id) in pairs {
+        if let Some(id) = id
+            && let Some(record) = session(conn, &id)?
+        {
+            out.push((handler, record));
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn session_items(conn: &Connection, id: &str) -> OpResult<Vec<ItemResult>> {
     let mut stmt = conn.prepare(
         "SELECT handler, item, status FROM session_items WHERE session = ?1 ORDER BY seq",

@@ -330,6 +330,13 @@ impl Store {
         self.read(|c| ops::sessions(c, limit))
     }
 
+    /// Each handler's newest finished session (one that prepared an item
+    /// of it), by handler name.
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub fn last_sessions(&self) -> Result<Vec<(String, SessionRecord)>, StoreError> {
+        self.read(ops::last_sessions)
+    }
+
     /// The final status of every item prepared in session `id`, in preparation
     /// order (empty while it runs).
     #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]

@@ -106,7 +106,7 @@ async fn run_session(
     timeout: Duration,
     plan: CancelPlan,
 ) -> (Outcome, Cancelled) {
-    let handler = crate::handlers::process_handler(argv);
+    let handler = syncmgr_manager::handlers::process_handler(argv);
     let journal = Arc::new(MemoryJournal::default());
     let mut config = SessionConfig::new(uuid::Uuid::now_v7().to_string(), SyncEvent::Manual);
     config.grace = GRACE;

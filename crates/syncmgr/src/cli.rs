@@ -68,6 +68,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the manager in the background of this home until SIGTERM: it
+    /// runs the sessions that `sync` (and other programs) ask for; one per
+    /// home.
+    Daemon {
+        /// Sessions running at once.
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        max_concurrent: usize,
+    },
+    /// The daemon, its sessions, and every registration's state (from the
+    /// store when no daemon runs).
+    Status {
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow the daemon's live events (every session's) until interrupted.
+    Events {
+        /// Newline-delimited JSON events on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Past sessions.
     History {
         /// One JSON array on stdout.
@@ -174,6 +195,12 @@ pub struct SyncArgs {
     /// Newline-delimited JSON events on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Queue the session in the daemon, print its id and return at once.
+    #[arg(long)]
+    pub detach: bool,
+    /// Cancel the daemon's running session of these handlers and start anew.
+    #[arg(long)]
+    pub replace: bool,
     #[command(flatten)]
     pub tuning: SessionTuning,
 }

@@ -8,11 +8,13 @@ use std::time::Duration;
 use anyhow::Context;
 use syncmgr_api as api;
 use syncmgr_core::{LogEntry, LogLevel, SyncEvent, query_handler};
+use syncmgr_handlers::folder::{FolderConfig, FolderPair};
+use syncmgr_manager::builtin;
+use syncmgr_manager::handlers::{DEFAULT_TIMEOUT, build_handler};
 use syncmgr_store::{HandlerKind, LogFilter, Registration, Store};
 
 use crate::cli::{ChooseArgs, ItemsArgs, RegisterArgs};
 use crate::error::usage;
-use crate::handlers::{DEFAULT_TIMEOUT, build_handler};
 use crate::output::Stdout;
 
 /// Checks a registration name against `[a-z0-9][a-z0-9._-]{0,63}`.
@@ -42,6 +44,36 @@ pub fn registration(store: &Store, name: &str) -> anyhow::Result<Registration> {
     store
         .registration(name)?
         .ok_or_else(|| usage(format!("unknown handler {name:?} (see `syncmgr handlers`)")))
+}
+
+/// `register --folder SRC DST ... [--delete] [--checksum]`, checked against
+/// the folders of every other registration (`registrations`).
+fn folder_kind(args: &RegisterArgs, registrations: &[Registration]) -> anyhow::Result<HandlerKind> {
+    if !args.parsers.is_empty() {
+        return Err(usage("--parser goes with --command"));
+    }
+    let pairs = args
+        .folders
+        .chunks(2)
+        .map(|pair| FolderPair {
+            source: pair[0].clone(),
+            target: pair[1].clone(),
+        })
+        .collect();
+    let mut config = FolderConfig {
+        pairs,
+        delete: args.delete,
+        checksum: args.checksum,
+    };
+    let cwd = std::env::current_dir()?;
+    config.make_absolute(&cwd);
+    config
+        .validate(&builtin::folder_neighbours(registrations, &args.name))
+        .map_err(|e| usage(e.to_string()))?;
+    Ok(HandlerKind::Builtin {
+        kind: builtin::FOLDER.to_owned(),
+        config: serde_json::to_value(&config)?,
+    })
 }
 
 /// `syncmgr register`.
@@ -103,7 +135,7 @@ fn handler_kind(store: &Store, args: &RegisterArgs) -> anyhow::Result<HandlerKin
         (true, false, false) => {}
         (false, true, false) => return command_kind(args),
         (false, false, true) => {
-            return crate::builtin::folder_kind(args, &store.registrations()?);
+            return folder_kind(args, &store.registrations()?);
         }
         (false, false, false) => {
             return Err(usage(
@@ -155,7 +187,7 @@ fn command_kind(args: &RegisterArgs) -> anyhow::Result<HandlerKind> {
             .map_err(|e| usage(e.to_string()))?,
     };
     Ok(HandlerKind::Builtin {
-        kind: crate::builtin::COMMAND.to_owned(),
+        kind: builtin::COMMAND.to_owned(),
         config: serde_json::to_value(&config)?,
     })
 }
@@ -370,22 +402,14 @@ pub async fn choose(store: &Store, args: ChooseArgs, out: &mut Stdout) -> anyhow
 /// One log entry as a line for people.
 pub fn log_entry_line(entry: &LogEntry) -> String {
     let e = &entry.entry;
-    let target = match &e.item {
-        Some(item) => format!("{}/{item}", e.handler),
-        None => e.handler.clone(),
-    };
-    format!(
-        "#{} {} {:<11} {}: {}{}",
+    crate::display::log_line(
         entry.id,
-        e.time.format("%Y-%m-%d %H:%M:%S"),
+        &syncmgr_api::time(e.time),
         e.level.as_str(),
-        crate::text::escape(&target),
-        crate::text::escape(&e.text),
-        if e.actionable {
-            format!("  (act on it: syncmgr log show {})", entry.id)
-        } else {
-            String::new()
-        }
+        &e.handler,
+        e.item.as_deref(),
+        &e.text,
+        e.actionable,
     )
 }
 

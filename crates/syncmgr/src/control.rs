@@ -1,72 +1,22 @@
-//! The per-session control socket: how `syncmgr cancel` (another process)
-//! reaches a running session, and the `cancel` command itself.
-//!
-//! Each session listens on `<runtime dir>/<session id>.sock` (the directory is
-//! 0700, so only the user can connect). The protocol is one JSON object per
-//! line each way (`syncmgr_api::ControlRequest` and `ControlReply`): a
-//! request `{"cancel": null}` (everything) or
-//! `{"cancel": {"handler": NAME, "item": ID?}}`, answered by
-//! `{"ok": true, "matched": BOOL}` or `{"ok": false, "error": TEXT}`.
+//! `syncmgr cancel`: the client side of the per-session control sockets
+//! (`syncmgr_manager::control` has the protocol and the sessions' side).
 
 use std::io::{self, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::time::Duration;
 
 use anyhow::Context;
 use syncmgr_api as api;
-use syncmgr_core::{CancelTarget, SessionControl};
+use syncmgr_core::CancelTarget;
+use syncmgr_manager::Home;
 use syncmgr_store::Store;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 
 use crate::error::usage;
 use crate::exit_codes;
-use crate::home::Home;
 use crate::output::Stdout;
-
-/// Requests longer than this are refused (and the connection closed).
-const MAX_REQUEST: usize = 64 * 1024;
-
-/// Removes the socket file when the session ends.
-#[derive(Debug)]
-pub struct ControlSocket {
-    path: PathBuf,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl ControlSocket {
-    /// Listens at `path` and applies cancels to `control`.
-    pub fn bind(path: &Path, control: SessionControl) -> anyhow::Result<ControlSocket> {
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)
-            .with_context(|| format!("cannot listen on control socket {}", path.display()))?;
-        let task = tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        tokio::spawn(serve(stream, control.clone()));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "control socket accept failed");
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(ControlSocket {
-            path: path.to_path_buf(),
-            task,
-        })
-    }
-}
 
 /// Parses `NAME` / `NAME/ITEM` into a target.
 pub fn parse_target(text: &str) -> anyhow::Result<CancelTarget> {
@@ -78,61 +28,6 @@ pub fn parse_target(text: &str) -> anyhow::Result<CancelTarget> {
         },
         None => CancelTarget::Handler(text.to_owned()),
     })
-}
-
-fn request_json(target: &CancelTarget) -> String {
-    let cancel = match target {
-        CancelTarget::All => None,
-        CancelTarget::Handler(handler) => Some(api::CancelTarget {
-            handler: handler.clone(),
-            item: None,
-        }),
-        CancelTarget::Item { handler, item } => Some(api::CancelTarget {
-            handler: handler.clone(),
-            item: Some(item.clone()),
-        }),
-    };
-    // Serializing plain strings and options cannot fail.
-    serde_json::to_string(&api::ControlRequest { cancel }).unwrap_or_default()
-}
-
-fn parse_request(line: &str) -> Result<CancelTarget, String> {
-    let request: api::ControlRequest =
-        serde_json::from_str(line).map_err(|e| format!("not a control request: {e}"))?;
-    Ok(match request.cancel {
-        None => CancelTarget::All,
-        Some(api::CancelTarget {
-            handler,
-            item: None,
-        }) => CancelTarget::Handler(handler),
-        Some(api::CancelTarget {
-            handler,
-            item: Some(item),
-        }) => CancelTarget::Item { handler, item },
-    })
-}
-
-async fn serve(stream: UnixStream, control: SessionControl) {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 * 16)).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        // With `debug` on syncmgr_protocol::process, the pipe write is traced
-        // too: the cancel benchmark pairs the two (docs/performance.md).
-        tracing::trace!(request = %line, "control request received");
-        let reply = if line.len() > MAX_REQUEST {
-            api::ControlReply::refused("request too long")
-        } else {
-            match parse_request(&line) {
-                Ok(target) => api::ControlReply::matched(control.cancel(&target)),
-                Err(e) => api::ControlReply::refused(e),
-            }
-        };
-        let mut text = serde_json::to_string(&reply).unwrap_or_default();
-        text.push('\n');
-        if write.write_all(text.as_bytes()).await.is_err() {
-            return;
-        }
-    }
 }
 
 /// How long `syncmgr cancel` waits for a session to accept the connection,
@@ -165,7 +60,7 @@ async fn ask(stream: UnixStream, targets: &[CancelTarget]) -> anyhow::Result<Vec
     let mut lines = BufReader::new(read).lines();
     let mut matched = Vec::with_capacity(targets.len());
     for target in targets {
-        let mut text = request_json(target);
+        let mut text = syncmgr_manager::control::request_line(target);
         text.push('\n');
         write.write_all(text.as_bytes()).await?;
         let reply = lines
@@ -199,7 +94,10 @@ pub async fn send_cancels(
         .with_context(|| format!("cannot read {}", runtime_dir.display()))?;
     for entry in entries {
         let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("sock") {
+        // Sessions' sockets only: the daemon's is not a session's.
+        if path.extension().and_then(|e| e.to_str()) != Some("sock")
+            || path.file_stem().and_then(|s| s.to_str()) == Some("daemon")
+        {
             continue;
         }
         let stream = match tokio::time::timeout(ANSWER_TIMEOUT, UnixStream::connect(&path)).await {
@@ -311,31 +209,4 @@ pub async fn cancel(
         if report.sessions == 1 { "" } else { "s" }
     )?;
     Ok(exit_codes::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_round_trip() {
-        for target in [
-            CancelTarget::All,
-            CancelTarget::Handler("mail".into()),
-            CancelTarget::Item {
-                handler: "mail".into(),
-                item: "inbox".into(),
-            },
-        ] {
-            let line = request_json(&target);
-            assert_eq!(parse_request(&line).unwrap(), target);
-        }
-        assert_eq!(request_json(&CancelTarget::All), r#"{"cancel":null}"#);
-        assert!(
-            parse_request("nonsense")
-                .unwrap_err()
-                .contains("not a control request")
-        );
-        assert!(parse_request("{\"cancel\":{}}").is_err());
-    }
 }

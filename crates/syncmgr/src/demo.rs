@@ -21,10 +21,10 @@ use syncmgr_handlers::command::{CommandConfig, CommandItem, ProgressParser};
 use syncmgr_handlers::folder::{FolderConfig, FolderPair};
 use syncmgr_store::{HandlerKind, Registration, Store};
 
-use crate::builtin;
 use crate::cli::{SessionTuning, SyncArgs};
-use crate::home::Home;
 use crate::output::Stdout;
+use syncmgr_manager::Home;
+use syncmgr_manager::builtin;
 
 const FOLDERS: &str = "demo-folders";
 const COMMANDS: &str = "demo-commands";
@@ -65,7 +65,7 @@ pub fn prepare(
         delete: true,
         checksum: false,
     };
-    folders.validate(&crate::builtin::folder_neighbours(
+    folders.validate(&builtin::folder_neighbours(
         &store.registrations()?,
         FOLDERS,
     ))?;
@@ -129,6 +129,8 @@ pub fn prepare(
         event: None,
         cookie: None,
         json,
+        detach: false,
+        replace: false,
         tuning: SessionTuning {
             max_concurrent: 4,
             grace: std::time::Duration::from_secs(5),

@@ -22,9 +22,9 @@ use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use syncmgr_core::{ItemSnapshot, ItemStatus, SessionEvent, SessionSummary};
+use syncmgr_api::{Counts, Event};
+use syncmgr_core::ItemStatus;
 
-use crate::commands::log_entry_line;
 use crate::output::Stdout;
 use crate::text::escape;
 
@@ -62,6 +62,14 @@ impl Display {
         }
     }
 
+    /// Plain lines, whatever stdout is (a stream of many sessions has no
+    /// live view).
+    pub fn plain() -> Display {
+        Display::Plain {
+            last: HashMap::new(),
+        }
+    }
+
     /// How long the display thread may wait for an event before it should
     /// call [`tick`](Self::tick).
     pub fn patience(&self) -> Duration {
@@ -71,14 +79,11 @@ impl Display {
         }
     }
 
-    /// Shows one event.
-    pub fn show(&mut self, event: &SessionEvent, out: &mut Stdout) -> anyhow::Result<()> {
+    /// Shows one event (the JSON shape, whether it came from a session in
+    /// this process or from the daemon).
+    pub fn show(&mut self, event: &Event, out: &mut Stdout) -> anyhow::Result<()> {
         match self {
-            Display::Json => {
-                if let Some(shape) = syncmgr_api::Event::from_session(event) {
-                    out.json(&shape)?;
-                }
-            }
+            Display::Json => out.json(event)?,
             Display::Plain { last } => show_plain(last, event, out)?,
             Display::Live(live) => live.show(event, out)?,
         }
@@ -113,12 +118,50 @@ impl Display {
 
 type Key = (String, String);
 
-fn key(snapshot: &ItemSnapshot) -> Key {
-    (snapshot.handler.clone(), snapshot.item.clone())
+/// An item's latest state, as the views keep it.
+#[derive(Debug, Clone)]
+struct Row {
+    handler: String,
+    item: String,
+    status: ItemStatus,
+    text: String,
+    value: Option<u64>,
+    max: Option<u64>,
+}
+
+impl Row {
+    /// The row of an `item` event; `None` for other events (and for a
+    /// status this version does not know, which it cannot place).
+    fn of(event: &Event) -> Option<Row> {
+        let Event::Item {
+            handler,
+            item,
+            status,
+            text,
+            value,
+            max,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        Some(Row {
+            handler: handler.clone(),
+            item: item.clone(),
+            status: status.parse().ok()?,
+            text: text.clone().unwrap_or_default(),
+            value: *value,
+            max: *max,
+        })
+    }
+
+    fn key(&self) -> Key {
+        (self.handler.clone(), self.item.clone())
+    }
 }
 
 /// The item's text after `gap`, escaped; nothing when it has none.
-fn text_after(s: &ItemSnapshot, gap: &str) -> String {
+fn text_after(s: &Row, gap: &str) -> String {
     if s.text.is_empty() {
         String::new()
     } else {
@@ -127,7 +170,7 @@ fn text_after(s: &ItemSnapshot, gap: &str) -> String {
 }
 
 /// `handler/item: status value/max text`, escaped.
-fn item_line(s: &ItemSnapshot) -> String {
+fn item_line(s: &Row) -> String {
     let amount = match (s.value, s.max) {
         (Some(v), Some(m)) => format!(" {v}/{m}"),
         (Some(v), None) => format!(" {v}"),
@@ -142,25 +185,88 @@ fn item_line(s: &ItemSnapshot) -> String {
     )
 }
 
+/// The line of an event that is printed once (start, log entry, end), or
+/// `None` for item changes and the daemon's own events.
+fn event_line(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::SessionStarted { session, trigger } => {
+            format!("session {session} started ({trigger})")
+        }
+        Event::Log {
+            id,
+            time,
+            level,
+            handler,
+            item,
+            text,
+            actionable,
+        } => format!(
+            "log {}",
+            log_line(
+                *id,
+                time,
+                level,
+                handler,
+                item.as_deref(),
+                text,
+                *actionable
+            )
+        ),
+        Event::SessionFinished {
+            session,
+            outcome,
+            counts,
+            failed_handlers,
+            ..
+        } => summary_line(session, outcome, counts, failed_handlers),
+        Event::Item { .. } | Event::LogDeleted { .. } | Event::Queued { .. } => return None,
+    })
+}
+
+/// One log entry as a line for people; `time` in RFC 3339 (as the JSON
+/// shapes carry it), shown to the second.
+pub fn log_line(
+    id: i64,
+    time: &str,
+    level: &str,
+    handler: &str,
+    item: Option<&str>,
+    text: &str,
+    actionable: bool,
+) -> String {
+    let target = match item {
+        Some(item) => format!("{handler}/{item}"),
+        None => handler.to_owned(),
+    };
+    let time = chrono::DateTime::parse_from_rfc3339(time).map_or_else(
+        |_| time.to_owned(),
+        |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+    );
+    format!(
+        "#{id} {time} {level:<11} {}: {}{}",
+        escape(&target),
+        escape(text),
+        if actionable {
+            format!("  (act on it: syncmgr log show {id})")
+        } else {
+            String::new()
+        }
+    )
+}
+
 fn show_plain(
     last: &mut HashMap<Key, (ItemStatus, String)>,
-    event: &SessionEvent,
+    event: &Event,
     out: &mut Stdout,
 ) -> anyhow::Result<()> {
-    match event {
-        SessionEvent::Started { session, trigger } => {
-            writeln!(out, "session {session} started ({trigger})")?;
+    if let Some(s) = Row::of(event) {
+        let now = (s.status, s.text.clone());
+        if last.get(&s.key()) != Some(&now) {
+            writeln!(out, "{}", item_line(&s))?;
+            last.insert(s.key(), now);
         }
-        SessionEvent::ItemChanged(s) => {
-            let now = (s.status, s.text.clone());
-            if last.get(&key(s)) != Some(&now) {
-                writeln!(out, "{}", item_line(s))?;
-                last.insert(key(s), now);
-            }
-        }
-        SessionEvent::Log(entry) => writeln!(out, "log {}", log_entry_line(entry))?,
-        SessionEvent::Finished(summary) => writeln!(out, "{}", summary_line(summary))?,
-        _ => {}
+    } else if let Some(line) = event_line(event) {
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }
@@ -170,7 +276,7 @@ fn show_plain(
 pub struct Live {
     started: Instant,
     /// Items not finished yet, in the order they were first seen.
-    running: BTreeMap<u64, ItemSnapshot>,
+    running: BTreeMap<u64, Row>,
     /// Every item seen: its place, and whether it has finished.
     order: HashMap<Key, (u64, bool)>,
     next: u64,
@@ -205,29 +311,26 @@ impl Live {
         }
     }
 
-    fn show(&mut self, event: &SessionEvent, out: &mut Stdout) -> anyhow::Result<()> {
-        match event {
-            SessionEvent::Started { session, trigger } => {
-                let _ = writeln!(self.pending, "session {session} started ({trigger})");
-            }
-            SessionEvent::ItemChanged(s) => self.item(s),
-            SessionEvent::Log(entry) => {
-                let _ = writeln!(self.pending, "log {}", log_entry_line(entry));
-            }
-            SessionEvent::Finished(summary) => {
+    fn show(&mut self, event: &Event, out: &mut Stdout) -> anyhow::Result<()> {
+        if let Some(row) = Row::of(event) {
+            self.item(row);
+        } else if let Some(line) = event_line(event) {
+            self.pending.push_str(&line);
+            self.pending.push('\n');
+            if matches!(event, Event::SessionFinished { .. }) {
                 self.over = true;
-                let _ = writeln!(self.pending, "{}", summary_line(summary));
                 return self.draw(out, true);
             }
-            _ => return Ok(()),
+        } else {
+            return Ok(());
         }
         self.dirty = true;
         self.draw(out, false)
     }
 
-    fn item(&mut self, s: &ItemSnapshot) {
+    fn item(&mut self, s: Row) {
         let next = self.next;
-        let (order, finished) = self.order.entry(key(s)).or_insert((next, false));
+        let (order, finished) = self.order.entry(s.key()).or_insert((next, false));
         let order = *order;
         if order == next {
             self.next += 1;
@@ -244,7 +347,7 @@ impl Live {
                 ) {
                     self.troubled += 1;
                 }
-                let _ = writeln!(self.pending, "{}", finished_line(s));
+                let _ = writeln!(self.pending, "{}", finished_line(&s));
             }
         } else {
             if *finished {
@@ -252,7 +355,7 @@ impl Live {
                 *finished = false;
                 self.finished -= 1;
             }
-            self.running.insert(order, s.clone());
+            self.running.insert(order, s);
         }
     }
 
@@ -342,7 +445,7 @@ impl Live {
 }
 
 /// A finished item, as the line left above the live area.
-fn finished_line(s: &ItemSnapshot) -> String {
+fn finished_line(s: &Row) -> String {
     format!(
         "{:>9}  {}/{}{}",
         s.status.as_str(),
@@ -352,7 +455,7 @@ fn finished_line(s: &ItemSnapshot) -> String {
     )
 }
 
-fn running_line(s: &ItemSnapshot, spinner: char) -> String {
+fn running_line(s: &Row, spinner: char) -> String {
     let progress = match (s.value, s.max) {
         (Some(v), Some(m)) if m > 0 => format!(" [{}] {:>3}%", bar(v, m, 20), v.min(m) * 100 / m),
         _ => String::new(),
@@ -377,16 +480,15 @@ fn bar(done: u64, total: u64, width: usize) -> String {
 }
 
 /// The closing line for people.
-pub fn summary_line(summary: &SessionSummary) -> String {
-    let c = &summary.counts;
+fn summary_line(session: &str, outcome: &str, c: &Counts, failed_handlers: &[String]) -> String {
     let mut line = format!(
-        "session {} {}: {} succeeded, {} failed, {} skipped, {} stopped",
-        summary.session, summary.outcome, c.succeeded, c.failed, c.skipped, c.stopped
+        "session {session} {outcome}: {} succeeded, {} failed, {} skipped, {} stopped",
+        c.succeeded, c.failed, c.skipped, c.stopped
     );
-    if !summary.failed_handlers.is_empty() {
+    if !failed_handlers.is_empty() {
         line.push_str(&format!(
             "; handlers that failed: {}",
-            summary.failed_handlers.join(", ")
+            failed_handlers.join(", ")
         ));
     }
     line

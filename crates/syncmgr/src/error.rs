@@ -1,7 +1,8 @@
 //! How failures become exit codes.
 //!
 //! Any `anyhow::Error` is a run-time failure (exit 1) unless it carries a
-//! [`UsageError`] (exit 2): bad arguments, unknown names, an unusable home.
+//! [`UsageError`] or a [`syncmgr_manager::ManagerError::Usage`] (exit 2): bad
+//! arguments, unknown names, an unusable home.
 
 use std::fmt;
 
@@ -26,7 +27,14 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 
 /// The exit code for an error that ended a command.
 pub fn exit_code(error: &anyhow::Error) -> i32 {
-    if error.chain().any(|e| e.is::<UsageError>()) {
+    let usage = error.chain().any(|e| {
+        e.is::<UsageError>()
+            || matches!(
+                e.downcast_ref::<syncmgr_manager::ManagerError>(),
+                Some(syncmgr_manager::ManagerError::Usage(_))
+            )
+    });
+    if usage {
         exit_codes::USAGE
     } else {
         exit_codes::FAILED

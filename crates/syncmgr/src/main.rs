@@ -2,17 +2,15 @@
 //! outcome to the documented exit codes (`syncmgr_protocol::exit_codes`).
 //! Logic lives in the library crates; this binary is glue and presentation.
 
-mod builtin;
 mod check;
 mod cli;
 mod commands;
 mod control;
+mod daemon;
 mod demo;
 mod display;
 mod error;
 mod exit_codes;
-mod handlers;
-mod home;
 mod output;
 mod run;
 mod text;
@@ -25,8 +23,8 @@ use syncmgr_store::Store;
 
 use crate::cli::{Cli, Command, LogAction};
 use crate::error::{exit_code, usage};
-use crate::home::Home;
 use crate::output::Stdout;
+use syncmgr_manager::Home;
 
 fn main() {
     let cli = Cli::parse();
@@ -114,9 +112,13 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Choose(args) => commands::choose(&store, args, &mut out).await.map(|()| ok),
         Command::Sync(args) => {
+            let (detach, replace) = (args.detach, args.replace);
             let plan = run::sync_plan(&store, args)?;
-            run::run(&home, store, plan, out).await
+            run::run(&home, store, plan, out, detach, replace).await
         }
+        Command::Daemon { max_concurrent } => daemon::run(home, max_concurrent).await,
+        Command::Status { json } => daemon::status(&home, &store, json, &mut out).await,
+        Command::Events { json } => daemon::events(&home, json, out).await,
         Command::Cancel { targets } => control::cancel(&home, &store, &targets, &mut out).await,
         Command::Log(args) => match args.action {
             Some(LogAction::Show {
@@ -126,7 +128,7 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
                 tuning,
             }) => {
                 let plan = run::show_error_plan(&store, id, json, yes, tuning)?;
-                run::run(&home, store, plan, out).await
+                run::run(&home, store, plan, out, false, false).await
             }
             Some(LogAction::Delete { id }) => {
                 commands::log_delete(&store, id, &mut out).map(|()| ok)
@@ -145,7 +147,7 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo { json } => {
             let args = demo::prepare(&home, &store, json, &mut out)?;
             let plan = run::sync_plan(&store, args)?;
-            run::run(&home, store, plan, out).await
+            run::run(&home, store, plan, out, false, false).await
         }
         Command::History { json, limit } => {
             commands::history(&store, limit, json, &mut out).map(|()| ok)

@@ -8,33 +8,31 @@
 //! the terminal does not keep up, so that handler I/O, timers and signals go
 //! on whatever happens to stdout.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use async_trait::async_trait;
+use syncmgr_api as api;
 use syncmgr_core::{
-    CancelTarget, Confirm, EventFeed, FeedEvent, HandlerJob, LogEntry, Popped, Selection, Session,
-    SessionConfig, SessionEvent, StatusCounts, SyncEvent,
+    CancelTarget, Confirm, EventFeed, FeedEvent, LogEntry, Popped, Selection, SyncEvent,
 };
-use syncmgr_store::{Registration, SessionRecord, Store};
-use tokio::signal::unix::{SignalKind, signal};
+use syncmgr_manager::session::{self, SessionRequest, SessionRun};
+use syncmgr_manager::{Home, client};
+use syncmgr_store::{Registration, Store};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::exit_codes;
 
 use crate::cli::{SessionTuning, SyncArgs};
-use crate::commands::{parse_event, registration};
-use crate::control::ControlSocket;
 use crate::display::Display;
 use crate::error::usage;
-use crate::handlers::{DEFAULT_TIMEOUT, FailedHandler, build_handler};
-use crate::home::Home;
 use crate::output::{Stdout, is_broken_pipe};
 
 /// What one session is to do.
 #[derive(Debug)]
 pub struct Plan {
+    /// What was asked for (`sync`'s targets), for the daemon.
+    targets: Vec<String>,
     jobs: Vec<(Registration, Selection)>,
     event: SyncEvent,
     may_bother_user: bool,
@@ -47,61 +45,10 @@ pub struct Plan {
 
 /// `syncmgr sync`: works out the plan from the targets.
 pub fn sync_plan(store: &Store, args: SyncArgs) -> anyhow::Result<Plan> {
-    let event = match (&args.event, &args.cookie) {
-        (Some(e), _) => parse_event(e)?,
-        // A cookie is what a program hands over when it asks for a sync.
-        (None, Some(_)) => SyncEvent::Invoke,
-        (None, None) => SyncEvent::Manual,
-    };
-    let takes_part = |reg: &Registration| !event.needs_opt_in() || reg.events.contains(&event);
-    let mut jobs = Vec::new();
-    if args.targets.is_empty() {
-        let all = store.registrations()?;
-        if all.is_empty() {
-            return Err(usage(
-                "no handlers registered: nothing to sync (see `syncmgr register --help`)",
-            ));
-        }
-        for reg in all.into_iter().filter(|r| takes_part(r)) {
-            let choices = store.choices(&reg.name, event)?;
-            jobs.push((reg, Selection::Checked(choices)));
-        }
-    } else {
-        // NAME means its checked items; NAME/ITEM adds that item. NAME wins
-        // over NAME/ITEM for the same handler.
-        let mut wanted: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
-        for target in &args.targets {
-            let (name, item) = match target.split_once('/') {
-                Some((n, i)) if !i.is_empty() => (n, Some(i)),
-                Some(_) => return Err(usage(format!("target {target:?} has an empty item"))),
-                None => (target.as_str(), None),
-            };
-            let entry = wanted.entry(name.to_owned()).or_insert(Some(Vec::new()));
-            match (item, entry) {
-                (None, entry) => *entry = None,
-                (Some(item), Some(items)) => {
-                    if !items.iter().any(|i| i == item) {
-                        items.push(item.to_owned());
-                    }
-                }
-                (Some(_), None) => {}
-            }
-        }
-        for (name, items) in wanted {
-            let reg = registration(store, &name)?;
-            if !takes_part(&reg) {
-                return Err(usage(format!(
-                    "handler {name} did not opt in to the {event} event (see `syncmgr register --events`)"
-                )));
-            }
-            let selection = match items {
-                None => Selection::Checked(store.choices(&name, event)?),
-                Some(items) => Selection::Items(items),
-            };
-            jobs.push((reg, selection));
-        }
-    }
+    let event = syncmgr_manager::plan::sync_event(args.event.as_deref(), args.cookie.as_deref())?;
+    let jobs = syncmgr_manager::plan::jobs(store, &args.targets, event)?;
     Ok(Plan {
+        targets: args.targets,
         jobs,
         event,
         may_bother_user: event.may_bother_user_by_default(),
@@ -139,8 +86,9 @@ pub fn show_error_plan(
             session.id
         );
     }
-    let reg = registration(store, &entry.entry.handler)?;
+    let reg = syncmgr_manager::plan::registration(store, &entry.entry.handler)?;
     Ok(Plan {
+        targets: Vec::new(),
         jobs: vec![(reg, Selection::ShowError(error_id))],
         event: SyncEvent::Manual,
         may_bother_user: true,
@@ -210,15 +158,96 @@ fn signal_exit_code(kind: SignalKind) -> i32 {
     }
 }
 
-/// Runs the session and returns the exit code.
-pub async fn run(home: &Home, store: Store, plan: Plan, out: Stdout) -> anyhow::Result<i32> {
-    let grace = plan.tuning.grace;
-    if grace > Duration::from_secs(3600) {
-        return Err(usage("--grace must be at most 1h"));
+/// The signals that end a session from the command line, in the order
+/// [`Signals::next`] reports them.
+struct Signals([(SignalKind, Signal); 3]);
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals([
+            (SignalKind::interrupt(), signal(SignalKind::interrupt())?),
+            (SignalKind::hangup(), signal(SignalKind::hangup())?),
+            (SignalKind::terminate(), signal(SignalKind::terminate())?),
+        ]))
     }
-    if plan.tuning.max_concurrent == 0 {
-        return Err(usage("--max-concurrent must be at least 1"));
+
+    /// The next signal to arrive.
+    async fn next(&mut self) -> SignalKind {
+        let [(_, interrupt), (_, hangup), (_, terminate)] = &mut self.0;
+        tokio::select! {
+            _ = interrupt.recv() => SignalKind::interrupt(),
+            _ = hangup.recv() => SignalKind::hangup(),
+            _ = terminate.recv() => SignalKind::terminate(),
+        }
     }
+}
+
+/// The display on its own thread: a stalled stdout stalls only it.
+struct Shown {
+    feed: Arc<EventFeed<ShownEvent>>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Shown {
+    fn start(display: Display, out: Stdout) -> anyhow::Result<Shown> {
+        let feed: Arc<EventFeed<ShownEvent>> = Arc::new(EventFeed::new());
+        let thread = {
+            let feed = Arc::clone(&feed);
+            std::thread::Builder::new()
+                .name("syncmgr-display".to_owned())
+                .spawn(move || show_events(display, &feed, out))?
+        };
+        Ok(Shown { feed, thread })
+    }
+
+    fn event(&self, event: api::Event) {
+        self.feed.push(ShownEvent::Event(event));
+    }
+
+    /// A note for the person watching, in order with the events.
+    fn note(&self, text: &str) {
+        self.feed.push(ShownEvent::Note(text.to_owned()));
+    }
+
+    /// Waits for the display to show everything (a stdout nobody reads any
+    /// more holds the exit, as it would for any command) and reports a
+    /// failure to show, unless stdout went away or the terminal hung up.
+    async fn close(self, hung_up: bool) {
+        self.feed.close();
+        let thread = self.thread;
+        let result = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        if let Some(Err(e)) = result
+            && !is_broken_pipe(&e)
+            && !hung_up
+        {
+            crate::output::warn(&format!("could not show the whole session ({e:#})"));
+        }
+    }
+}
+
+/// Runs the session (in the daemon when one runs for the home, inline
+/// otherwise) and returns the exit code.
+pub async fn run(
+    home: &Home,
+    store: Store,
+    plan: Plan,
+    out: Stdout,
+    detach: bool,
+    replace: bool,
+) -> anyhow::Result<i32> {
+    let request = SessionRequest {
+        jobs: plan.jobs.clone(),
+        event: plan.event,
+        may_bother_user: plan.may_bother_user,
+        cookie: plan.cookie.clone(),
+        max_concurrent: plan.tuning.max_concurrent,
+        grace: plan.tuning.grace,
+        confirm: None,
+    };
+    request.validate()?;
     let mut display = Display::new(plan.json);
     let mut out = out;
     if plan.jobs.is_empty() {
@@ -228,6 +257,26 @@ pub async fn run(home: &Home, store: Store, plan: Plan, out: Stdout) -> anyhow::
         );
         return Ok(exit_codes::SUCCESS);
     }
+    // `log show` asks on this terminal: it always runs here.
+    if plan.entry.is_none()
+        && let Some(connection) = client::connect(home).await?
+    {
+        return run_in_daemon(connection, plan, display, out, detach, replace).await;
+    }
+    if detach {
+        return Err(syncmgr_manager::ManagerError::NoDaemon.into());
+    }
+    run_inline(home, store, plan, request, display, out).await
+}
+
+async fn run_inline(
+    home: &Home,
+    store: Store,
+    plan: Plan,
+    mut request: SessionRequest,
+    mut display: Display,
+    mut out: Stdout,
+) -> anyhow::Result<i32> {
     if let Some((entry, _)) = &plan.entry
         && !plan.json
     {
@@ -236,55 +285,6 @@ pub async fn run(home: &Home, store: Store, plan: Plan, out: Stdout) -> anyhow::
             &mut out,
         );
     }
-
-    // One session at a time per registration, whoever runs it: the lock is
-    // held until this function returns, and the kernel drops it if the
-    // process dies, so a crash leaves nothing behind.
-    let mut locks = Vec::new();
-    let mut busy = Vec::new();
-    for (reg, _) in &plan.jobs {
-        match home.lock_registration(&reg.name)? {
-            Some(lock) => locks.push(lock),
-            None => busy.push(reg.name.clone()),
-        }
-    }
-
-    let id = uuid::Uuid::now_v7().to_string();
-    store.begin_session(&SessionRecord {
-        id: id.clone(),
-        trigger: plan.event,
-        started: chrono::Utc::now(),
-        finished: None,
-        outcome: None,
-        counts: StatusCounts::default(),
-        pid: std::process::id(),
-    })?;
-    let all = store.registrations()?;
-    let writer = store.spawn_writer()?;
-
-    let jobs = plan
-        .jobs
-        .iter()
-        .map(|(reg, selection)| {
-            let handler = if busy.contains(&reg.name) {
-                Err(anyhow::anyhow!(
-                    "handler {} is already syncing in another session; it was left out of this one (sync it again when that session has finished)",
-                    reg.name
-                ))
-            } else {
-                build_handler(reg, &all)
-            };
-            let handler = handler.unwrap_or_else(|e| {
-                Box::new(FailedHandler::new(format!("{e:#}"))) as Box<dyn syncmgr_core::Handler>
-            });
-            HandlerJob {
-                name: reg.name.clone(),
-                handler,
-                selection: selection.clone(),
-                timeout: reg.timeout.unwrap_or(DEFAULT_TIMEOUT),
-            }
-        })
-        .collect();
     let confirm = plan.entry.as_ref().map(|(entry, yes)| {
         Arc::new(CommandLineConfirm {
             entry: entry.id,
@@ -292,153 +292,183 @@ pub async fn run(home: &Home, store: Store, plan: Plan, out: Stdout) -> anyhow::
             decision: Mutex::new(None),
         })
     });
-    let mut config = SessionConfig::new(id.clone(), plan.event);
-    config.may_bother_user = plan.may_bother_user;
-    config.cookie = plan.cookie.clone();
-    config.max_concurrent_handlers = plan.tuning.max_concurrent;
-    config.grace = grace;
-    config.confirm = confirm.clone().map(|c| c as Arc<dyn Confirm>);
-    let (session, control, mut events) = Session::new(config, Arc::new(writer.clone()), jobs);
-    let _socket = ControlSocket::bind(&home.socket(&id), control.clone())?;
-    let running = tokio::spawn(session.run());
-
-    // The display, on its own thread: a stalled stdout stalls only it.
-    let feed: Arc<EventFeed<Shown>> = Arc::new(EventFeed::new());
-    let shown = {
-        let feed = Arc::clone(&feed);
-        std::thread::Builder::new()
-            .name("syncmgr-display".to_owned())
-            .spawn(move || show_events(display, &feed, out))?
-    };
-
-    let mut signals = Vec::new();
-    for kind in [
-        SignalKind::interrupt(),
-        SignalKind::hangup(),
-        SignalKind::terminate(),
-    ] {
-        signals.push((kind, signal(kind)?));
-    }
+    request.confirm = confirm.clone().map(|c| c as Arc<dyn Confirm>);
+    let mut run = SessionRun::start(home, store, session::new_id(), request)?;
+    let shown = Shown::start(display, out)?;
+    let mut signals = Signals::new()?;
     let mut stopped_by: Option<SignalKind> = None;
-    let mut finished = None;
-    let mut stored = Vec::new();
-    while finished.is_none() {
-        let [(_, interrupt), (_, hangup), (_, terminate)] = &mut signals[..] else {
-            unreachable!("three signals were set up");
-        };
-        let kind = tokio::select! {
-            event = events.recv() => {
+    loop {
+        tokio::select! {
+            event = run.next_event() => {
                 let Some(event) = event else { break };
-                match &event {
-                    SessionEvent::ItemsEnumerated { handler, enumeration, .. } => {
-                        // Stored on the writer's thread; awaited at the end.
-                        let writer = writer.clone();
-                        let (handler, enumeration) = (handler.clone(), enumeration.clone());
-                        stored.push(tokio::spawn(async move {
-                            if let Err(e) = writer.apply_enumeration(&handler, enumeration).await {
-                                tracing::warn!(error = %e, "could not store the items of {handler}");
-                            }
-                        }));
-                    }
-                    SessionEvent::Finished(summary) => finished = Some(summary.clone()),
-                    _ => {}
+                if let Some(event) = api::Event::from_session(&event) {
+                    shown.event(event);
                 }
-                feed.push(Shown::Event(event));
-                continue;
             }
-            _ = interrupt.recv() => SignalKind::interrupt(),
-            _ = hangup.recv() => SignalKind::hangup(),
-            _ = terminate.recv() => SignalKind::terminate(),
-        };
-        if stopped_by.is_none() {
-            stopped_by = Some(kind);
-            if kind == SignalKind::interrupt() {
-                feed_note(
-                    &feed,
-                    "interrupted: cancelling everything (waiting for handlers to stop)",
-                );
+            kind = signals.next() => {
+                if stopped_by.is_none() {
+                    stopped_by = Some(kind);
+                    if kind == SignalKind::interrupt() {
+                        shown.note("interrupted: cancelling everything (waiting for handlers to stop)");
+                    }
+                }
+                run.control().cancel(&CancelTarget::All);
             }
         }
-        control.cancel(&CancelTarget::All);
     }
-    let summary = match finished {
-        Some(summary) => summary,
-        None => running.await?,
-    };
-    for task in stored {
-        let _ = task.await;
-    }
-    writer
-        .finish_session(
-            &summary.session,
-            summary.outcome,
-            summary.counts,
-            chrono::Utc::now(),
-            summary.items.clone(),
-        )
-        .await?;
-
     // A confirmation counts once: the entry it came from is used up.
     let decision = confirm.as_ref().and_then(|c| c.decision());
-    if let (Some(true), Some((entry, _))) = (decision, &plan.entry) {
-        writer.delete_log(entry.id).await?;
-    }
-    writer.close().await?;
-
+    let used = match (decision, &plan.entry) {
+        (Some(true), Some((entry, _))) => Some(entry.id),
+        _ => None,
+    };
+    let summary = run.finish(used).await?;
     if summary.items.is_empty()
         && decision.is_none()
         && let Some((_, Selection::ShowError(_))) = plan.jobs.first()
     {
         // `log show` with no retry: say so rather than print nothing.
-        feed_note(&feed, "the handler asked for no retry");
+        shown.note("the handler asked for no retry");
     }
-    feed.close();
-    // The session is over: waiting for the display to catch up is all that
-    // is left (a stdout nobody reads any more holds the exit, as it would
-    // for any command).
-    let display_result = tokio::task::spawn_blocking(move || shown.join())
-        .await
-        .ok()
-        .and_then(Result::ok);
-    if let Some(Err(e)) = display_result
-        && !is_broken_pipe(&e)
-        && stopped_by != Some(SignalKind::hangup())
-    {
-        crate::output::warn(&format!("could not show the whole session ({e:#})"));
-    }
-
+    shown.close(stopped_by == Some(SignalKind::hangup())).await;
     Ok(if let Some(kind) = stopped_by {
         signal_exit_code(kind)
-    } else if decision == Some(false)
-        || summary.counts.failed + summary.counts.stopped > 0
-        || !summary.failed_handlers.is_empty()
-    {
+    } else if decision == Some(false) || session::failed(&summary) {
         exit_codes::FAILED
     } else {
         exit_codes::SUCCESS
     })
 }
 
-/// What the display thread shows: the session's events, and the command's
-/// own notes in order with them.
-#[derive(Debug)]
-enum Shown {
-    Event(SessionEvent),
-    Note(String),
+/// The session runs in the daemon; this command shows it as if it ran
+/// here (the same events, lines and exit code), and a signal cancels it.
+async fn run_in_daemon(
+    mut connection: client::Connection,
+    plan: Plan,
+    display: Display,
+    mut out: Stdout,
+    detach: bool,
+    replace: bool,
+) -> anyhow::Result<i32> {
+    connection
+        .request(&api::DaemonRequest::Sync {
+            targets: plan.targets.clone(),
+            event: Some(plan.event.as_str().to_owned()),
+            cookie: plan.cookie.clone(),
+            detach,
+            replace,
+            max_concurrent: plan.tuning.max_concurrent,
+            grace_ms: u64::try_from(plan.tuning.grace.as_millis()).unwrap_or(u64::MAX),
+        })
+        .await?;
+    let accepted = match connection.next::<api::SyncReply>().await? {
+        Some(api::SyncReply::Accepted(accepted)) => accepted,
+        Some(api::SyncReply::Refused(refused)) => return Err(refused_error(refused)),
+        None => anyhow::bail!("the daemon closed the connection without an answer"),
+    };
+    if detach {
+        if plan.json {
+            out.json(&accepted)?;
+        } else {
+            use std::io::Write as _;
+            writeln!(
+                out,
+                "session {} queued (follow it with `syncmgr events`)",
+                accepted.session
+            )?;
+        }
+        return Ok(exit_codes::SUCCESS);
+    }
+    let shown = Shown::start(display, out)?;
+    let mut signals = Signals::new()?;
+    let mut stopped_by: Option<SignalKind> = None;
+    let mut failed = None;
+    let mut refused = None;
+    loop {
+        tokio::select! {
+            line = connection.next::<DaemonLine>() => match line? {
+                Some(DaemonLine::Event(event)) => {
+                    let end = match &event {
+                        api::Event::SessionFinished { counts, failed_handlers, .. } => {
+                            Some(counts.failed + counts.stopped > 0 || !failed_handlers.is_empty())
+                        }
+                        _ => None,
+                    };
+                    shown.event(event);
+                    if end.is_some() {
+                        failed = end;
+                        break;
+                    }
+                }
+                Some(DaemonLine::Refused(r)) => {
+                    refused = Some(r);
+                    break;
+                }
+                None => break,
+            },
+            kind = signals.next() => {
+                if stopped_by.is_none() {
+                    stopped_by = Some(kind);
+                    if kind == SignalKind::interrupt() {
+                        shown.note("interrupted: cancelling everything (waiting for handlers to stop)");
+                    }
+                }
+                connection.cancel().await?;
+            }
+        }
+    }
+    shown.close(stopped_by == Some(SignalKind::hangup())).await;
+    if let Some(refused) = refused {
+        return Err(refused_error(refused));
+    }
+    let Some(failed) = failed else {
+        anyhow::bail!(
+            "the daemon stopped before session {} finished (see `syncmgr history`)",
+            accepted.session
+        );
+    };
+    Ok(if let Some(kind) = stopped_by {
+        signal_exit_code(kind)
+    } else if failed {
+        exit_codes::FAILED
+    } else {
+        exit_codes::SUCCESS
+    })
 }
 
-impl FeedEvent for Shown {
-    fn coalesce_key(&self) -> Option<(&str, &str)> {
-        match self {
-            Shown::Event(event) => event.coalesce_key(),
-            Shown::Note(_) => None,
-        }
+/// A line the daemon sends while a session runs: an event, or why the
+/// session could not run.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum DaemonLine {
+    Event(api::Event),
+    Refused(api::Refused),
+}
+
+/// A refusal from the daemon as the error the command ends with.
+fn refused_error(refused: api::Refused) -> anyhow::Error {
+    if refused.usage {
+        usage(refused.error)
+    } else {
+        anyhow::anyhow!("{}", refused.error)
     }
 }
 
-/// A note for the person watching, in order with the events.
-fn feed_note(feed: &EventFeed<Shown>, text: &str) {
-    feed.push(Shown::Note(text.to_owned()));
+/// What the display thread shows: the session's events, and the command's
+/// own notes in order with them.
+#[derive(Debug)]
+enum ShownEvent {
+    Event(api::Event),
+    Note(String),
+}
+
+impl FeedEvent for ShownEvent {
+    fn coalesce_key(&self) -> Option<(&str, &str)> {
+        match self {
+            ShownEvent::Event(api::Event::Item { handler, item, .. }) => Some((handler, item)),
+            _ => None,
+        }
+    }
 }
 
 /// The display thread: shows every event until the feed closes. When stdout
@@ -447,19 +477,19 @@ fn feed_note(feed: &EventFeed<Shown>, text: &str) {
 /// the end.
 fn show_events(
     mut display: Display,
-    feed: &EventFeed<Shown>,
+    feed: &EventFeed<ShownEvent>,
     mut out: Stdout,
 ) -> anyhow::Result<()> {
     let mut failed: Option<anyhow::Error> = None;
     loop {
         let shown = match feed.pop(display.patience()) {
-            Popped::Event(Shown::Note(text)) => {
+            Popped::Event(ShownEvent::Note(text)) => {
                 if failed.is_none() {
                     display.note(&text, &mut out);
                 }
                 Ok(())
             }
-            Popped::Event(Shown::Event(event)) if failed.is_none() => {
+            Popped::Event(ShownEvent::Event(event)) if failed.is_none() => {
                 display.show(&event, &mut out)
             }
             Popped::Event(_) => Ok(()),

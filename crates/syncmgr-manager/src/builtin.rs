@@ -3,49 +3,15 @@
 
 use syncmgr_core::Handler;
 use syncmgr_handlers::command::{CommandConfig, CommandHandler};
-use syncmgr_handlers::folder::{FolderConfig, FolderHandler, FolderPair, Neighbour};
+use syncmgr_handlers::folder::{FolderConfig, FolderHandler, Neighbour};
 use syncmgr_store::{HandlerKind, Registration};
 
-use crate::cli::RegisterArgs;
-use crate::error::usage;
+use crate::error::ManagerError;
 
 /// Kind name of the command handler in the store.
 pub const COMMAND: &str = "command";
 /// Kind name of the folder handler in the store.
 pub const FOLDER: &str = "folder";
-
-/// `register --folder SRC DST ... [--delete] [--checksum]`, checked against
-/// the folders of every other registration (`registrations`).
-pub fn folder_kind(
-    args: &RegisterArgs,
-    registrations: &[Registration],
-) -> anyhow::Result<HandlerKind> {
-    if !args.parsers.is_empty() {
-        return Err(usage("--parser goes with --command"));
-    }
-    let pairs = args
-        .folders
-        .chunks(2)
-        .map(|pair| FolderPair {
-            source: pair[0].clone(),
-            target: pair[1].clone(),
-        })
-        .collect();
-    let mut config = FolderConfig {
-        pairs,
-        delete: args.delete,
-        checksum: args.checksum,
-    };
-    let cwd = std::env::current_dir()?;
-    config.make_absolute(&cwd);
-    config
-        .validate(&folder_neighbours(registrations, &args.name))
-        .map_err(|e| usage(e.to_string()))?;
-    Ok(HandlerKind::Builtin {
-        kind: FOLDER.to_owned(),
-        config: serde_json::to_value(&config)?,
-    })
-}
 
 /// The folder pairs of every folder registration but `except`: what a
 /// mirror's targets must keep clear of. A stored configuration that does not
@@ -77,9 +43,11 @@ pub fn build(
     kind: &str,
     config: &serde_json::Value,
     registrations: &[Registration],
-) -> anyhow::Result<Box<dyn Handler>> {
+) -> Result<Box<dyn Handler>, ManagerError> {
     let invalid = |e: serde_json::Error| {
-        anyhow::anyhow!("the stored configuration of handler {name} is not valid: {e}")
+        ManagerError::Handler(format!(
+            "the stored configuration of handler {name} is not valid: {e}"
+        ))
     };
     Ok(match kind {
         COMMAND => {
@@ -92,8 +60,10 @@ pub fn build(
                 FolderHandler::new(config).with_neighbours(folder_neighbours(registrations, name)),
             )
         }
-        other => anyhow::bail!(
-            "handler {name} is of the built-in kind {other:?}, which this version does not have"
-        ),
+        other => {
+            return Err(ManagerError::Handler(format!(
+                "handler {name} is of the built-in kind {other:?}, which this version does not have"
+            )));
+        }
     })
 }

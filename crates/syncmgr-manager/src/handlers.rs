@@ -10,6 +10,8 @@ use syncmgr_core::{
 use syncmgr_protocol::ProcessHandler;
 use syncmgr_store::{HandlerKind, Registration};
 
+use crate::error::ManagerError;
+
 /// The silence timeout of a handler registered without `--timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -20,7 +22,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn build_handler(
     registration: &Registration,
     all: &[Registration],
-) -> anyhow::Result<Box<dyn Handler>> {
+) -> Result<Box<dyn Handler>, ManagerError> {
     match &registration.kind {
         HandlerKind::Process { argv } => Ok(process_handler(argv)),
         HandlerKind::Builtin { kind, config } => {

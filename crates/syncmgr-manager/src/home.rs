@@ -1,4 +1,4 @@
-//! Where state lives: `--home DIR` / `SYNCMGR_HOME` put everything under one
+//! Where state lives (the home): `--home DIR` / `SYNCMGR_HOME` put everything under one
 //! directory; otherwise the XDG base directories are used.
 //!
 //! Every directory is created private to the user (0700): the database holds
@@ -8,10 +8,9 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use syncmgr_sys::FileLock;
 
-use crate::error::usage;
+use crate::error::{ManagerError, Result};
 
 /// The resolved locations of one home.
 #[derive(Debug, Clone)]
@@ -24,15 +23,16 @@ pub struct Home {
 
 impl Home {
     /// Resolves the home from the flag/environment value, or XDG defaults.
-    pub fn resolve(explicit: Option<&Path>) -> anyhow::Result<Home> {
+    pub fn resolve(explicit: Option<&Path>) -> Result<Home> {
         let home = match explicit {
             Some(dir) => Home {
                 state: dir.to_path_buf(),
                 runtime: dir.join("run"),
             },
             None => {
-                let base = directories::BaseDirs::new()
-                    .ok_or_else(|| usage("cannot find the home directory; use --home DIR"))?;
+                let base = directories::BaseDirs::new().ok_or_else(|| {
+                    ManagerError::usage("cannot find the home directory; use --home DIR")
+                })?;
                 let state = base
                     .state_dir()
                     .unwrap_or_else(|| base.data_local_dir())
@@ -57,11 +57,28 @@ impl Home {
     /// Takes the lock that lets one session at a time run registration
     /// `name`; `None` when another process holds it. The lock lives as long
     /// as the value (the kernel drops it if the process dies).
-    pub fn lock_registration(&self, name: &str) -> anyhow::Result<Option<FileLock>> {
+    pub fn lock_registration(&self, name: &str) -> Result<Option<FileLock>> {
         let dir = self.runtime.join("locks");
         make_private_dir(&dir)?;
         let path = dir.join(format!("{name}.lock"));
-        FileLock::try_exclusive(&path).with_context(|| format!("cannot lock {}", path.display()))
+        FileLock::try_exclusive(&path)
+            .map_err(|e| ManagerError::io(format!("cannot lock {}", path.display()), e))
+    }
+
+    /// The daemon's lock: one daemon per home.
+    pub fn daemon_lock(&self) -> PathBuf {
+        self.runtime.join("daemon.lock")
+    }
+
+    /// The daemon's process id, written next to its lock for the message
+    /// that refuses a second daemon.
+    pub fn daemon_pid(&self) -> PathBuf {
+        self.runtime.join("daemon.pid")
+    }
+
+    /// The daemon's socket.
+    pub fn daemon_socket(&self) -> PathBuf {
+        self.runtime.join("daemon.sock")
     }
 
     /// Why the state directory cannot be written, if it cannot (checked for
@@ -92,12 +109,12 @@ impl Home {
 /// (0700) when missing. An existing directory is never changed: one that
 /// others may read or enter is refused, since the database in it holds the
 /// results log and the sockets in it accept cancels.
-fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
+fn make_private_dir(dir: &Path) -> Result<()> {
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {
             let mode = meta.permissions().mode() & 0o7777;
             if mode & 0o077 != 0 {
-                return Err(usage(format!(
+                return Err(ManagerError::usage(format!(
                     "home {} can be read by other users (mode {mode:04o}); syncmgr keeps its results log and control sockets there, so it must be private: run `chmod 700 {}` or choose another directory",
                     dir.display(),
                     dir.display()
@@ -105,7 +122,7 @@ fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Ok(_) => Err(usage(format!(
+        Ok(_) => Err(ManagerError::usage(format!(
             "home {} exists and is not a directory",
             dir.display()
         ))),
@@ -113,7 +130,10 @@ fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| usage(format!("cannot create home {}: {e}", dir.display()))),
-        Err(e) => Err(usage(format!("cannot examine home {}: {e}", dir.display()))),
+            .map_err(|e| ManagerError::usage(format!("cannot create home {}: {e}", dir.display()))),
+        Err(e) => Err(ManagerError::usage(format!(
+            "cannot examine home {}: {e}",
+            dir.display()
+        ))),
     }
 }

@@ -1,0 +1,29 @@
+//! The manager: everything about running sessions that a host (the inline
+//! `syncmgr sync`, the daemon, later the web server) shares.
+//!
+//! - [`home`]: where state lives, and the locks (one session per
+//!   registration, one daemon per home);
+//! - [`handlers`] and [`builtin`]: a stored registration turned into a
+//!   running handler;
+//! - [`plan`]: `sync`'s targets turned into what a session syncs;
+//! - [`session`]: one session from plan to stored outcome, its events for
+//!   any number of observers;
+//! - [`control`]: the per-session control socket (cancels from other
+//!   processes);
+//! - [`daemon`] and [`client`]: the daemon, its socket, and how commands
+//!   talk to it.
+//!
+//! It knows nothing of terminals or HTTP: hosts show what it reports.
+
+pub mod builtin;
+pub mod client;
+pub mod control;
+pub mod daemon;
+pub mod error;
+pub mod handlers;
+pub mod home;
+pub mod plan;
+pub mod session;
+
+pub use error::{ManagerError, Result};
+pub use home::Home;

@@ -1,0 +1,139 @@
+//! `syncmgr daemon`, `status` and `events`: the daemon in the foreground,
+//! and the commands that look at it.
+
+use std::io::Write as _;
+
+use syncmgr_api as api;
+use syncmgr_manager::daemon::{DaemonConfig, status_of};
+use syncmgr_manager::{Home, ManagerError, client};
+use syncmgr_store::Store;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::display::Display;
+use crate::error::usage;
+use crate::exit_codes;
+use crate::output::Stdout;
+
+/// `syncmgr daemon`: runs until SIGTERM or SIGINT, then ends the running
+/// sessions cleanly.
+pub async fn run(home: Home, max_concurrent: usize) -> anyhow::Result<i32> {
+    if max_concurrent == 0 {
+        return Err(usage("--max-concurrent must be at least 1"));
+    }
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    };
+    syncmgr_manager::daemon::run(home, DaemonConfig { max_concurrent }, shutdown).await?;
+    Ok(exit_codes::SUCCESS)
+}
+
+/// `syncmgr status`: from the daemon when one runs, from the store
+/// otherwise (`daemon` is then `null`).
+pub async fn status(
+    home: &Home,
+    store: &Store,
+    json: bool,
+    out: &mut Stdout,
+) -> anyhow::Result<i32> {
+    let status = match client::connect(home).await? {
+        Some(mut connection) => {
+            connection.request(&api::DaemonRequest::Status).await?;
+            match connection.next::<StatusLine>().await? {
+                Some(StatusLine::Status(status)) => status,
+                Some(StatusLine::Refused(refused)) => anyhow::bail!("{}", refused.error),
+                None => anyhow::bail!("the daemon closed the connection without an answer"),
+            }
+        }
+        None => status_of(store, None, Vec::new(), |_| "idle")?,
+    };
+    if json {
+        out.json(&status)?;
+        return Ok(exit_codes::SUCCESS);
+    }
+    match &status.daemon {
+        Some(d) => writeln!(
+            out,
+            "daemon: running (pid {}, since {}, version {})",
+            d.pid, d.started, d.version
+        )?,
+        None => writeln!(out, "daemon: not running")?,
+    }
+    for session in &status.sessions {
+        writeln!(
+            out,
+            "session {} {} ({}): {}",
+            session.id,
+            session.state,
+            session.trigger,
+            session.targets.join(" ")
+        )?;
+    }
+    for reg in &status.registrations {
+        let last = reg.last_session.as_ref().map_or_else(
+            || "never synced".to_owned(),
+            |s| format!("last session {} {} at {}", s.id, s.outcome, s.finished),
+        );
+        writeln!(out, "{}: {}; {last}", reg.name, reg.state)?;
+    }
+    for trigger in &status.triggers {
+        writeln!(
+            out,
+            "trigger {}: {} ({})",
+            trigger.trigger,
+            if trigger.available {
+                "available"
+            } else {
+                "unavailable"
+            },
+            trigger.reason
+        )?;
+    }
+    Ok(exit_codes::SUCCESS)
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum StatusLine {
+    Status(api::Status),
+    Refused(api::Refused),
+}
+
+/// `syncmgr events`: follows the daemon until it stops or the user
+/// interrupts.
+pub async fn events(home: &Home, json: bool, out: Stdout) -> anyhow::Result<i32> {
+    let Some(mut connection) = client::connect(home).await? else {
+        return Err(ManagerError::NoDaemon.into());
+    };
+    connection.request(&api::DaemonRequest::Events).await?;
+    let mut display = if json {
+        Display::Json
+    } else {
+        Display::plain()
+    };
+    let mut out = out;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            event = connection.next::<api::Event>() => match event? {
+                Some(event) => {
+                    if let api::Event::Queued { session, trigger, targets } = &event
+                        && !json
+                    {
+                        writeln!(out, "session {session} queued ({trigger}): {}", targets.join(" "))?;
+                    } else {
+                        display.show(&event, &mut out)?;
+                    }
+                }
+                None => return Ok(exit_codes::SUCCESS),
+            },
+            _ = interrupt.recv() => return Ok(exit_codes::SUCCESS),
+            _ = terminate.recv() => return Ok(exit_codes::SUCCESS),
+        }
+    }
+}
