@@ -340,7 +340,7 @@ fn dispatch(shared: &Arc<Shared>) {
         let request = SessionRequest {
             jobs: entry.jobs.clone(),
             event: entry.event,
-            may_bother_user: false,
+            may_bother_user: entry.event.may_bother_user_by_default(),
             cookie: entry.cookie.clone(),
             max_concurrent: entry.max_concurrent,
             grace: entry.grace,

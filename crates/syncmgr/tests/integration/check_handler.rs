@@ -373,7 +373,9 @@ fn python_sdk_examples_conform() {
 /// fails with an actionable entry, and `syncmgr log show` retries it.
 #[test]
 fn the_tutorial_handler_conforms_and_syncs() {
-    let home = home();
+    // Inline: each sync sets the handler's environment, which a daemon's
+    // handlers do not inherit from the command (they run in the daemon's).
+    let home = TestHome::inline();
     let script = root().join("sdk/python/examples/tutorial.py");
     let checking = Check::python(&home, 5, "sdk/python/examples/tutorial.py")
         .env("TUTORIAL_PAUSE", "0.05")

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::util::TestHome;
+use crate::util::{PATIENCE, TestHome};
 
 /// The schemas of `docs/cli.md`, by name.
 fn schemas() -> BTreeMap<String, Value> {
@@ -144,7 +144,8 @@ fn conforms(all: &BTreeMap<String, Value>, used: &mut BTreeSet<String>, name: &s
 fn every_documented_json_shape_matches_real_output() {
     let all = schemas();
     let mut used = BTreeSet::new();
-    let home = TestHome::new();
+    // Inline first (status without a daemon), then with one.
+    let mut home = TestHome::inline();
     // Log entries of every kind: the handler's own (`log` scenario: one
     // withdrawn with deleteLogError), an actionable failure (`--fail a`), and
     // the manager's (stderr lines, with a cause).
@@ -200,6 +201,29 @@ fn every_documented_json_shape_matches_real_output() {
     conforms(&all, &mut used, "handlers", &handlers);
     assert_eq!(handlers.as_array().map(Vec::len), Some(2));
     conforms(&all, &mut used, "items", &home.json(&["items", "--json"]));
+
+    // The daemon's shapes: status without and with it, a detached sync, and
+    // the events a watcher sees.
+    let status = home.json(&["status", "--json"]);
+    conforms(&all, &mut used, "status", &status);
+    assert_eq!(status["daemon"], Value::Null, "{status:#}");
+    home.start_daemon();
+    let mut watcher = home.cmd(["events", "--json"]).spawn();
+    let accepted = home.json(&["sync", "chatty", "--detach", "--json"]);
+    conforms(&all, &mut used, "accepted", &accepted);
+    let status = home.json(&["status", "--json"]);
+    conforms(&all, &mut used, "status", &status);
+    assert!(status["daemon"]["pid"].is_u64(), "{status:#}");
+    let mut seen = Vec::new();
+    watcher.wait_for_event(PATIENCE, "sessionFinished", |event| {
+        seen.push(event.clone());
+        event["event"] == "sessionFinished"
+    });
+    for event in &seen {
+        let kind = event["event"].as_str().expect("an event field");
+        conforms(&all, &mut used, &format!("event.{kind}"), event);
+    }
+    assert!(used.contains("event.queued"), "{seen:#?}");
 
     let documented: BTreeSet<String> = all.keys().cloned().collect();
     let unused: Vec<&String> = documented.difference(&used).collect();

@@ -69,7 +69,9 @@ fn registrations_with_overlapping_folders_are_refused() {
 /// manager cannot leave behind.
 #[test]
 fn a_registration_runs_in_one_session_at_a_time() {
-    let home = TestHome::new();
+    // Inline: through a daemon the second request queues instead
+    // (`daemon::a_storm_of_requests_gives_one_session_and_one_queued`).
+    let home = TestHome::inline();
     home.register("slow", SLOW);
     let mut bg = home.spawn_sync(&[]);
     bg.wait_for_item("slow", "a", "updating");
@@ -142,7 +144,8 @@ fn hangup_and_terminate_cancel_everything_like_ctrl_c() {
 /// answer.
 #[test]
 fn unknown_items_are_errors_and_cancel_never_hangs() {
-    let home = TestHome::new();
+    // Inline: the test stops the process that runs the session.
+    let home = TestHome::inline();
     home.register("slow", SLOW);
     // Never synced yet: `choose` asks the handler for its items.
     home.run(&["choose", "slow", "nope", "--check"])

@@ -22,6 +22,11 @@
 //!   everything, nothing running; the grace-period kill of a handler that
 //!   ignores cancels.
 //! - [`contract`]: every JSON shape of `docs/cli.md` against real output.
+//! - [`daemon`]: the daemon: sessions in it look like inline ones, one
+//!   daemon per home, `--detach`, coalescing and `--replace`, `status`,
+//!   `events`, SIGTERM and SIGKILL. With `SYNCMGR_TEST_DAEMON=1` every
+//!   other test's home has a daemon too (except those about the inline
+//!   process itself).
 //! - [`faults`]: handlers that misbehave (silent, crash, garbage, bad
 //!   requests, never report, failing prepare/synchronize, a missing program)
 //!   fail only their own items, with log entries saying why.
@@ -44,6 +49,7 @@ mod cancel;
 mod check_handler;
 mod choices;
 mod contract;
+mod daemon;
 mod faults;
 mod hardening;
 mod lifecycle;

@@ -54,7 +54,9 @@ fn ctrl_c_cancels_everything_and_exits_130() {
 
 #[test]
 fn sigkill_leaves_an_interrupted_session_and_a_usable_home() {
-    let home = TestHome::new();
+    // Inline: the process killed is the one that runs the session (the
+    // daemon's case is `daemon::a_killed_daemon_leaves_an_interrupted_session`).
+    let home = TestHome::inline();
     home.register("slow", SLOW);
     let mut bg = home.spawn_sync(&[]);
     let started = bg.wait_for_event(PATIENCE, "sessionStarted", |e| {

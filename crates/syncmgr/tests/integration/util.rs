@@ -92,14 +92,54 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 /// A fresh, private home for one test: `/tmp/smXXXXXX`, short enough for the
 /// control sockets (`<home>/run/<uuid>.sock`) to stay under the ~108-byte
 /// limit of Unix socket paths. Removed when dropped.
+///
+/// With `SYNCMGR_TEST_DAEMON=1` in the environment, [`TestHome::new`] also
+/// starts a daemon in the home, so that the same tests check that every
+/// command behaves the same through it (`scripts/test` runs the suite both
+/// ways); [`TestHome::inline`] is for the tests whose subject is the inline
+/// command itself (its own process, its own locks and signals).
 #[derive(Debug)]
 pub struct TestHome {
     dir: tempfile::TempDir,
+    daemon: Option<Child>,
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            stop_daemon(&mut daemon);
+        }
+    }
+}
+
+/// Whether this run checks the commands against a daemon.
+pub fn daemon_mode() -> bool {
+    std::env::var_os("SYNCMGR_TEST_DAEMON").is_some_and(|v| v == "1")
+}
+
+/// SIGTERM, then waits for the daemon to end (killed after [`PATIENCE`]).
+fn stop_daemon(daemon: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    if !wait_until(PATIENCE, || matches!(daemon.try_wait(), Ok(Some(_)))) {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    }
 }
 
 impl TestHome {
-    /// Creates the home.
+    /// Creates the home (with a daemon in it in daemon mode).
     pub fn new() -> TestHome {
+        let mut home = TestHome::inline();
+        if daemon_mode() {
+            home.start_daemon();
+        }
+        home
+    }
+
+    /// Creates the home; commands in it run inline whatever the mode.
+    pub fn inline() -> TestHome {
         let base = Path::new("/tmp");
         let base = if base.is_dir() {
             base.to_path_buf()
@@ -111,7 +151,51 @@ impl TestHome {
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(base)
             .expect("cannot create a temporary home");
-        TestHome { dir }
+        TestHome { dir, daemon: None }
+    }
+
+    /// Starts `syncmgr daemon` in this home and waits until it answers;
+    /// it is stopped (SIGTERM) when the home is dropped.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "a daemon already runs in this home");
+        let child = Command::new(syncmgr_bin())
+            .env_remove("SYNCMGR_LOG")
+            .env("SYNCMGR_HOME", self.path())
+            .arg("daemon")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start syncmgr daemon");
+        self.daemon = Some(child);
+        let socket = self.path().join("run/daemon.sock");
+        assert!(
+            wait_until(PATIENCE, || std::os::unix::net::UnixStream::connect(
+                &socket
+            )
+            .is_ok()),
+            "the daemon did not listen on {} in time",
+            socket.display()
+        );
+    }
+
+    /// Stops the daemon (SIGTERM) and waits for it; returns how it exited.
+    pub fn stop_daemon(&mut self) -> ExitStatus {
+        let mut daemon = self.daemon.take().expect("no daemon runs in this home");
+        stop_daemon(&mut daemon);
+        daemon.wait().expect("daemon status")
+    }
+
+    /// The daemon's process id, when one was started here.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
+    /// Kills the daemon with SIGKILL and reaps it.
+    pub fn kill_daemon(&mut self) {
+        let mut daemon = self.daemon.take().expect("no daemon runs in this home");
+        let _ = daemon.kill();
+        let _ = daemon.wait();
     }
 
     /// The home directory.
@@ -127,6 +211,7 @@ impl TestHome {
     {
         let mut cmd = Cmd::new();
         cmd.env("SYNCMGR_HOME", self.path()).args(args);
+        cmd.handlers_parent = self.daemon_pid();
         cmd
     }
 
@@ -203,6 +288,7 @@ impl TestHome {
         entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().and_then(OsStr::to_str) == Some("sock"))
+            .filter(|p| p.file_stem().and_then(OsStr::to_str) != Some("daemon"))
             .collect()
     }
 }
@@ -220,6 +306,9 @@ fn as_array(value: Value) -> Vec<Value> {
 pub struct Cmd {
     inner: Command,
     shown: String,
+    /// The process whose children the handlers are: the daemon's, when
+    /// the command goes through one; the command's own otherwise.
+    handlers_parent: Option<u32>,
 }
 
 impl Cmd {
@@ -230,6 +319,7 @@ impl Cmd {
         Cmd {
             inner,
             shown: syncmgr_bin().display().to_string(),
+            handlers_parent: None,
         }
     }
 
@@ -318,6 +408,7 @@ impl Cmd {
             seen: Vec::new(),
             stderr: Some(stderr),
             pids: Vec::new(),
+            handlers_parent: self.handlers_parent,
         }
     }
 }
@@ -619,6 +710,8 @@ pub struct Background {
     stderr: Option<JoinHandle<String>>,
     /// Handler processes found under the command, killed on drop.
     pids: Vec<u32>,
+    /// See [`Cmd`]'s field of the same name.
+    handlers_parent: Option<u32>,
 }
 
 impl Background {
@@ -709,7 +802,7 @@ impl Background {
     /// The handler processes the command started (its children, read from
     /// `/proc`), remembered so that dropping `self` can kill leftovers.
     pub fn handler_pids(&mut self) -> Vec<u32> {
-        let pids = children_of(self.child.id());
+        let pids = children_of(self.handlers_parent.unwrap_or(self.child.id()));
         for &pid in &pids {
             if !self.pids.contains(&pid) {
                 self.pids.push(pid);

@@ -1,0 +1,287 @@
+//! The daemon (issue 9): one per home, sessions run inside it and shown by
+//! the command as if they ran inline, `--detach`, coalescing of requests,
+//! `status`, `events`, a clean SIGTERM and a SIGKILL that blocks nothing.
+//! (The rest of the suite runs through a daemon too with
+//! `SYNCMGR_TEST_DAEMON=1`.)
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::util::{PATIENCE, TestHome, children_of, process_running, wait_until};
+
+/// Long enough to still run while a test asks for more (each item 1000
+/// steps of 40 ms); every test that uses it cancels it.
+const HELD: &[&str] = &["--steps", "1000", "--step-ms", "40"];
+
+/// What two runs of the same session must share: every event but item
+/// changes, in order, and each item's last state, with what differs from
+/// run to run (ids, times) taken out. (Intermediate item states may be
+/// coalesced when a reader is slow, wherever the session runs.)
+fn comparable(events: &[Value]) -> (Vec<Value>, BTreeMap<String, Value>) {
+    let mut others = Vec::new();
+    let mut items = BTreeMap::new();
+    for event in events {
+        let mut event = event.clone();
+        if let Some(fields) = event.as_object_mut() {
+            for volatile in ["session", "id", "time"] {
+                fields.remove(volatile);
+            }
+        }
+        if event["event"] == "item" {
+            let key = format!("{}/{}", event["handler"], event["item"]);
+            items.insert(key, event);
+        } else {
+            others.push(event);
+        }
+    }
+    (others, items)
+}
+
+fn sessions_in(status: &Value) -> Vec<(String, String)> {
+    status["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().expect("id").to_owned(),
+                s["state"].as_str().expect("state").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_session_in_the_daemon_looks_like_one_run_inline() {
+    let mut home = TestHome::inline();
+    home.register("good", &["--items", "a,b,c", "--steps", "3"]);
+    home.register("bad", &["--items", "x,y", "--fail", "y"]);
+    let inline_ok = home.sync(&["good"]);
+    let inline_bad = home.sync(&["bad"]);
+    let inline_usage = home.run(&["sync", "nosuch"]);
+    let inline_plain = home.run(&["sync", "good"]);
+
+    home.start_daemon();
+    let daemon_ok = home.sync(&["good"]);
+    let daemon_bad = home.sync(&["bad"]);
+    let daemon_usage = home.run(&["sync", "nosuch"]);
+    let daemon_plain = home.run(&["sync", "good"]);
+
+    daemon_ok.assert_code(0);
+    daemon_bad.assert_code(1);
+    assert_eq!(
+        comparable(inline_ok.events()),
+        comparable(daemon_ok.events())
+    );
+    assert_eq!(
+        comparable(inline_bad.events()),
+        comparable(daemon_bad.events())
+    );
+    daemon_usage.assert_code(2);
+    assert_eq!(inline_usage.stderr, daemon_usage.stderr);
+    daemon_plain.assert_code(0);
+    let lines = |out: &str| -> Vec<String> {
+        // Without the lines that carry a session id, and without log
+        // entries' ids and times.
+        out.lines()
+            .filter(|l| !l.starts_with("session "))
+            .map(|l| match l.strip_prefix("log #") {
+                Some(rest) => rest.splitn(4, ' ').nth(3).unwrap_or(rest).to_owned(),
+                None => l.to_owned(),
+            })
+            .collect()
+    };
+    assert_eq!(lines(&inline_plain.stdout), lines(&daemon_plain.stdout));
+
+    // The daemon's sessions are in the history like any other.
+    let history = home.history();
+    assert_eq!(history.len(), 6, "{history:#?}");
+    let newest = history.last().expect("sessions");
+    let last = daemon_plain
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .expect("`session ID started`");
+    assert_eq!(newest["id"], last);
+}
+
+#[test]
+fn a_second_daemon_is_refused_naming_the_first() {
+    let mut home = TestHome::inline();
+    home.start_daemon();
+    let pid = home.daemon_pid().expect("a daemon");
+    home.run(&["daemon"])
+        .assert_code(1)
+        .assert_stderr_contains(&format!("a daemon already runs for this home (pid {pid})"));
+    // The first one still serves.
+    let status = home.json(&["status", "--json"]);
+    assert_eq!(status["daemon"]["pid"], pid);
+}
+
+#[test]
+fn detach_needs_a_daemon_and_returns_at_once() {
+    let mut home = TestHome::inline();
+    home.register("slow", HELD);
+    home.run(&["sync", "--detach"])
+        .assert_code(1)
+        .assert_stderr_contains("no daemon runs for this home; start one with `syncmgr daemon`");
+
+    home.start_daemon();
+    let accepted = home.json(&["sync", "slow", "--detach", "--json"]);
+    assert_eq!(accepted["queued"], true);
+    let id = accepted["session"].as_str().expect("session id").to_owned();
+    assert!(wait_until(PATIENCE, || {
+        let status = home.json(&["status", "--json"]);
+        status["sessions"][0]["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|i| i["status"] == "updating"))
+    }));
+    let status = home.json(&["status", "--json"]);
+    assert_eq!(sessions_in(&status), [(id.clone(), "running".to_owned())]);
+    assert_eq!(status["registrations"][0]["name"], "slow");
+    assert_eq!(status["registrations"][0]["state"], "running");
+
+    // `cancel` reaches the daemon's session through its control socket.
+    home.ok(&["cancel"]);
+    assert!(wait_until(PATIENCE, || {
+        sessions_in(&home.json(&["status", "--json"])).is_empty()
+    }));
+    let history = home.history();
+    let newest = history.last().expect("sessions");
+    assert_eq!(newest["id"], id.as_str());
+    assert_eq!(newest["outcome"], "cancelled");
+    let status = home.json(&["status", "--json"]);
+    assert_eq!(status["registrations"][0]["state"], "idle");
+    assert_eq!(status["registrations"][0]["lastSession"]["id"], id.as_str());
+    assert_eq!(
+        status["registrations"][0]["lastSession"]["outcome"],
+        "cancelled"
+    );
+}
+
+#[test]
+fn a_storm_of_requests_gives_one_session_and_one_queued() {
+    let mut home = TestHome::inline();
+    home.register("slow", HELD);
+    home.start_daemon();
+    let first = home.json(&["sync", "slow", "--detach", "--json"]);
+    let mut queued = Vec::new();
+    for _ in 0..20 {
+        let accepted = home.json(&["sync", "slow/a", "--detach", "--json"]);
+        queued.push(accepted["session"].as_str().expect("id").to_owned());
+    }
+    queued.dedup();
+    assert_eq!(queued.len(), 1, "every request joined one queued session");
+    assert_ne!(queued[0], first["session"].as_str().expect("id"));
+    let status = home.json(&["status", "--json"]);
+    let sessions = sessions_in(&status);
+    assert_eq!(sessions.len(), 2, "{status:#}");
+    assert_eq!(sessions[1], (queued[0].clone(), "queued".to_owned()));
+    assert_eq!(
+        status["sessions"][1]["targets"],
+        serde_json::json!(["slow/a"])
+    );
+
+    // A whole handler asked for joins the same queued session and widens it.
+    let joined = home.json(&["sync", "slow", "--detach", "--json"]);
+    assert_eq!(joined["session"].as_str(), Some(queued[0].as_str()));
+    let status = home.json(&["status", "--json"]);
+    assert_eq!(
+        status["sessions"][1]["targets"],
+        serde_json::json!(["slow"])
+    );
+
+    // --replace cancels the running one; the queued one runs next.
+    home.run(&["sync", "slow", "--detach", "--replace"])
+        .assert_code(0);
+    assert!(wait_until(PATIENCE, || {
+        let status = home.json(&["status", "--json"]);
+        sessions_in(&status) == [(queued[0].clone(), "running".to_owned())]
+    }));
+    home.ok(&["cancel"]);
+    assert!(wait_until(PATIENCE, || {
+        sessions_in(&home.json(&["status", "--json"])).is_empty()
+    }));
+    let history = home.history();
+    assert_eq!(
+        history.len(),
+        2,
+        "one session ran, one queued: {history:#?}"
+    );
+}
+
+#[test]
+fn events_follow_sessions_and_late_watchers_get_the_state() {
+    let mut home = TestHome::inline();
+    home.run(&["events"])
+        .assert_code(1)
+        .assert_stderr_contains("no daemon runs");
+    home.register("slow", HELD);
+    home.start_daemon();
+    let accepted = home.json(&["sync", "slow", "--detach", "--json"]);
+    let id = accepted["session"].as_str().expect("id").to_owned();
+    // Started after the session: first its start and its items' states.
+    let mut late = home.cmd(["events", "--json"]).spawn();
+    late.wait_for_event(PATIENCE, "the session's start", |e| {
+        e["event"] == "sessionStarted" && e["session"] == id.as_str()
+    });
+    late.wait_for_item("slow", "a", "updating");
+    home.ok(&["cancel"]);
+    let finished = late.wait_for_event(PATIENCE, "the end", |e| e["event"] == "sessionFinished");
+    assert_eq!(finished["outcome"], "cancelled");
+    assert_eq!(finished["session"], id.as_str());
+}
+
+#[test]
+fn sigterm_stops_the_running_sessions_cleanly() {
+    let mut home = TestHome::inline();
+    home.register("slow", HELD);
+    home.start_daemon();
+    let daemon = home.daemon_pid().expect("a daemon");
+    let mut attached = home.cmd(["sync", "--json"]).spawn();
+    attached.wait_for_item("slow", "a", "updating");
+    let handlers = children_of(daemon);
+    assert_eq!(handlers.len(), 1, "one handler process: {handlers:?}");
+
+    let status = home.stop_daemon();
+    assert!(
+        status.success(),
+        "the daemon exits 0 after SIGTERM: {status}"
+    );
+    assert!(
+        handlers.iter().all(|&pid| !process_running(pid)),
+        "a handler outlived the daemon"
+    );
+    // The command that followed the session saw it end, cancelled.
+    let run = attached.finish(PATIENCE);
+    run.assert_code(1);
+    assert_eq!(run.outcome(), "cancelled");
+    assert_eq!(run.statuses()["slow/a"], "stopped");
+    let history = home.history();
+    assert_eq!(history.last().expect("sessions")["outcome"], "cancelled");
+    assert!(!home.path().join("run/daemon.sock").exists());
+}
+
+#[test]
+fn a_killed_daemon_leaves_an_interrupted_session_and_blocks_nothing() {
+    let mut home = TestHome::inline();
+    home.register("slow", HELD);
+    home.start_daemon();
+    home.ok(&["sync", "--detach"]);
+    assert!(wait_until(PATIENCE, || {
+        home.json(&["status", "--json"])["sessions"][0]["state"] == "running"
+    }));
+    home.kill_daemon();
+    // The next command records the dead daemon's session as interrupted.
+    let history = home.history();
+    assert_eq!(
+        history.last().expect("sessions")["outcome"],
+        "interrupted",
+        "{history:#?}"
+    );
+    // A new daemon starts at once and runs sessions.
+    home.start_daemon();
+    home.register("quick", &[]);
+    home.sync(&["quick"]).assert_code(0);
+}
