@@ -77,6 +77,8 @@ pub enum Event {
         session: String,
         /// The event code the handlers see (`manual`, `invoke`, ...).
         trigger: String,
+        /// Why it runs, for people (`requested by CLI`, `schedule nightly`).
+        reason: String,
     },
     /// An item changed (coalesced: the latest state, always the final one).
     #[serde(rename_all = "camelCase")]
@@ -140,6 +142,16 @@ pub enum Event {
         /// Handlers that failed as a whole.
         failed_handlers: Vec<String>,
     },
+    /// A trigger fired in the daemon (`syncmgr events` only).
+    #[serde(rename_all = "camelCase")]
+    Trigger {
+        /// The event code of the sessions it starts (`scheduled`, ...).
+        trigger: String,
+        /// What fired, for people (`schedule nightly`).
+        reason: String,
+        /// When.
+        time: String,
+    },
     /// The daemon queued a session (`syncmgr events` only).
     #[serde(rename_all = "camelCase")]
     Queued {
@@ -157,9 +169,14 @@ impl Event {
     /// ones.
     pub fn from_session(event: &SessionEvent) -> Option<Event> {
         Some(match event {
-            SessionEvent::Started { session, trigger } => Event::SessionStarted {
+            SessionEvent::Started {
+                session,
+                trigger,
+                reason,
+            } => Event::SessionStarted {
                 session: session.clone(),
                 trigger: trigger.as_str().to_owned(),
+                reason: reason.clone(),
             },
             SessionEvent::ItemChanged(s) => Event::item(s),
             SessionEvent::Log(entry) => {
@@ -259,6 +276,9 @@ pub struct Session {
     pub id: String,
     /// The event code it ran for.
     pub trigger: String,
+    /// Why it ran, for people; `null` for sessions recorded before reasons
+    /// were kept.
+    pub reason: Option<String>,
     /// When it started.
     pub started: String,
     /// When it finished; `null` while it runs.
@@ -418,6 +438,17 @@ pub enum DaemonRequest {
     Status,
     /// Every session's events and the daemon's own, until the client goes.
     Events,
+    /// Read `config.toml` and the schedules again (as SIGHUP does);
+    /// answered by an [`Ack`].
+    Reload,
+}
+
+/// A request done: `{"ok": true}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    /// Always `true`.
+    pub ok: bool,
 }
 
 /// The first answer to a sync request.
@@ -536,4 +567,32 @@ pub struct TriggerState {
     pub reason: String,
     /// When it last fired; `null` when it has not.
     pub last_fired: Option<String>,
+}
+
+/// A schedule of `schedule list --json`: `every` or `cron` (with its
+/// `timezone` when one was given), never both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleRow {
+    /// Its name.
+    pub name: String,
+    /// Runs this long after its previous run started (`15m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    /// Runs at this cron expression's instants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// The cron expression's time zone; absent for the local one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// The most a run is put off (`0s` for none).
+    pub jitter: String,
+    /// Whether runs missed while the daemon was down are made up (once).
+    pub catch_up: bool,
+    /// `NAME` or `NAME/ITEM`; empty for every handler.
+    pub targets: Vec<String>,
+    /// When it last ran; `null` before its first run.
+    pub last_run: Option<String>,
+    /// When it runs next (if a daemon runs then); `null` when never again.
+    pub next_run: Option<String>,
 }

@@ -54,6 +54,8 @@ pub enum SessionEvent {
         session: String,
         /// What started it.
         trigger: SyncEvent,
+        /// Why, for people (`schedule nightly`, `requested by CLI`).
+        reason: String,
     },
     /// A handler answered `getHandlerInfo` and `enumItems`.
     ItemsEnumerated {

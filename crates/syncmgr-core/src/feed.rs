@@ -242,6 +242,7 @@ mod tests {
         feed.push(SessionEvent::Started {
             session: "s".into(),
             trigger: SyncEvent::Manual,
+            reason: String::new(),
         });
         feed.push(item("a", ItemStatus::Updating, 1));
         feed.push(log(1));

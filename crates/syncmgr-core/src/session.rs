@@ -46,6 +46,9 @@ pub struct SessionConfig {
     pub id: String,
     /// What started it.
     pub event: SyncEvent,
+    /// Why, for people (`schedule nightly`, `requested by CLI`); carried by
+    /// [`SessionEvent::Started`].
+    pub reason: String,
     /// `SYNCMGRFLAG_MAYBOTHERUSER`.
     pub may_bother_user: bool,
     /// The `UpdateItems` cookie passed to `initialize`.
@@ -68,6 +71,7 @@ impl SessionConfig {
         SessionConfig {
             id: id.into(),
             event,
+            reason: String::new(),
             may_bother_user: event.may_bother_user_by_default(),
             cookie: None,
             max_concurrent_handlers: 4,
@@ -221,6 +225,7 @@ impl Session {
             .send(SessionEvent::Started {
                 session: config.id.clone(),
                 trigger: config.event,
+                reason: config.reason.clone(),
             })
             .await;
 

@@ -26,42 +26,60 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use syncmgr_api::{self as api, DaemonRequest, SyncReply};
-use syncmgr_core::{CancelTarget, EventFeed, FeedEvent, Selection, SessionControl, SyncEvent};
-use syncmgr_store::{Registration, Store};
+use syncmgr_core::{
+    CancelTarget, EventFeed, FeedEvent, ItemStatus, Selection, SessionControl, SessionSummary,
+    SyncEvent,
+};
+use syncmgr_store::{Registration, ScheduleRecord, Store};
 use syncmgr_sys::FileLock;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 
+use crate::backoff::{Backoff, Policy};
+use crate::config::Config;
 use crate::error::{ManagerError, Result};
 use crate::home::Home;
 use crate::plan;
+use crate::schedule::{Schedule, sleep_until_next};
 use crate::session::{self, SessionRequest, SessionRun};
 
-/// Sessions running at once unless configured otherwise.
-pub const DEFAULT_MAX_CONCURRENT: usize = 4;
+/// Retention runs at start and then this often.
+const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// The tuning of sessions the daemon starts by itself.
+const AUTOMATIC_MAX_CONCURRENT: usize = 4;
+const AUTOMATIC_GRACE: Duration = Duration::from_secs(5);
+
 /// The longest first line a client may send.
 const MAX_REQUEST: u64 = 64 * 1024;
 /// How long a client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the daemon runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DaemonConfig {
-    /// Sessions running at once.
-    pub max_concurrent: usize,
+    /// The settings (`config.toml`).
+    pub config: Config,
+    /// Where they came from: SIGHUP reads this file again.
+    pub config_path: Option<PathBuf>,
+    /// `--max-concurrent`, which wins over the file's.
+    pub max_concurrent: Option<usize>,
 }
 
-impl Default for DaemonConfig {
-    fn default() -> Self {
-        DaemonConfig {
-            max_concurrent: DEFAULT_MAX_CONCURRENT,
+impl DaemonConfig {
+    fn effective(&self, config: &Config) -> Config {
+        let mut config = config.clone();
+        if let Some(n) = self.max_concurrent {
+            config.max_concurrent = n;
         }
+        config
     }
 }
 
@@ -113,6 +131,7 @@ type Feed = Arc<EventFeed<Observed>>;
 struct Entry {
     id: Arc<str>,
     event: SyncEvent,
+    reason: String,
     jobs: Vec<(Registration, Selection)>,
     cookie: Option<String>,
     max_concurrent: usize,
@@ -149,8 +168,17 @@ impl Entry {
 
 #[derive(Debug, Default)]
 struct State {
+    /// The settings in force.
+    config: Config,
     /// Queued and running sessions, in the order they were asked for.
     sessions: Vec<Entry>,
+    /// Per registration: the wait after failed automatic sessions.
+    backoff: BTreeMap<String, Backoff>,
+    /// Automatic runs held back by a backoff, by registration: run when it
+    /// ends.
+    deferred: BTreeMap<String, Deferred>,
+    /// When a schedule last fired (for `status`).
+    schedule_fired: Option<DateTime<Utc>>,
     /// `events` clients.
     watchers: Vec<Feed>,
     /// Set at shutdown: nothing new is queued or started.
@@ -187,16 +215,27 @@ impl State {
     }
 }
 
+/// An automatic run waiting for its registration's backoff to end.
+#[derive(Debug, Clone)]
+struct Deferred {
+    event: SyncEvent,
+    reason: String,
+    registration: Registration,
+    selection: Selection,
+}
+
 /// The daemon's shared state.
 #[derive(Debug)]
 struct Shared {
     home: Home,
-    config: DaemonConfig,
+    options: DaemonConfig,
     pid: u32,
-    started: chrono::DateTime<chrono::Utc>,
+    started: DateTime<Utc>,
     state: Mutex<State>,
     /// Wakes the shutdown path when a session ends.
     ended: Notify,
+    /// Wakes the timer: schedules changed, a backoff changed, stopping.
+    wake: Notify,
 }
 
 impl Shared {
@@ -238,16 +277,24 @@ pub async fn run(
 
     let shared = Arc::new(Shared {
         home,
-        config,
         pid,
-        started: chrono::Utc::now(),
-        state: Mutex::new(State::default()),
+        started: Utc::now(),
+        state: Mutex::new(State {
+            config: config.effective(&config.config),
+            ..State::default()
+        }),
+        options: config,
         ended: Notify::new(),
+        wake: Notify::new(),
     });
+    let timer = tokio::spawn(timer(Arc::clone(&shared)));
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| ManagerError::io("cannot watch for SIGHUP", e))?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            _ = hangup.recv() => reload(&shared),
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     tokio::spawn(serve(Arc::clone(&shared), stream));
@@ -259,6 +306,7 @@ pub async fn run(
     drop(listener);
     let _ = fs::remove_file(&socket_path);
     stop(&shared).await;
+    let _ = timer.await;
     let _ = fs::remove_file(&pid_path);
     tracing::info!("daemon stopped");
     Ok(())
@@ -296,6 +344,7 @@ async fn stop(shared: &Arc<Shared>) {
             feed.close();
         }
     }
+    shared.wake.notify_one();
     loop {
         let ended = shared.ended.notified();
         if shared.state().sessions.is_empty() {
@@ -321,7 +370,7 @@ fn dispatch(shared: &Arc<Shared>) {
     }
     let mut start = Vec::new();
     for entry in &state.sessions {
-        if entry.running || running >= shared.config.max_concurrent {
+        if entry.running || running >= state.config.max_concurrent {
             continue;
         }
         if entry.names().any(|name| busy.contains(name)) {
@@ -340,6 +389,7 @@ fn dispatch(shared: &Arc<Shared>) {
         let request = SessionRequest {
             jobs: entry.jobs.clone(),
             event: entry.event,
+            reason: entry.reason.clone(),
             may_bother_user: entry.event.may_bother_user_by_default(),
             cookie: entry.cookie.clone(),
             max_concurrent: entry.max_concurrent,
@@ -380,10 +430,45 @@ async fn run_session(shared: Arc<Shared>, id: Arc<str>, request: SessionRequest)
             shared.state().publish(&id, &observed);
         }
     }
-    if let Err(e) = run.finish(None).await {
-        tracing::warn!(session = %id, error = %e, "could not store the end of the session");
+    match run.finish(None).await {
+        Ok(summary) => settle_backoff(&shared, &id, &summary),
+        Err(e) => {
+            tracing::warn!(session = %id, error = %e, "could not store the end of the session");
+        }
     }
     end(&shared, &id);
+}
+
+/// After a session: an automatic one that failed for a registration puts
+/// it in backoff (longer each time); a success, or any manual session,
+/// ends it. Stopped items change nothing.
+fn settle_backoff(shared: &Arc<Shared>, id: &str, summary: &SessionSummary) {
+    let mut state = shared.state();
+    let Some(entry) = state.entry(id) else {
+        return;
+    };
+    let automatic = !matches!(entry.event, SyncEvent::Manual | SyncEvent::Invoke);
+    let names: Vec<String> = entry.names().map(str::to_owned).collect();
+    let policy = Policy {
+        initial: state.config.backoff_initial,
+        max: state.config.backoff_max,
+    };
+    let now = Utc::now();
+    for name in names {
+        let ours = || summary.items.iter().filter(|i| i.handler == name);
+        let failed = summary.failed_handlers.contains(&name)
+            || ours().any(|i| i.status == ItemStatus::Failed);
+        let stopped = ours().any(|i| i.status == ItemStatus::Stopped);
+        let backoff = state.backoff.entry(name.clone()).or_default();
+        if automatic && failed {
+            backoff.failed(&name, now, policy);
+            tracing::info!(handler = %name, until = ?backoff.until(now), "backing off");
+        } else if !automatic || !stopped {
+            backoff.reset();
+        }
+    }
+    drop(state);
+    shared.wake.notify_one();
 }
 
 /// A session that could not run: its followers are told, and it goes.
@@ -433,6 +518,10 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
     };
     let result = match request {
         DaemonRequest::Status => status(&shared, &mut write).await,
+        DaemonRequest::Reload => {
+            reload(&shared);
+            send(&mut write, &api::Ack { ok: true }).await
+        }
         DaemonRequest::Events => watch(&shared, &mut write, lines).await,
         DaemonRequest::Sync {
             targets,
@@ -444,6 +533,7 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
             grace_ms,
         } => {
             let ask = Ask {
+                reason: requested_by(cookie.is_some()),
                 targets,
                 event,
                 cookie,
@@ -469,6 +559,7 @@ async fn send(write: &mut OwnedWriteHalf, value: &impl serde::Serialize) -> std:
 #[derive(Debug)]
 struct Ask {
     targets: Vec<String>,
+    reason: String,
     event: Option<String>,
     cookie: Option<String>,
     replace: bool,
@@ -512,6 +603,7 @@ async fn sync(
     if let Err(e) = (SessionRequest {
         jobs: Vec::new(),
         event,
+        reason: String::new(),
         may_bother_user: false,
         cookie: None,
         max_concurrent: ask.max_concurrent,
@@ -584,6 +676,16 @@ async fn sync(
     }
 }
 
+/// The reason of a session a command (or, with a cookie, a program) asked
+/// for.
+pub fn requested_by(program: bool) -> String {
+    if program {
+        "requested by a program".to_owned()
+    } else {
+        "requested by CLI".to_owned()
+    }
+}
+
 /// Queues a session, or joins a queued one with the same event that has a
 /// registration in common; returns its id. With `replace`, the running
 /// sessions of those registrations are cancelled first.
@@ -614,6 +716,10 @@ fn queue(
         .find(|e| !e.running && e.event == event && e.names().any(|n| names.contains(n)));
     if let Some(entry) = joined {
         plan::merge(&mut entry.jobs, jobs);
+        // One session for several reasons says all of them.
+        if !entry.reason.split(", ").any(|r| r == ask.reason) {
+            entry.reason = format!("{}, {}", entry.reason, ask.reason);
+        }
         entry.followers.extend(follower);
         return Ok(Arc::clone(&entry.id));
     }
@@ -621,6 +727,7 @@ fn queue(
     let entry = Entry {
         id: Arc::clone(&id),
         event,
+        reason: ask.reason.clone(),
         jobs,
         cookie: ask.cookie.clone(),
         max_concurrent: ask.max_concurrent,
@@ -645,6 +752,214 @@ fn queue(
         feed.push(queued.clone());
     }
     Ok(id)
+}
+
+/// Queues a session the daemon starts by itself (a schedule, a backoff
+/// that ended): registrations in backoff are held back until it ends (a
+/// later automatic run of the same registration replaces the one held).
+fn queue_automatic(
+    shared: &Arc<Shared>,
+    event: SyncEvent,
+    reason: &str,
+    jobs: Vec<(Registration, Selection)>,
+) {
+    let now = Utc::now();
+    let ready: Vec<_> = {
+        let mut state = shared.state();
+        let (held, ready): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(reg, _)| {
+            state
+                .backoff
+                .get(&reg.name)
+                .is_some_and(|b| b.until(now).is_some())
+        });
+        for (registration, selection) in held {
+            tracing::info!(handler = %registration.name, %reason, "held back by its backoff");
+            state.deferred.insert(
+                registration.name.clone(),
+                Deferred {
+                    event,
+                    reason: reason.to_owned(),
+                    registration,
+                    selection,
+                },
+            );
+        }
+        ready
+    };
+    if ready.is_empty() {
+        return;
+    }
+    let ask = Ask {
+        targets: Vec::new(),
+        reason: reason.to_owned(),
+        event: None,
+        cookie: None,
+        replace: false,
+        max_concurrent: AUTOMATIC_MAX_CONCURRENT,
+        grace: AUTOMATIC_GRACE,
+    };
+    if let Err(e) = queue(shared, event, ready, &ask, None) {
+        tracing::warn!(%reason, error = %e, "could not queue an automatic session");
+    }
+}
+
+/// Tells the watchers that a trigger fired.
+fn publish_trigger(shared: &Arc<Shared>, trigger: SyncEvent, reason: &str, at: DateTime<Utc>) {
+    let observed = Observed::event(
+        &Arc::from("daemon"),
+        api::Event::Trigger {
+            trigger: trigger.as_str().to_owned(),
+            reason: reason.to_owned(),
+            time: api::time(at),
+        },
+    );
+    let state = shared.state();
+    for feed in &state.watchers {
+        feed.push(observed.clone());
+    }
+}
+
+/// The daemon's clock: fires the schedules that are due (each once, however
+/// many runs it missed), starts what a backoff held back once it ends,
+/// prunes old history once a day. It sleeps until the next of these, at
+/// most [`crate::schedule::MAX_SLEEP`], so a wall-clock change or a resume
+/// from suspend is seen within a minute; nothing wakes it more often when
+/// nothing is due.
+async fn timer(shared: Arc<Shared>) {
+    let mut warned: HashSet<String> = HashSet::new();
+    let mut pruned: Option<Instant> = None;
+    loop {
+        // Registered before looking, so a wake-up during this round is kept.
+        let woken = shared.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if shared.state().closing {
+            return;
+        }
+        let now = Utc::now();
+        if pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            prune(&shared, now).await;
+            pruned = Some(Instant::now());
+        }
+        let mut due_times = Vec::new();
+        let schedules = match read(&shared, |store| Ok(store.schedules()?)).await {
+            Ok(schedules) => schedules,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the schedules");
+                Vec::new()
+            }
+        };
+        for record in schedules {
+            let schedule = match Schedule::from_record(&record) {
+                Ok(schedule) => schedule,
+                Err(e) => {
+                    if warned.insert(record.name.clone()) {
+                        tracing::warn!(schedule = %record.name, error = %e, "schedule left out");
+                    }
+                    continue;
+                }
+            };
+            match schedule.due(now) {
+                Some(due) if due <= now => fire(&shared, &record, now).await,
+                Some(due) => due_times.push(due),
+                None => {}
+            }
+        }
+        // Runs a backoff held back: those whose backoff ended go now.
+        let ready: Vec<Deferred> = {
+            let mut state = shared.state();
+            let mut ready = Vec::new();
+            let names: Vec<String> = state.deferred.keys().cloned().collect();
+            for name in names {
+                match state.backoff.get(&name).and_then(|b| b.until(now)) {
+                    Some(until) => due_times.push(until),
+                    None => ready.extend(state.deferred.remove(&name)),
+                }
+            }
+            ready
+        };
+        for deferred in ready {
+            queue_automatic(
+                &shared,
+                deferred.event,
+                &deferred.reason,
+                vec![(deferred.registration, deferred.selection)],
+            );
+        }
+        dispatch(&shared);
+        let sleep = sleep_until_next(Utc::now(), due_times);
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = woken => {}
+        }
+    }
+}
+
+/// Runs a schedule that is due: its session is queued (or joins a queued
+/// one) and its run recorded, even when nothing could be queued (a target
+/// that went away), so it is not tried again at once.
+async fn fire(shared: &Arc<Shared>, record: &ScheduleRecord, now: DateTime<Utc>) {
+    let reason = format!("schedule {}", record.name);
+    let event = SyncEvent::Scheduled;
+    publish_trigger(shared, event, &reason, now);
+    let targets = record.targets.clone();
+    match read(shared, move |store| plan::jobs(store, &targets, event)).await {
+        Ok(jobs) => queue_automatic(shared, event, &reason, jobs),
+        Err(e) => tracing::warn!(schedule = %record.name, error = %e, "schedule cannot run"),
+    }
+    let name = record.name.clone();
+    if let Err(e) = read(shared, move |store| Ok(store.set_schedule_run(&name, now)?)).await {
+        tracing::warn!(schedule = %record.name, error = %e, "cannot record the schedule's run");
+    }
+    shared.state().schedule_fired = Some(now);
+}
+
+/// Retention: finished sessions and information entries older than the
+/// configured ages go.
+async fn prune(shared: &Arc<Shared>, now: DateTime<Utc>) {
+    let (history, information) = {
+        let state = shared.state();
+        (state.config.keep_history, state.config.keep_information)
+    };
+    let age = |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    let (history, information) = (age(history), age(information));
+    match read(shared, move |store| Ok(store.prune(history, information)?)).await {
+        Ok((0, 0)) => {}
+        Ok((sessions, entries)) => {
+            tracing::info!(sessions, entries, "pruned what is past its retention");
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot prune the history"),
+    }
+}
+
+/// Runs `f` on a store of the home, on a blocking thread.
+async fn read<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let home = shared.home.clone();
+    tokio::task::spawn_blocking(move || f(&open_store(&home)?))
+        .await
+        .unwrap_or_else(|e| Err(ManagerError::Daemon(format!("a store task failed: {e}"))))
+}
+
+/// SIGHUP: reads `config.toml` again; a file with errors is reported and
+/// the settings in force stay.
+fn reload(shared: &Arc<Shared>) {
+    let Some(path) = &shared.options.config_path else {
+        shared.wake.notify_one();
+        return;
+    };
+    match Config::load(path) {
+        Ok(config) => {
+            shared.state().config = shared.options.effective(&config);
+            tracing::info!(path = %path.display(), "configuration reloaded");
+        }
+        Err(e) => tracing::error!(error = %e, "configuration not reloaded; the old one stays"),
+    }
+    // Schedules may have changed too.
+    shared.wake.notify_one();
+    dispatch(shared);
 }
 
 /// Cancels a session: now when it runs, as it starts when queued.
@@ -705,44 +1020,39 @@ async fn watch(
 
 /// `status`: the daemon, its sessions, every registration.
 async fn status(shared: &Arc<Shared>, write: &mut OwnedWriteHalf) -> std::io::Result<()> {
-    let (sessions, running, queued) = {
+    let now = Utc::now();
+    let daemon = {
         let state = shared.state();
-        let mut running = HashSet::new();
-        let mut queued = HashSet::new();
+        let mut states: BTreeMap<String, &'static str> = BTreeMap::new();
         for entry in &state.sessions {
-            let set = if entry.running {
-                &mut running
-            } else {
-                &mut queued
-            };
-            set.extend(entry.names().map(str::to_owned));
-        }
-        (
-            state.sessions.iter().map(Entry::status).collect::<Vec<_>>(),
-            running,
-            queued,
-        )
-    };
-    let daemon = api::DaemonInfo {
-        pid: shared.pid,
-        started: api::time(shared.started),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
-    let home = shared.home.clone();
-    let status = tokio::task::spawn_blocking(move || {
-        let store = open_store(&home)?;
-        status_of(&store, Some(daemon), sessions, |name| {
-            if running.contains(name) {
-                "running"
-            } else if queued.contains(name) {
-                "queued"
-            } else {
-                "idle"
+            let what = if entry.running { "running" } else { "queued" };
+            for name in entry.names() {
+                let slot = states.entry(name.to_owned()).or_insert(what);
+                if what == "running" {
+                    *slot = what;
+                }
             }
-        })
-    })
-    .await
-    .unwrap_or_else(|e| Err(ManagerError::Daemon(format!("status failed: {e}"))));
+        }
+        let mut backoff = BTreeMap::new();
+        for (name, b) in &state.backoff {
+            if let Some(until) = b.until(now) {
+                backoff.insert(name.clone(), until);
+                states.entry(name.clone()).or_insert("backoff");
+            }
+        }
+        Running {
+            info: api::DaemonInfo {
+                pid: shared.pid,
+                started: api::time(shared.started),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+            sessions: state.sessions.iter().map(Entry::status).collect(),
+            states,
+            backoff,
+            schedule_fired: state.schedule_fired,
+        }
+    };
+    let status = read(shared, move |store| status_of(store, Some(daemon), now)).await;
     match status {
         Ok(status) => send(write, &status).await,
         Err(e) => {
@@ -755,30 +1065,69 @@ async fn status(shared: &Arc<Shared>, write: &mut OwnedWriteHalf) -> std::io::Re
     }
 }
 
-/// The status shape from the store, the daemon's part given.
+/// What a running daemon adds to the status the store gives.
+#[derive(Debug)]
+pub struct Running {
+    info: api::DaemonInfo,
+    sessions: Vec<api::SessionState>,
+    /// Registrations that are not idle, and what they are.
+    states: BTreeMap<String, &'static str>,
+    backoff: BTreeMap<String, DateTime<Utc>>,
+    schedule_fired: Option<DateTime<Utc>>,
+}
+
+/// The status shape at `now` from the store, with a running daemon's part
+/// when there is one (`None`: every registration idle, no sessions).
 pub fn status_of(
     store: &Store,
-    daemon: Option<api::DaemonInfo>,
-    sessions: Vec<api::SessionState>,
-    state_of: impl Fn(&str) -> &'static str,
+    daemon: Option<Running>,
+    now: DateTime<Utc>,
 ) -> Result<api::Status> {
+    let daemon = daemon.map(|d| (d.info.clone(), d));
     let last: BTreeMap<String, _> = store.last_sessions()?.into_iter().collect();
+    let schedules: Vec<(Schedule, Vec<String>)> = store
+        .schedules()?
+        .iter()
+        .filter_map(|record| {
+            let schedule = Schedule::from_record(record).ok()?;
+            let names = record
+                .targets
+                .iter()
+                .map(|t| t.split('/').next().unwrap_or(t).to_owned())
+                .collect();
+            Some((schedule, names))
+        })
+        .collect();
     let registrations = store
         .registrations()?
         .into_iter()
-        .map(|reg| api::RegistrationState {
-            state: state_of(&reg.name).to_owned(),
-            last_session: last.get(&reg.name).and_then(|s| {
-                Some(api::LastSession {
-                    id: s.id.clone(),
-                    outcome: s.outcome?.as_str().to_owned(),
-                    finished: api::time(s.finished?),
-                })
-            }),
-            next_run: None,
-            next_reason: None,
-            backoff_until: None,
-            name: reg.name,
+        .map(|reg| {
+            // The earliest schedule that runs this registration.
+            let next = schedules
+                .iter()
+                .filter(|(_, names)| names.is_empty() || names.contains(&reg.name))
+                .filter_map(|(s, _)| Some((s.due(now)?.max(now), s.name.clone())))
+                .min();
+            let (state, backoff) = daemon.as_ref().map_or(("idle", None), |(_, d)| {
+                (
+                    d.states.get(&reg.name).copied().unwrap_or("idle"),
+                    d.backoff.get(&reg.name).copied(),
+                )
+            });
+            api::RegistrationState {
+                state: state.to_owned(),
+                last_session: last.get(&reg.name).and_then(|s| {
+                    Some(api::LastSession {
+                        id: s.id.clone(),
+                        outcome: s.outcome?.as_str().to_owned(),
+                        finished: api::time(s.finished?),
+                    })
+                }),
+                next_run: next.as_ref().map(|(t, _)| api::time(*t)),
+                next_reason: next.map(|(_, name)| format!("schedule {name}")),
+                backoff_until: backoff.map(api::time),
+                name: reg.name,
+            }
         })
         .collect();
     let running = daemon.is_some();
@@ -797,18 +1146,24 @@ pub fn status_of(
         },
         api::TriggerState {
             trigger: "schedule".to_owned(),
-            available: false,
+            available: running,
             reason: if running {
-                "schedules are not in this version yet"
+                format!("{} schedules", schedules.len())
             } else {
-                "no daemon runs"
-            }
-            .to_owned(),
-            last_fired: None,
+                "no daemon runs: schedules fire only in the daemon".to_owned()
+            },
+            last_fired: daemon
+                .as_ref()
+                .and_then(|(_, d)| d.schedule_fired)
+                .map(api::time),
         },
     ];
+    let (info, sessions) = match daemon {
+        Some((info, d)) => (Some(info), d.sessions),
+        None => (None, Vec::new()),
+    };
     Ok(api::Status {
-        daemon,
+        daemon: info,
         sessions,
         registrations,
         triggers,

@@ -6,6 +6,7 @@
 //! - [`handlers`] and [`builtin`]: a stored registration turned into a
 //!   running handler;
 //! - [`plan`]: `sync`'s targets turned into what a session syncs;
+//! - [`schedule`]: when each schedule is due (pure functions of the clock);
 //! - [`session`]: one session from plan to stored outcome, its events for
 //!   any number of observers;
 //! - [`control`]: the per-session control socket (cancels from other
@@ -15,14 +16,17 @@
 //!
 //! It knows nothing of terminals or HTTP: hosts show what it reports.
 
+pub mod backoff;
 pub mod builtin;
 pub mod client;
+pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod error;
 pub mod handlers;
 pub mod home;
 pub mod plan;
+pub mod schedule;
 pub mod session;
 
 pub use error::{ManagerError, Result};

@@ -36,6 +36,8 @@ pub struct SessionRequest {
     pub jobs: Vec<(Registration, Selection)>,
     /// The event the handlers see.
     pub event: SyncEvent,
+    /// Why it runs, for people (`requested by CLI`, `schedule nightly`).
+    pub reason: String,
     /// Whether handlers may show UI (`--quiet` off, manual syncs).
     pub may_bother_user: bool,
     /// The program's cookie (`invoke`).
@@ -131,6 +133,7 @@ impl SessionRun {
             outcome: None,
             counts: StatusCounts::default(),
             pid: std::process::id(),
+            reason: Some(request.reason.clone()),
         })?;
         let all = store.registrations()?;
         let writer = store.spawn_writer()?;
@@ -159,6 +162,7 @@ impl SessionRun {
             })
             .collect();
         let mut config = SessionConfig::new(id.clone(), request.event);
+        config.reason = request.reason.clone();
         config.may_bother_user = request.may_bother_user;
         config.cookie = request.cookie.clone();
         config.max_concurrent_handlers = request.max_concurrent;

@@ -26,7 +26,9 @@ mod writer;
 
 pub use error::StoreError;
 pub use store::Store;
-pub use types::{HandlerKind, KnownItem, LogFilter, Registration, SessionRecord};
+pub use types::{
+    HandlerKind, KnownItem, LogFilter, Registration, ScheduleRecord, ScheduleWhen, SessionRecord,
+};
 pub use writer::StoreWriter;
 
 /// The schema version this build of the store writes.

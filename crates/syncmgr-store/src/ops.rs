@@ -22,7 +22,8 @@ use syncmgr_core::{
 
 use crate::error::{OpError, StoreError};
 use crate::types::{
-    HandlerKind, KnownItem, LogFilter, PROCESS_KIND, Registration, SessionRecord, severity,
+    HandlerKind, KnownItem, LogFilter, PROCESS_KIND, Registration, ScheduleRecord, ScheduleWhen,
+    SessionRecord, severity,
 };
 
 pub(crate) type OpResult<T> = Result<T, OpError>;
@@ -509,7 +510,7 @@ pub(crate) fn log(conn: &Connection, filter: &LogFilter) -> OpResult<Vec<LogEntr
 // ---------------------------------------------------------------------------
 
 const SESSION_COLUMNS: &str =
-    "id, trigger, started, finished, outcome, succeeded, failed, skipped, stopped, pid";
+    "id, trigger, started, finished, outcome, succeeded, failed, skipped, stopped, pid, reason";
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     let pid: i64 = row.get(9)?;
@@ -530,12 +531,13 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         },
         pid: u32::try_from(pid)
             .map_err(|_| bad(9, Type::Integer, format!("pid {pid} is out of range")))?,
+        reason: row.get(10)?,
     })
 }
 
 pub(crate) fn begin_session(conn: &Connection, s: &SessionRecord) -> OpResult<()> {
     conn.execute(
-        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
         params![
             s.id,
             s.trigger.as_str(),
@@ -547,6 +549,7 @@ pub(crate) fn begin_session(conn: &Connection, s: &SessionRecord) -> OpResult<()
             s.counts.skipped,
             s.counts.stopped,
             s.pid,
+            s.reason,
         ],
     )?;
     Ok(())
@@ -685,4 +688,111 @@ pub(crate) fn recover_interrupted(
         }
     }
     Ok(recovered)
+}
+
+const SCHEDULE_COLUMNS: &str =
+    "name, every_ms, cron, timezone, jitter_ms, catch_up, targets, created, last_run";
+
+fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn get_duration(row: &Row<'_>, column: usize) -> rusqlite::Result<std::time::Duration> {
+    let ms: i64 = row.get(column)?;
+    u64::try_from(ms)
+        .map(std::time::Duration::from_millis)
+        .map_err(|_| bad(column, Type::Integer, format!("duration {ms} is negative")))
+}
+
+fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<ScheduleRecord> {
+    let when = match (
+        row.get::<_, Option<i64>>(1)?,
+        row.get::<_, Option<String>>(2)?,
+    ) {
+        (Some(_), None) => ScheduleWhen::Every(get_duration(row, 1)?),
+        (None, Some(expr)) => ScheduleWhen::Cron {
+            expr,
+            timezone: row.get(3)?,
+        },
+        _ => {
+            return Err(bad(
+                1,
+                Type::Integer,
+                "a schedule needs exactly one of every_ms and cron".to_owned(),
+            ));
+        }
+    };
+    let targets: String = row.get(6)?;
+    Ok(ScheduleRecord {
+        name: row.get(0)?,
+        when,
+        jitter: get_duration(row, 4)?,
+        catch_up: row.get::<_, i64>(5)? != 0,
+        targets: serde_json::from_str(&targets).map_err(|e| conversion(6, Type::Text, e))?,
+        created: get_time(row, 7)?,
+        last_run: get_opt_time(row, 8)?,
+    })
+}
+
+pub(crate) fn add_schedule(conn: &Connection, s: &ScheduleRecord) -> OpResult<bool> {
+    let (every, cron, timezone) = match &s.when {
+        ScheduleWhen::Every(d) => (Some(duration_ms(*d)), None, None),
+        ScheduleWhen::Cron { expr, timezone } => (None, Some(expr.as_str()), timezone.as_deref()),
+    };
+    let targets = serde_json::to_string(&s.targets).unwrap_or_else(|_| "[]".to_owned());
+    let added = conn.execute(
+        &format!(
+            "INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (name) DO NOTHING"
+        ),
+        params![
+            s.name,
+            every,
+            cron,
+            timezone,
+            duration_ms(s.jitter),
+            i64::from(s.catch_up),
+            targets,
+            millis(s.created),
+            s.last_run.map(millis),
+        ],
+    )?;
+    Ok(added == 1)
+}
+
+pub(crate) fn remove_schedule(conn: &Connection, name: &str) -> OpResult<bool> {
+    Ok(conn.execute("DELETE FROM schedules WHERE name = ?1", [name])? == 1)
+}
+
+pub(crate) fn schedules(conn: &Connection) -> OpResult<Vec<ScheduleRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
+    ))?;
+    let rows = stmt.query_map([], schedule_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn set_schedule_run(conn: &Connection, name: &str, at: Timestamp) -> OpResult<bool> {
+    Ok(conn.execute(
+        "UPDATE schedules SET last_run = ?2 WHERE name = ?1",
+        params![name, millis(at)],
+    )? == 1)
+}
+
+pub(crate) fn prune(
+    conn: &Connection,
+    history_before: Timestamp,
+    information_before: Timestamp,
+) -> OpResult<(usize, usize)> {
+    // Items go with their session (ON DELETE CASCADE); sessions still
+    // running are never pruned.
+    let sessions = conn.execute(
+        "DELETE FROM sessions WHERE finished IS NOT NULL AND finished < ?1",
+        [millis(history_before)],
+    )?;
+    let entries = conn.execute(
+        "DELETE FROM log WHERE level = 'information' AND time < ?1",
+        [millis(information_before)],
+    )?;
+    Ok((sessions, entries))
 }

@@ -109,6 +109,27 @@ CREATE TABLE session_items (
     // v2: why the manager wrote an entry of its own (`Cause`), NULL for a
     // handler's entries and for entries written before v2.
     M::up("ALTER TABLE log ADD COLUMN cause TEXT;"),
+    // v3: why a session ran (`schedule nightly`), NULL before v3; and
+    // schedules (`syncmgr schedule`), each either every N ms or a cron
+    // expression in a time zone (NULL: the local one), with the wall time
+    // of its last run (what catch-up after downtime is computed from).
+    M::up(
+        r#"
+ALTER TABLE sessions ADD COLUMN reason TEXT;
+CREATE TABLE schedules (
+    name      TEXT PRIMARY KEY NOT NULL,
+    every_ms  INTEGER CHECK (every_ms > 0),
+    cron      TEXT,
+    timezone  TEXT,
+    jitter_ms INTEGER NOT NULL DEFAULT 0 CHECK (jitter_ms >= 0),
+    catch_up  INTEGER NOT NULL DEFAULT 1 CHECK (catch_up IN (0, 1)),
+    targets   TEXT NOT NULL,
+    created   INTEGER NOT NULL,
+    last_run  INTEGER,
+    CHECK ((every_ms IS NULL) != (cron IS NULL))
+) STRICT;
+"#,
+    ),
 ];
 
 /// The migration set.

@@ -18,7 +18,7 @@ use syncmgr_core::{
 use crate::error::{OpError, StoreError};
 use crate::ops::{self, OpResult};
 use crate::schema::{APPLICATION_ID, LATEST_VERSION, MIGRATIONS};
-use crate::types::{KnownItem, LogFilter, Registration, SessionRecord};
+use crate::types::{KnownItem, LogFilter, Registration, ScheduleRecord, SessionRecord};
 
 /// How long a write waits for another process's lock before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -328,6 +328,44 @@ impl Store {
     #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn sessions(&self, limit: Option<usize>) -> Result<Vec<SessionRecord>, StoreError> {
         self.read(|c| ops::sessions(c, limit))
+    }
+
+    /// Adds a schedule; `false` when one of that name exists (nothing
+    /// changed).
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub fn add_schedule(&self, schedule: &ScheduleRecord) -> Result<bool, StoreError> {
+        self.write(|c| ops::add_schedule(c, schedule))
+    }
+
+    /// Removes a schedule; `false` when there was none.
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub fn remove_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        self.write(|c| ops::remove_schedule(c, name))
+    }
+
+    /// Every schedule, by name.
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.read(ops::schedules)
+    }
+
+    /// Records that schedule `name` ran at `at`; `false` when it is gone.
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub fn set_schedule_run(&self, name: &str, at: Timestamp) -> Result<bool, StoreError> {
+        self.write(|c| ops::set_schedule_run(c, name, at))
+    }
+
+    /// Removes sessions that finished before `history_before` (with their
+    /// items' results) and information entries of the results log written
+    /// before `information_before` (warnings and errors stay until acted on
+    /// or deleted); returns how many of each went.
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub fn prune(
+        &self,
+        history_before: Timestamp,
+        information_before: Timestamp,
+    ) -> Result<(usize, usize), StoreError> {
+        self.write(|c| ops::prune(c, history_before, information_before))
     }
 
     /// Each handler's newest finished session (one that prepared an item

@@ -97,6 +97,9 @@ pub struct SessionRecord {
     /// Process id of the manager running it, so that a later start can tell a
     /// session still running from one whose manager died.
     pub pid: u32,
+    /// Why it ran, for people (`schedule nightly`); `None` for sessions
+    /// recorded before reasons were kept.
+    pub reason: Option<String>,
 }
 
 impl SessionRecord {
@@ -115,6 +118,7 @@ impl SessionRecord {
             outcome: None,
             counts: StatusCounts::default(),
             pid,
+            reason: None,
         }
     }
 }
@@ -126,4 +130,39 @@ pub(crate) fn severity(level: LogLevel) -> u8 {
         LogLevel::Warning => 1,
         LogLevel::Error => 2,
     }
+}
+
+/// A named schedule (`syncmgr schedule add`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    /// Its name.
+    pub name: String,
+    /// When it runs.
+    pub when: ScheduleWhen,
+    /// The most a run is put off, as a stable offset per schedule.
+    pub jitter: Duration,
+    /// Whether a run missed while the manager was down (or the machine
+    /// asleep) is made up once.
+    pub catch_up: bool,
+    /// `NAME` or `NAME/ITEM`; none: every handler.
+    pub targets: Vec<String>,
+    /// When it was added.
+    pub created: Timestamp,
+    /// When it last ran (wall clock).
+    pub last_run: Option<Timestamp>,
+}
+
+/// When a schedule runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleWhen {
+    /// This long after its previous run started.
+    Every(Duration),
+    /// At the instants of a cron expression, in a time zone (an IANA name;
+    /// `None`: the local zone).
+    Cron {
+        /// The expression (5 or 6 fields).
+        expr: String,
+        /// The zone.
+        timezone: Option<String>,
+    },
 }

@@ -11,7 +11,10 @@ use syncmgr_core::{
     Item, ItemEnumeration, ItemFlags, ItemResult, ItemStatus, Journal, LogLevel, NewLogEntry,
     SessionOutcome, StatusCounts, SyncEvent,
 };
-use syncmgr_store::{HandlerKind, LogFilter, Registration, SessionRecord, Store, StoreError};
+use syncmgr_store::{
+    HandlerKind, LogFilter, Registration, ScheduleRecord, ScheduleWhen, SessionRecord, Store,
+    StoreError,
+};
 
 /// A fresh directory and the database path inside it.
 fn db() -> (tempfile::TempDir, PathBuf) {
@@ -383,6 +386,122 @@ fn sessions_history_and_recovery() {
         .map(|s| s.id)
         .collect();
     assert_eq!(last_two, ["s2", "s3"]);
+
+    // Each handler's newest finished session: s1 prepared mail's items (s2
+    // and s3 prepared none).
+    let items_b = vec![ItemResult {
+        handler: "mail".into(),
+        item: "inbox".into(),
+        status: ItemStatus::Succeeded,
+    }];
+    store
+        .begin_session(&SessionRecord::running(
+            "s4",
+            SyncEvent::Manual,
+            at(60),
+            alive,
+        ))
+        .unwrap();
+    let last = store.last_sessions().unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!((last[0].0.as_str(), last[0].1.id.as_str()), ("mail", "s1"));
+    store
+        .finish_session(
+            "s4",
+            SessionOutcome::Succeeded,
+            StatusCounts::of(&items_b),
+            at(70),
+            &items_b,
+        )
+        .unwrap();
+    let last = store.last_sessions().unwrap();
+    assert_eq!((last[0].0.as_str(), last[0].1.id.as_str()), ("mail", "s4"));
+    assert_eq!(last[0].1.outcome, Some(SessionOutcome::Succeeded));
+
+    // Pruning: finished sessions before the line go with their items;
+    // running ones stay whatever their age.
+    let info = entry("s1", "mail", LogLevel::Information, None);
+    let error = entry("s1", "mail", LogLevel::Error, Some("e1"));
+    store.append_log(&info).unwrap();
+    store.append_log(&error).unwrap();
+    // (s2 was recovered, so finished, just now.)
+    assert_eq!(store.prune(at(60), at(0)).unwrap(), (1, 0));
+    let left: Vec<_> = store
+        .sessions(None)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(left, ["s2", "s3", "s4"]);
+    assert!(store.session_items("s1").unwrap().is_empty());
+    let later = info.time + chrono::Duration::milliseconds(1);
+    assert_eq!(store.prune(at(60), later).unwrap(), (0, 1));
+    let levels: Vec<_> = store
+        .log(&LogFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.entry.level)
+        .collect();
+    assert_eq!(levels, [LogLevel::Error]);
+}
+
+#[test]
+fn schedules_round_trip() {
+    let (_dir, path) = db();
+    let store = Store::open(&path).unwrap();
+    let nightly = ScheduleRecord {
+        name: "nightly".into(),
+        when: ScheduleWhen::Cron {
+            expr: "0 3 * * *".into(),
+            timezone: Some("Europe/Berlin".into()),
+        },
+        jitter: Duration::from_secs(600),
+        catch_up: true,
+        targets: vec!["mail".into(), "files/docs".into()],
+        created: at(1_000),
+        last_run: None,
+    };
+    let often = ScheduleRecord {
+        name: "often".into(),
+        when: ScheduleWhen::Every(Duration::from_secs(90)),
+        jitter: Duration::ZERO,
+        catch_up: false,
+        targets: Vec::new(),
+        created: at(2_000),
+        last_run: Some(at(2_500)),
+    };
+    assert!(store.add_schedule(&often).unwrap());
+    assert!(store.add_schedule(&nightly).unwrap());
+    let mut other = nightly.clone();
+    other.targets.clear();
+    assert!(!store.add_schedule(&other).unwrap(), "the name is taken");
+    assert_eq!(store.schedules().unwrap(), [nightly.clone(), often.clone()]);
+
+    assert!(store.set_schedule_run("nightly", at(9_000)).unwrap());
+    assert!(!store.set_schedule_run("gone", at(9_000)).unwrap());
+    assert_eq!(store.schedules().unwrap()[0].last_run, Some(at(9_000)));
+
+    assert!(store.remove_schedule("often").unwrap());
+    assert!(!store.remove_schedule("often").unwrap());
+    assert_eq!(store.schedules().unwrap().len(), 1);
+
+    // A row that breaks the rules is an error naming it, not a panic.
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE schedules SET every_ms = 5 WHERE name = 'nightly'",
+        [],
+    )
+    .expect_err("the table's check refuses both kinds at once");
+    conn.execute(
+        "UPDATE schedules SET targets = 'nope' WHERE name = 'nightly'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(&path).unwrap();
+    let error = store.schedules().expect_err("targets are not JSON");
+    assert!(error.to_string().contains("cannot read"), "{error}");
 }
 
 #[test]

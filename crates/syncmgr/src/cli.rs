@@ -72,9 +72,15 @@ pub enum Command {
     /// runs the sessions that `sync` (and other programs) ask for; one per
     /// home.
     Daemon {
-        /// Sessions running at once.
-        #[arg(long, value_name = "N", default_value_t = 4)]
-        max_concurrent: usize,
+        /// Sessions running at once (default: `[daemon] max_concurrent` of
+        /// config.toml, else 4).
+        #[arg(long, value_name = "N")]
+        max_concurrent: Option<usize>,
+    },
+    /// Named schedules that the daemon runs: add, list, remove.
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleAction,
     },
     /// The daemon, its sessions, and every registration's state (from the
     /// store when no daemon runs).
@@ -178,6 +184,55 @@ pub struct ChooseArgs {
     /// The event the choice is for.
     #[arg(long, default_value = "manual")]
     pub event: String,
+}
+
+/// `syncmgr schedule ...`.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleAction {
+    /// Adds a schedule: every DURATION after its previous run started, or at
+    /// the instants of a cron expression.
+    Add(ScheduleAddArgs),
+    /// The schedules, with their last and next runs.
+    List {
+        /// One JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes a schedule.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// `syncmgr schedule add`.
+#[derive(Debug, Args)]
+pub struct ScheduleAddArgs {
+    /// Its name: `[a-z0-9][a-z0-9._-]{0,63}`.
+    pub name: String,
+    /// Runs this long after its previous run started (`90s`, `15m`,
+    /// `1h30m`; the first time, this long after it was added).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, conflicts_with = "cron", required_unless_present = "cron")]
+    pub every: Option<Duration>,
+    /// Runs at the instants of a cron expression: 5 fields (minute hour
+    /// day month weekday) or 6 (seconds first).
+    #[arg(long, value_name = "EXPR")]
+    pub cron: Option<String>,
+    /// Puts each run off by a stable offset of up to this long (the same for
+    /// this schedule after every restart).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "0s")]
+    pub jitter: Duration,
+    /// Does not make up runs missed while the daemon was down or the
+    /// machine asleep.
+    #[arg(long)]
+    pub no_catch_up: bool,
+    /// The cron expression's time zone (an IANA name such as
+    /// `Europe/Berlin`; default: the local zone).
+    #[arg(long, value_name = "TZ", requires = "cron")]
+    pub timezone: Option<String>,
+    /// `NAME` or `NAME/ITEM`; none = every handler with its items chosen
+    /// for `scheduled`.
+    pub targets: Vec<String>,
 }
 
 /// `syncmgr sync`.

@@ -463,6 +463,7 @@ pub fn history(
             .map(|s| api::Session {
                 id: s.id.clone(),
                 trigger: s.trigger.as_str().to_owned(),
+                reason: s.reason.clone(),
                 started: api::time(s.started),
                 finished: s.finished.map(api::time),
                 outcome: s.outcome.map(|o| o.as_str().to_owned()),

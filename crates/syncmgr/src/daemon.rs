@@ -4,6 +4,7 @@
 use std::io::Write as _;
 
 use syncmgr_api as api;
+use syncmgr_manager::config::Config;
 use syncmgr_manager::daemon::{DaemonConfig, status_of};
 use syncmgr_manager::{Home, ManagerError, client};
 use syncmgr_store::Store;
@@ -15,11 +16,20 @@ use crate::exit_codes;
 use crate::output::Stdout;
 
 /// `syncmgr daemon`: runs until SIGTERM or SIGINT, then ends the running
-/// sessions cleanly.
-pub async fn run(home: Home, max_concurrent: usize) -> anyhow::Result<i32> {
-    if max_concurrent == 0 {
+/// sessions cleanly. A `config.toml` with errors keeps it from starting.
+pub async fn run(
+    home: Home,
+    explicit_home: Option<&std::path::Path>,
+    max_concurrent: Option<usize>,
+) -> anyhow::Result<i32> {
+    if max_concurrent == Some(0) {
         return Err(usage("--max-concurrent must be at least 1"));
     }
+    let config_path = syncmgr_manager::config::path(explicit_home);
+    let config = match &config_path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let shutdown = async move {
@@ -28,7 +38,12 @@ pub async fn run(home: Home, max_concurrent: usize) -> anyhow::Result<i32> {
             _ = interrupt.recv() => {}
         }
     };
-    syncmgr_manager::daemon::run(home, DaemonConfig { max_concurrent }, shutdown).await?;
+    let options = DaemonConfig {
+        config,
+        config_path,
+        max_concurrent,
+    };
+    syncmgr_manager::daemon::run(home, options, shutdown).await?;
     Ok(exit_codes::SUCCESS)
 }
 
@@ -49,7 +64,7 @@ pub async fn status(
                 None => anyhow::bail!("the daemon closed the connection without an answer"),
             }
         }
-        None => status_of(store, None, Vec::new(), |_| "idle")?,
+        None => status_of(store, None, chrono::Utc::now())?,
     };
     if json {
         out.json(&status)?;
@@ -78,7 +93,14 @@ pub async fn status(
             || "never synced".to_owned(),
             |s| format!("last session {} {} at {}", s.id, s.outcome, s.finished),
         );
-        writeln!(out, "{}: {}; {last}", reg.name, reg.state)?;
+        let mut line = format!("{}: {}; {last}", reg.name, reg.state);
+        if let Some(until) = &reg.backoff_until {
+            line.push_str(&format!("; backing off until {until}"));
+        }
+        if let (Some(next), Some(why)) = (&reg.next_run, &reg.next_reason) {
+            line.push_str(&format!("; next run {next} ({why})"));
+        }
+        writeln!(out, "{line}")?;
     }
     for trigger in &status.triggers {
         writeln!(

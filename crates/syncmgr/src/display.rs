@@ -189,7 +189,9 @@ fn item_line(s: &Row) -> String {
 /// `None` for item changes and the daemon's own events.
 fn event_line(event: &Event) -> Option<String> {
     Some(match event {
-        Event::SessionStarted { session, trigger } => {
+        Event::SessionStarted {
+            session, trigger, ..
+        } => {
             format!("session {session} started ({trigger})")
         }
         Event::Log {
@@ -219,6 +221,11 @@ fn event_line(event: &Event) -> Option<String> {
             failed_handlers,
             ..
         } => summary_line(session, outcome, counts, failed_handlers),
+        Event::Trigger {
+            trigger,
+            reason,
+            time,
+        } => format!("trigger {trigger} fired at {time}: {reason}"),
         Event::Item { .. } | Event::LogDeleted { .. } | Event::Queued { .. } => return None,
     })
 }

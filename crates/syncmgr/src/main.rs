@@ -13,6 +13,7 @@ mod error;
 mod exit_codes;
 mod output;
 mod run;
+mod schedule;
 mod text;
 
 use std::io::Write;
@@ -99,6 +100,16 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
         return check_handler(*timeout, argv).await;
     }
     let home = Home::resolve(cli.home.as_deref())?;
+    // The daemon refuses a bad config.toml; the other commands, which do not
+    // use it, say so once.
+    if !matches!(cli.command, Command::Daemon { .. })
+        && let Some(path) = syncmgr_manager::config::path(cli.home.as_deref())
+        && let Err(e) = syncmgr_manager::config::Config::load(&path)
+    {
+        output::warn(&format!(
+            "{e} (the daemon will not start until it is fixed)"
+        ));
+    }
     let store = open_store(&home)?;
     let mut out = Stdout::new();
     let ok = exit_codes::SUCCESS;
@@ -116,7 +127,12 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             let plan = run::sync_plan(&store, args)?;
             run::run(&home, store, plan, out, detach, replace).await
         }
-        Command::Daemon { max_concurrent } => daemon::run(home, max_concurrent).await,
+        Command::Daemon { max_concurrent } => {
+            daemon::run(home, cli.home.as_deref(), max_concurrent).await
+        }
+        Command::Schedule { action } => schedule::run(&home, &store, action, &mut out)
+            .await
+            .map(|()| ok),
         Command::Status { json } => daemon::status(&home, &store, json, &mut out).await,
         Command::Events { json } => daemon::events(&home, json, out).await,
         Command::Cancel { targets } => control::cancel(&home, &store, &targets, &mut out).await,

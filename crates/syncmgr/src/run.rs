@@ -241,6 +241,7 @@ pub async fn run(
     let request = SessionRequest {
         jobs: plan.jobs.clone(),
         event: plan.event,
+        reason: syncmgr_manager::daemon::requested_by(plan.cookie.is_some()),
         may_bother_user: plan.may_bother_user,
         cookie: plan.cookie.clone(),
         max_concurrent: plan.tuning.max_concurrent,

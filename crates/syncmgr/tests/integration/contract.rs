@@ -219,6 +219,27 @@ fn every_documented_json_shape_matches_real_output() {
         seen.push(event.clone());
         event["event"] == "sessionFinished"
     });
+    // A schedule: its list, and the trigger it fires.
+    home.ok(&["schedule", "add", "soon", "--every", "1s", "files"]);
+    home.ok(&[
+        "schedule",
+        "add",
+        "nightly",
+        "--cron",
+        "0 3 * * *",
+        "--timezone",
+        "UTC",
+        "--jitter",
+        "5m",
+        "chatty",
+    ]);
+    let schedules = home.json(&["schedule", "list", "--json"]);
+    conforms(&all, &mut used, "schedules", &schedules);
+    watcher.wait_for_event(PATIENCE, "a trigger", |event| {
+        seen.push(event.clone());
+        event["event"] == "trigger"
+    });
+    conforms(&all, &mut used, "status", &home.json(&["status", "--json"]));
     for event in &seen {
         let kind = event["event"].as_str().expect("an event field");
         conforms(&all, &mut used, &format!("event.{kind}"), event);

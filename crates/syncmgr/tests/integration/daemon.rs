@@ -285,3 +285,176 @@ fn a_killed_daemon_leaves_an_interrupted_session_and_blocks_nothing() {
     home.register("quick", &[]);
     home.sync(&["quick"]).assert_code(0);
 }
+
+/// The sessions that a schedule ran (their `reason` names it; requests
+/// that joined one queued session are all named).
+fn scheduled(home: &TestHome, schedule: &str) -> Vec<Value> {
+    let reason = format!("schedule {schedule}");
+    home.history()
+        .into_iter()
+        .filter(|s| {
+            s["reason"]
+                .as_str()
+                .is_some_and(|r| r.split(", ").any(|part| part == reason))
+        })
+        .collect()
+}
+
+#[test]
+fn a_schedule_fires_and_stops_when_removed() {
+    let mut home = TestHome::inline();
+    home.register("quick", &[]);
+    home.register("other", &[]);
+    home.ok(&["schedule", "add", "tick", "--every", "1s", "quick"]);
+    home.start_daemon();
+    assert!(
+        wait_until(PATIENCE, || scheduled(&home, "tick").len() >= 2),
+        "{:#?}",
+        home.history()
+    );
+    let runs = scheduled(&home, "tick");
+    assert_eq!(runs[0]["trigger"], "scheduled");
+    assert_eq!(runs[0]["outcome"], "succeeded");
+
+    home.ok(&["schedule", "remove", "tick"]);
+    let after_removal = scheduled(&home, "tick").len();
+    // Another schedule of the same rhythm firing twice shows time passed
+    // in which the removed one would have fired too.
+    home.ok(&["schedule", "add", "marker", "--every", "1s", "other"]);
+    assert!(wait_until(PATIENCE, || scheduled(&home, "marker").len() >= 2));
+    // (A run of `tick` may have started before the removal reached the
+    // daemon, not after.)
+    assert!(scheduled(&home, "tick").len() <= after_removal + 1);
+    home.run(&["schedule", "remove", "tick"])
+        .assert_code(2)
+        .assert_stderr_contains("no schedule named \"tick\"");
+}
+
+#[test]
+fn missed_runs_are_caught_up_once_when_the_daemon_starts() {
+    let mut home = TestHome::inline();
+    home.register("quick", &[]);
+    home.ok(&["schedule", "add", "hourly", "--every", "1h", "quick"]);
+    home.ok(&[
+        "schedule",
+        "add",
+        "cron",
+        "--cron",
+        "0 * * * *",
+        "--timezone",
+        "UTC",
+        "quick",
+    ]);
+    home.ok(&[
+        "schedule",
+        "add",
+        "lazy",
+        "--every",
+        "1h",
+        "--no-catch-up",
+        "quick",
+    ]);
+    // The daemon was down for five hours: five runs of each missed.
+    let store = syncmgr_store::Store::open(&home.path().join("syncmgr.db")).expect("store");
+    let long_ago = chrono::Utc::now() - chrono::Duration::hours(5);
+    for name in ["hourly", "cron", "lazy"] {
+        assert!(store.set_schedule_run(name, long_ago).expect("set"));
+    }
+    drop(store);
+
+    home.start_daemon();
+    assert!(wait_until(PATIENCE, || {
+        scheduled(&home, "hourly").len() == 1 && scheduled(&home, "cron").len() == 1
+    }));
+    // Once each: the next runs are in the future again.
+    let list = home.json(&["schedule", "list", "--json"]);
+    let now = chrono::Utc::now();
+    for row in list.as_array().expect("rows") {
+        let next = chrono::DateTime::parse_from_rfc3339(row["nextRun"].as_str().expect("next"))
+            .expect("a time");
+        assert!(next > now, "{row}");
+    }
+    // The one that does not catch up did not run.
+    assert!(scheduled(&home, "lazy").is_empty());
+    let hourly = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "hourly")
+        .unwrap();
+    assert!(!hourly["lastRun"].is_null());
+}
+
+#[test]
+fn a_failing_automatic_session_backs_off_and_a_manual_sync_resets_it() {
+    let mut home = TestHome::inline();
+    std::fs::write(
+        home.path().join("config.toml"),
+        // Long enough that the test sees it in force after the failure.
+        "[backoff]\ninitial = \"10s\"\nmax = \"20s\"\n",
+    )
+    .expect("config");
+    home.register("flaky", &["--items", "a", "--fail", "a"]);
+    home.ok(&["schedule", "add", "often", "--every", "1s", "flaky"]);
+    home.start_daemon();
+    assert!(wait_until(PATIENCE, || {
+        scheduled(&home, "often")
+            .first()
+            .is_some_and(|s| s["outcome"] == "failed")
+    }));
+    let status = home.json(&["status", "--json"]);
+    let reg = &status["registrations"][0];
+    let until = reg["backoffUntil"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{status:#}"));
+    assert_eq!(reg["state"], "backoff");
+    let until = chrono::DateTime::parse_from_rfc3339(until).expect("a time");
+    // The next automatic run waits for the backoff to end.
+    assert!(wait_until(PATIENCE * 2, || scheduled(&home, "often").len() >= 2));
+    let second = &scheduled(&home, "often")[1];
+    let started =
+        chrono::DateTime::parse_from_rfc3339(second["started"].as_str().unwrap()).expect("a time");
+    assert!(started >= until, "ran at {started}, backoff until {until}");
+
+    // A manual sync is never held back, and ends the backoff.
+    home.ok(&["schedule", "remove", "often"]);
+    home.sync(&["flaky"]).assert_code(1);
+    let status = home.json(&["status", "--json"]);
+    assert_eq!(
+        status["registrations"][0]["backoffUntil"],
+        Value::Null,
+        "{status:#}"
+    );
+}
+
+#[test]
+fn a_bad_config_keeps_the_daemon_from_starting_and_a_bad_reload_is_ignored() {
+    let mut home = TestHome::inline();
+    let config = home.path().join("config.toml");
+    std::fs::write(&config, "[daemon]\nmax_concurent = 2\n").expect("config");
+    home.run(&["daemon"])
+        .assert_code(2)
+        .assert_stderr_contains("line 2")
+        .assert_stderr_contains("max_concurent");
+    // Other commands only warn.
+    home.run(&["handlers"])
+        .assert_code(0)
+        .assert_stderr_contains("max_concurent");
+
+    std::fs::write(&config, "[daemon]\nmax_concurrent = 2\n").expect("config");
+    home.start_daemon();
+    std::fs::write(&config, "[daemon]\nmax_concurrent = \"lots\"\n").expect("config");
+    let pid = home.daemon_pid().expect("daemon").to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    // Still serving with the old settings.
+    home.register("quick", &[]);
+    home.sync(&["quick"]).assert_code(0);
+    assert_eq!(
+        home.json(&["status", "--json"])["daemon"]["pid"].to_string(),
+        pid
+    );
+}
