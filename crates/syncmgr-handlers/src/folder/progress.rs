@@ -438,6 +438,13 @@ mod tests {
         abort.store(true, Ordering::SeqCst);
         assert!(!r.file("y".as_ref()));
         assert!(sink.sent().is_empty());
+        // What a log line about it shows.
+        let shown = format!("{r:?}");
+        assert!(shown.starts_with("Reporter"), "{shown}");
+        assert!(
+            shown.contains("\"item\"") && shown.contains("quiet: true"),
+            "{shown}"
+        );
     }
 
     #[test]
