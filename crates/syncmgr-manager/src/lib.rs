@@ -5,6 +5,8 @@
 //!   registration, one daemon per home);
 //! - [`handlers`] and [`builtin`]: a stored registration turned into a
 //!   running handler;
+//! - [`install`]: the daemon as a systemd user service or launchd agent;
+//! - [`items`]: handlers asked for their items, several at once;
 //! - [`plan`]: `sync`'s targets turned into what a session syncs;
 //! - [`schedule`]: when each schedule is due (pure functions of the clock);
 //! - [`session`]: one session from plan to stored outcome, its events for
@@ -25,6 +27,8 @@ pub mod daemon;
 pub mod error;
 pub mod handlers;
 pub mod home;
+pub mod install;
+pub mod items;
 pub mod plan;
 pub mod schedule;
 pub mod session;

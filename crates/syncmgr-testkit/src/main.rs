@@ -13,8 +13,12 @@
 //! syncmgr-test-handler [--scenario NAME] [--items a,b,c] [--unchecked x,y]
 //!     [--steps N] [--step-ms MS] [--fail ITEM[,ITEM]] [--name TEXT]
 //!     [--flood N] [--no-complete] [--exit-code N] [--linger]
+//!     [--barrier DIR:N]
 //! ```
 //!
+//! `--barrier DIR:N` makes `initialize` leave a file in DIR and answer only
+//! when DIR holds N files (or after 10 s): N handlers asked at once meet
+//! there, handlers asked one at a time do not.
 //! `--exit-code N` exits with status N (not 0) after `shutdown` or EOF;
 //! `--linger` does not exit then at all (a handler that ignores `shutdown`).
 //!
@@ -151,6 +155,10 @@ struct Args {
     name: String,
     flood: u64,
     complete: bool,
+    /// `--barrier DIR:N`: `initialize` marks DIR and answers only once N
+    /// handlers have marked it (or after 10 s): handlers asked one at a
+    /// time never get there together.
+    barrier: Option<(std::path::PathBuf, usize)>,
 }
 
 fn list(s: &str) -> Vec<String> {
@@ -171,6 +179,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         name: "Test handler".to_owned(),
         flood: 1000,
         complete: true,
+        barrier: None,
     };
     while let Some(arg) = argv.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -207,6 +216,13 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--fail" => args.fail = list(&value),
             "--name" => args.name = value,
             "--flood" => args.flood = number(&value)?,
+            "--barrier" => {
+                let (dir, n) = value
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("{flag}: DIR:N, not {value}"))?;
+                let n = usize::try_from(number(n)?).map_err(|e| e.to_string())?;
+                args.barrier = Some((dir.into(), n));
+            }
             "--exit-code" => {
                 let code = value
                     .parse::<i32>()
@@ -324,6 +340,23 @@ impl Handler {
 
     // ---- manager requests -------------------------------------------------
 
+    /// Marks the barrier's folder and waits (10 s at most) for the others.
+    fn barrier(&self) {
+        let Some((dir, n)) = &self.args.barrier else {
+            return;
+        };
+        let _ = std::fs::write(dir.join(std::process::id().to_string()), b"");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if std::fs::read_dir(dir).map(Iterator::count).unwrap_or(0) >= *n {
+                note!("all {n} at the barrier");
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        note!("alone at the barrier");
+    }
+
     fn initialize(&mut self, id: &Value, params: &Value) {
         let event = params.get("event").and_then(Value::as_str).unwrap_or("?");
         note!("got initialize {event}");
@@ -334,6 +367,7 @@ impl Handler {
                 }
             }
             Scenario::SlowStart => thread::sleep(self.args.step),
+            _ if self.args.barrier.is_some() => self.barrier(),
             Scenario::BadRequests => {
                 let item = self.args.items.first().map_or("a", String::as_str);
                 let reply = self

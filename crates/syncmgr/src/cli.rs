@@ -76,6 +76,13 @@ pub enum Command {
         /// config.toml, else 4).
         #[arg(long, value_name = "N")]
         max_concurrent: Option<usize>,
+        /// Instead of running: install it as a service that starts at
+        /// login (a systemd user unit; a launchd agent on macOS) and start it.
+        #[arg(long, conflicts_with = "uninstall")]
+        install: bool,
+        /// Instead of running: stop it and remove the installed service.
+        #[arg(long)]
+        uninstall: bool,
     },
     /// Named schedules that the daemon runs: add, list, remove.
     Schedule {
@@ -165,6 +172,9 @@ pub struct ItemsArgs {
     /// Show the choices for this event.
     #[arg(long, default_value = "manual")]
     pub event: String,
+    /// How many handlers are asked at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub max_concurrent: usize,
 }
 
 /// `syncmgr choose`.

@@ -272,19 +272,15 @@ pub async fn items(store: &Store, args: ItemsArgs, out: &mut Stdout) -> anyhow::
             .map(|n| registration(store, n))
             .collect::<anyhow::Result<_>>()?
     };
+    if args.max_concurrent == 0 {
+        return Err(usage("--max-concurrent must be at least 1"));
+    }
     let mut rows = Vec::new();
     let mut all_ok = true;
-    for reg in targets {
-        let timeout = reg.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let mut handler = match build_handler(&reg, &all) {
-            Ok(h) => h,
-            Err(e) => {
-                crate::output::warn(&format!("{}: {e:#}", reg.name));
-                all_ok = false;
-                continue;
-            }
-        };
-        match query_handler(handler.as_mut(), event, timeout).await {
+    let answers =
+        syncmgr_manager::items::query_all(targets, &all, event, args.max_concurrent).await;
+    for (reg, answer) in answers {
+        match answer {
             Ok(Some((info, enumeration))) => {
                 store.apply_enumeration(&reg.name, &enumeration)?;
                 let choices = store.choices(&reg.name, event)?;

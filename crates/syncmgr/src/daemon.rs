@@ -47,6 +47,30 @@ pub async fn run(
     Ok(exit_codes::SUCCESS)
 }
 
+/// `syncmgr daemon --install`: the service runs this program (for this
+/// `--home`, when one was given).
+pub fn install(home: Option<&std::path::Path>, out: &mut Stdout) -> anyhow::Result<i32> {
+    let program = std::env::current_exe()?;
+    // The service runs later, from elsewhere: the home must be absolute.
+    let home = home.map(std::path::absolute).transpose()?;
+    let path = syncmgr_manager::install::install(&program, home.as_deref())?;
+    writeln!(
+        out,
+        "installed {} and started the daemon (stop and remove it with `syncmgr daemon --uninstall`)",
+        path.display()
+    )?;
+    Ok(exit_codes::SUCCESS)
+}
+
+/// `syncmgr daemon --uninstall`.
+pub fn uninstall(out: &mut Stdout) -> anyhow::Result<i32> {
+    match syncmgr_manager::install::uninstall()? {
+        Some(path) => writeln!(out, "stopped the daemon and removed {}", path.display())?,
+        None => writeln!(out, "the daemon was not installed as a service")?,
+    }
+    Ok(exit_codes::SUCCESS)
+}
+
 /// `syncmgr status`: from the daemon when one runs, from the store
 /// otherwise (`daemon` is then `null`).
 pub async fn status(

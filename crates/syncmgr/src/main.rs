@@ -127,7 +127,11 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             let plan = run::sync_plan(&store, args)?;
             run::run(&home, store, plan, out, detach, replace).await
         }
-        Command::Daemon { max_concurrent } => {
+        Command::Daemon { install: true, .. } => daemon::install(cli.home.as_deref(), &mut out),
+        Command::Daemon {
+            uninstall: true, ..
+        } => daemon::uninstall(&mut out),
+        Command::Daemon { max_concurrent, .. } => {
             daemon::run(home, cli.home.as_deref(), max_concurrent).await
         }
         Command::Schedule { action } => schedule::run(&home, &store, action, &mut out)

@@ -458,3 +458,73 @@ fn a_bad_config_keeps_the_daemon_from_starting_and_a_bad_reload_is_ignored() {
         pid
     );
 }
+
+#[test]
+fn install_writes_the_user_unit_and_enables_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = TestHome::inline();
+    let config = home.path().join("xdg-config");
+    let bin = home.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let calls = home.path().join("systemctl-calls");
+    // A systemctl that records what it was asked.
+    let fake = bin.join("systemctl");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$@\" >> '{}'\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let with_env = |args: &[&str]| {
+        let mut cmd = home.cmd(args);
+        cmd.env("XDG_CONFIG_HOME", &config).env("PATH", &path);
+        cmd.run()
+    };
+
+    with_env(&["daemon", "--install"])
+        .assert_code(0)
+        .assert_stdout_contains("syncmgr.service");
+    let unit = std::fs::read_to_string(config.join("systemd/user/syncmgr.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("an ExecStart line");
+    assert!(
+        exec.contains(&format!("\"--home\" \"{}\"", home.path().display())),
+        "{exec}"
+    );
+    assert!(exec.ends_with(" daemon"), "{exec}");
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "--user daemon-reload\n--user enable --now syncmgr.service\n"
+    );
+
+    with_env(&["daemon", "--uninstall"])
+        .assert_code(0)
+        .assert_stdout_contains("removed");
+    assert!(!config.join("systemd/user/syncmgr.service").exists());
+    assert!(
+        std::fs::read_to_string(&calls)
+            .unwrap()
+            .ends_with("--user disable --now syncmgr.service\n--user daemon-reload\n")
+    );
+    with_env(&["daemon", "--uninstall"])
+        .assert_code(0)
+        .assert_stdout_contains("was not installed");
+
+    // A service manager that fails is named, with what it said.
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'Failed to connect to bus' >&2\nexit 1\n",
+    )
+    .unwrap();
+    with_env(&["daemon", "--install"])
+        .assert_code(1)
+        .assert_stderr_contains("systemctl --user daemon-reload")
+        .assert_stderr_contains("Failed to connect to bus");
+}

@@ -249,3 +249,20 @@ fn a_reader_that_goes_away_does_not_abandon_the_session() {
         "{items}"
     );
 }
+
+/// `items` asks several handlers at once: four handlers that each answer
+/// `initialize` only once all four were started (`--barrier`) are listed;
+/// asked one at a time, each would wait alone past its 5 s timeout.
+#[test]
+fn items_asks_handlers_at_once() {
+    let home = TestHome::new();
+    let barrier = home.path().join("barrier");
+    std::fs::create_dir(&barrier).unwrap();
+    let spec = format!("{}:4", barrier.display());
+    for name in ["h1", "h2", "h3", "h4"] {
+        home.register_with(name, &["--timeout", "5"], &["--barrier", &spec]);
+    }
+    let items = home.json(&["items", "--json", "--max-concurrent", "4"]);
+    assert_eq!(items.as_array().map(Vec::len), Some(8), "{items:#}");
+    assert_eq!(std::fs::read_dir(&barrier).unwrap().count(), 4);
+}
