@@ -24,6 +24,8 @@ pub struct Config {
     pub backoff_max: Duration,
     /// `[retention] history`: how long finished sessions are kept.
     pub keep_history: Duration,
+    /// `[retention] sessions`: the most sessions kept (the newest).
+    pub keep_sessions: usize,
     /// `[retention] information`: how long information entries of the
     /// results log are kept (warnings and errors stay until acted on or
     /// deleted).
@@ -58,6 +60,7 @@ impl Default for Config {
             backoff_initial: Duration::from_secs(30),
             backoff_max: Duration::from_secs(3600),
             keep_history: Duration::from_secs(90 * 24 * 3600),
+            keep_sessions: 10_000,
             keep_information: Duration::from_secs(30 * 24 * 3600),
             triggers: Triggers {
                 idle_after: Duration::from_secs(15 * 60),
@@ -108,6 +111,7 @@ struct BackoffSection {
 struct RetentionSection {
     #[serde(default, deserialize_with = "duration")]
     history: Option<Duration>,
+    sessions: Option<usize>,
     #[serde(default, deserialize_with = "duration")]
     information: Option<Duration>,
 }
@@ -177,6 +181,7 @@ impl Config {
             backoff_initial: file.backoff.initial.unwrap_or(d.backoff_initial),
             backoff_max: file.backoff.max.unwrap_or(d.backoff_max),
             keep_history: file.retention.history.unwrap_or(d.keep_history),
+            keep_sessions: file.retention.sessions.unwrap_or(d.keep_sessions),
             keep_information: file.retention.information.unwrap_or(d.keep_information),
             triggers: Triggers {
                 idle_after: file.idle.after.unwrap_or(d.triggers.idle_after),
@@ -197,6 +202,9 @@ impl Config {
             return Err(
                 "[backoff] initial must be more than 0 and at most [backoff] max".to_owned(),
             );
+        }
+        if config.keep_sessions < 10 {
+            return Err("[retention] sessions must be at least 10".to_owned());
         }
         if config.keep_history < Duration::from_secs(3600)
             || config.keep_information < Duration::from_secs(3600)
@@ -241,6 +249,7 @@ max = "2h"
 
 [retention]
 history = "30d"
+sessions = 500
 information = "7d"
 "#,
         )
@@ -249,6 +258,7 @@ information = "7d"
         assert_eq!(config.backoff_initial, Duration::from_secs(60));
         assert_eq!(config.backoff_max, Duration::from_secs(7200));
         assert_eq!(config.keep_history, Duration::from_secs(30 * 86400));
+        assert_eq!(config.keep_sessions, 500);
         assert_eq!(config.keep_information, Duration::from_secs(7 * 86400));
         assert_eq!(
             config.triggers,
@@ -282,6 +292,8 @@ information = "7d"
         assert!(error.contains("[backoff] initial"), "{error}");
         let error = Config::parse("[retention]\nhistory = \"1m\"\n").unwrap_err();
         assert!(error.contains("[retention]"), "{error}");
+        let error = Config::parse("[retention]\nsessions = 3\n").unwrap_err();
+        assert!(error.contains("[retention] sessions"), "{error}");
     }
 
     #[test]

@@ -36,7 +36,7 @@ use syncmgr_core::{
     CancelTarget, EventFeed, FeedEvent, ItemStatus, Selection, SessionControl, SessionSummary,
     SyncEvent,
 };
-use syncmgr_store::{Registration, ScheduleRecord, Store};
+use syncmgr_store::{Registration, Retention, ScheduleRecord, Store};
 use syncmgr_sys::FileLock;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
@@ -53,6 +53,9 @@ use crate::session::{self, SessionRequest, SessionRun};
 
 /// Retention runs at start and then this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// ...and after this many sessions, so that `[retention] sessions` holds
+/// however busy the daemon is.
+const PRUNE_AFTER_SESSIONS: usize = 100;
 /// The tuning of sessions the daemon starts by itself.
 const AUTOMATIC_MAX_CONCURRENT: usize = 4;
 const AUTOMATIC_GRACE: Duration = Duration::from_secs(5);
@@ -179,6 +182,8 @@ struct State {
     deferred: BTreeMap<String, Deferred>,
     /// When a schedule last fired (for `status`).
     schedule_fired: Option<DateTime<Utc>>,
+    /// Sessions ended since the last pruning.
+    ended_since_prune: usize,
     /// `events` clients.
     watchers: Vec<Feed>,
     /// Set at shutdown: nothing new is queued or started.
@@ -489,6 +494,10 @@ fn end(shared: &Arc<Shared>, id: &str) {
             }
         }
         state.sessions.retain(|e| &*e.id != id);
+        state.ended_since_prune += 1;
+        if state.ended_since_prune >= PRUNE_AFTER_SESSIONS {
+            shared.wake.notify_one();
+        }
     }
     shared.ended.notify_waiters();
     dispatch(shared);
@@ -837,7 +846,9 @@ async fn timer(shared: Arc<Shared>) {
             return;
         }
         let now = Utc::now();
-        if pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+        let busy = shared.state().ended_since_prune >= PRUNE_AFTER_SESSIONS;
+        if busy || pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            shared.state().ended_since_prune = 0;
             prune(&shared, now).await;
             pruned = Some(Instant::now());
         }
@@ -917,13 +928,17 @@ async fn fire(shared: &Arc<Shared>, record: &ScheduleRecord, now: DateTime<Utc>)
 /// Retention: finished sessions and information entries older than the
 /// configured ages go.
 async fn prune(shared: &Arc<Shared>, now: DateTime<Utc>) {
-    let (history, information) = {
-        let state = shared.state();
-        (state.config.keep_history, state.config.keep_information)
+    let keep = {
+        let config = &shared.state().config;
+        let age =
+            |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        Retention {
+            history_before: age(config.keep_history),
+            sessions: config.keep_sessions,
+            information_before: age(config.keep_information),
+        }
     };
-    let age = |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-    let (history, information) = (age(history), age(information));
-    match read(shared, move |store| Ok(store.prune(history, information)?)).await {
+    match read(shared, move |store| Ok(store.prune(&keep)?)).await {
         Ok((0, 0)) => {}
         Ok((sessions, entries)) => {
             tracing::info!(sessions, entries, "pruned what is past its retention");

@@ -27,7 +27,8 @@ mod writer;
 pub use error::StoreError;
 pub use store::Store;
 pub use types::{
-    HandlerKind, KnownItem, LogFilter, Registration, ScheduleRecord, ScheduleWhen, SessionRecord,
+    HandlerKind, KnownItem, LogFilter, Registration, Retention, ScheduleRecord, ScheduleWhen,
+    SessionRecord,
 };
 pub use writer::StoreWriter;
 

@@ -22,8 +22,8 @@ use syncmgr_core::{
 
 use crate::error::{OpError, StoreError};
 use crate::types::{
-    HandlerKind, KnownItem, LogFilter, PROCESS_KIND, Registration, ScheduleRecord, ScheduleWhen,
-    SessionRecord, severity,
+    HandlerKind, KnownItem, LogFilter, PROCESS_KIND, Registration, Retention, ScheduleRecord,
+    ScheduleWhen, SessionRecord, severity,
 };
 
 pub(crate) type OpResult<T> = Result<T, OpError>;
@@ -779,20 +779,24 @@ pub(crate) fn set_schedule_run(conn: &Connection, name: &str, at: Timestamp) -> 
     )? == 1)
 }
 
-pub(crate) fn prune(
-    conn: &Connection,
-    history_before: Timestamp,
-    information_before: Timestamp,
-) -> OpResult<(usize, usize)> {
+pub(crate) fn prune(conn: &Connection, keep: &Retention) -> OpResult<(usize, usize)> {
     // Items go with their session (ON DELETE CASCADE); sessions still
     // running are never pruned.
-    let sessions = conn.execute(
+    let mut sessions = conn.execute(
         "DELETE FROM sessions WHERE finished IS NOT NULL AND finished < ?1",
-        [millis(history_before)],
+        [millis(keep.history_before)],
     )?;
+    let newest = i64::try_from(keep.sessions).unwrap_or(i64::MAX);
+    sessions += conn.execute(
+        "DELETE FROM sessions WHERE finished IS NOT NULL AND rowid NOT IN
+           (SELECT rowid FROM sessions ORDER BY started DESC, rowid DESC LIMIT ?1)",
+        [newest],
+    )?;
+    // Information entries past their age, or of a session that is gone.
     let entries = conn.execute(
-        "DELETE FROM log WHERE level = 'information' AND time < ?1",
-        [millis(information_before)],
+        "DELETE FROM log WHERE level = 'information'
+           AND (time < ?1 OR session NOT IN (SELECT id FROM sessions))",
+        [millis(keep.information_before)],
     )?;
     Ok((sessions, entries))
 }

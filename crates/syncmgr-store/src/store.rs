@@ -18,7 +18,7 @@ use syncmgr_core::{
 use crate::error::{OpError, StoreError};
 use crate::ops::{self, OpResult};
 use crate::schema::{APPLICATION_ID, LATEST_VERSION, MIGRATIONS};
-use crate::types::{KnownItem, LogFilter, Registration, ScheduleRecord, SessionRecord};
+use crate::types::{KnownItem, LogFilter, Registration, Retention, ScheduleRecord, SessionRecord};
 
 /// How long a write waits for another process's lock before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -355,17 +355,12 @@ impl Store {
         self.write(|c| ops::set_schedule_run(c, name, at))
     }
 
-    /// Removes sessions that finished before `history_before` (with their
-    /// items' results) and information entries of the results log written
-    /// before `information_before` (warnings and errors stay until acted on
-    /// or deleted); returns how many of each went.
+    /// Removes what `keep` leaves out (finished sessions with their items'
+    /// results, information entries of the results log); returns how many
+    /// sessions and entries went.
     #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
-    pub fn prune(
-        &self,
-        history_before: Timestamp,
-        information_before: Timestamp,
-    ) -> Result<(usize, usize), StoreError> {
-        self.write(|c| ops::prune(c, history_before, information_before))
+    pub fn prune(&self, keep: &Retention) -> Result<(usize, usize), StoreError> {
+        self.write(|c| ops::prune(c, keep))
     }
 
     /// Each handler's newest finished session (one that prepared an item

@@ -166,3 +166,15 @@ pub enum ScheduleWhen {
         timezone: Option<String>,
     },
 }
+
+/// What [`crate::Store::prune`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished sessions that finished before this go (with their items).
+    pub history_before: Timestamp,
+    /// At most this many sessions are kept (the newest).
+    pub sessions: usize,
+    /// Information entries written before this go, and those of sessions
+    /// that are gone; warnings and errors stay until acted on or deleted.
+    pub information_before: Timestamp,
+}

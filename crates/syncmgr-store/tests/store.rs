@@ -12,8 +12,8 @@ use syncmgr_core::{
     SessionOutcome, StatusCounts, SyncEvent,
 };
 use syncmgr_store::{
-    HandlerKind, LogFilter, Registration, ScheduleRecord, ScheduleWhen, SessionRecord, Store,
-    StoreError,
+    HandlerKind, LogFilter, Registration, Retention, ScheduleRecord, ScheduleWhen, SessionRecord,
+    Store, StoreError,
 };
 
 /// A fresh directory and the database path inside it.
@@ -424,18 +424,35 @@ fn sessions_history_and_recovery() {
     let error = entry("s1", "mail", LogLevel::Error, Some("e1"));
     store.append_log(&info).unwrap();
     store.append_log(&error).unwrap();
-    // (s2 was recovered, so finished, just now.)
-    assert_eq!(store.prune(at(60), at(0)).unwrap(), (1, 0));
-    let left: Vec<_> = store
-        .sessions(None)
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
-    assert_eq!(left, ["s2", "s3", "s4"]);
+    let keep = |history_before, sessions, information_before| Retention {
+        history_before,
+        sessions,
+        information_before,
+    };
+    let ids = |store: &Store| -> Vec<String> {
+        store
+            .sessions(None)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
+    };
+    // Nothing is old enough yet.
+    assert_eq!(store.prune(&keep(at(0), 100, at(0))).unwrap(), (0, 0));
+    // (s2 was recovered, so finished, just now.) s1 goes, and its
+    // information entry with it; its error stays.
+    assert_eq!(store.prune(&keep(at(60), 100, at(0))).unwrap(), (1, 1));
+    assert_eq!(ids(&store), ["s2", "s3", "s4"]);
     assert!(store.session_items("s1").unwrap().is_empty());
-    let later = info.time + chrono::Duration::milliseconds(1);
-    assert_eq!(store.prune(at(60), later).unwrap(), (0, 1));
+    // At most two sessions: the oldest finished one goes (s3 still runs).
+    assert_eq!(store.prune(&keep(at(0), 2, at(0))).unwrap(), (1, 0));
+    assert_eq!(ids(&store), ["s3", "s4"]);
+    // By age: an information entry of a session that is kept.
+    let young = entry("s4", "mail", LogLevel::Information, None);
+    store.append_log(&young).unwrap();
+    let later = young.time + chrono::Duration::milliseconds(1);
+    assert_eq!(store.prune(&keep(at(0), 100, young.time)).unwrap(), (0, 0));
+    assert_eq!(store.prune(&keep(at(0), 100, later)).unwrap(), (0, 1));
     let levels: Vec<_> = store
         .log(&LogFilter::default())
         .unwrap()

@@ -528,3 +528,25 @@ fn install_writes_the_user_unit_and_enables_it() {
         .assert_stderr_contains("systemctl --user daemon-reload")
         .assert_stderr_contains("Failed to connect to bus");
 }
+
+#[test]
+fn the_daemon_keeps_the_history_within_its_retention() {
+    let mut home = TestHome::inline();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[retention]\nsessions = 10\n",
+    )
+    .expect("config");
+    home.register("quick", &["--items", "a"]);
+    for _ in 0..12 {
+        home.sync(&["quick"]).assert_code(0);
+    }
+    let before = home.history();
+    assert_eq!(before.len(), 12);
+    let infos = home.log(&["--level", "information"]).len();
+    home.start_daemon();
+    assert!(wait_until(PATIENCE, || home.history().len() == 10));
+    // The oldest went, and their information entries with them.
+    assert_eq!(home.history()[0]["id"], before[2]["id"]);
+    assert!(home.log(&["--level", "information"]).len() < infos);
+}
