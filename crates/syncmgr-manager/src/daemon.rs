@@ -845,6 +845,8 @@ async fn timer(shared: Arc<Shared>) {
         if shared.state().closing {
             return;
         }
+        // Counted by the idle benchmark (benches/daemon.rs).
+        tracing::trace!("timer round");
         let now = Utc::now();
         let busy = shared.state().ended_since_prune >= PRUNE_AFTER_SESSIONS;
         if busy || pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
