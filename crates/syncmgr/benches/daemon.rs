@@ -79,7 +79,11 @@ fn syncmgr(bins: &Bins, home: &Path, args: &[&str]) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .status()?;
-    ensure!(status.success(), "syncmgr {} failed: {status}", args.join(" "));
+    ensure!(
+        status.success(),
+        "syncmgr {} failed: {status}",
+        args.join(" ")
+    );
     Ok(())
 }
 
@@ -135,7 +139,10 @@ fn load() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     format!(
         "load average {}",
-        text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
 
@@ -154,11 +161,25 @@ fn sync(bins: &Bins) -> Result<()> {
     let many = many.join(",");
     let testkit = bins.testkit.display().to_string();
     for home in [inline.path(), through.path()] {
-        syncmgr(bins, home, &["register", "one", "--", &testkit, "--items", "a", "--steps", "1"])?;
-        syncmgr(bins, home, &["register", "many", "--", &testkit, "--items", &many, "--steps", "1"])?;
+        syncmgr(
+            bins,
+            home,
+            &[
+                "register", "one", "--", &testkit, "--items", "a", "--steps", "1",
+            ],
+        )?;
+        syncmgr(
+            bins,
+            home,
+            &[
+                "register", "many", "--", &testkit, "--items", &many, "--steps", "1",
+            ],
+        )?;
     }
     let _daemon = Daemon::start(bins, through.path(), None)?;
-    println!("\nsync: `syncmgr sync NAME` (plain lines to /dev/null), median of {SYNC_ROUNDS} alternating rounds");
+    println!(
+        "\nsync: `syncmgr sync NAME` (plain lines to /dev/null), median of {SYNC_ROUNDS} alternating rounds"
+    );
     println!("| handler | inline | through the daemon | ratio | target ≤ 1.2x |");
     println!("|---|---|---|---|---|");
     for name in ["one", "many"] {
@@ -213,10 +234,18 @@ fn ticks_per_second() -> u64 {
 fn idle(bins: &Bins) -> Result<()> {
     let home = home()?;
     let testkit = bins.testkit.display().to_string();
-    syncmgr(bins, home.path(), &["register", "one", "--", &testkit, "--items", "a"])?;
+    syncmgr(
+        bins,
+        home.path(),
+        &["register", "one", "--", &testkit, "--items", "a"],
+    )?;
     for i in 0..5 {
         let name = format!("s{i}");
-        syncmgr(bins, home.path(), &["schedule", "add", &name, "--every", "1h", "one"])?;
+        syncmgr(
+            bins,
+            home.path(),
+            &["schedule", "add", &name, "--every", "1h", "one"],
+        )?;
     }
     let daemon = Daemon::start(bins, home.path(), Some("syncmgr_manager::daemon=trace"))?;
     // Past start-up (the first round, retention).
@@ -237,7 +266,11 @@ fn idle(bins: &Bins) -> Result<()> {
     );
     println!(
         "| timer rounds | {rounds} | ≤ 1 a minute | {} |",
-        if rounds <= IDLE_SECONDS.div_ceil(60) { "met" } else { "NOT met" }
+        if rounds <= IDLE_SECONDS.div_ceil(60) {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
     Ok(())
 }
@@ -302,10 +335,21 @@ fn soak(bins: &Bins) -> Result<()> {
     let (src, dst) = (home.path().join("src"), home.path().join("dst"));
     std::fs::create_dir(&src)?;
     std::fs::write(src.join("file"), b"data")?;
-    std::fs::write(home.path().join("config.toml"), "[retention]\nsessions = 1000\n")?;
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[retention]\nsessions = 1000\n",
+    )?;
     let (src, dst) = (src.display().to_string(), dst.display().to_string());
-    syncmgr(bins, home.path(), &["register", "files", "--folder", &src, &dst])?;
-    syncmgr(bins, home.path(), &["schedule", "add", "tick", "--every", "1s", "files"])?;
+    syncmgr(
+        bins,
+        home.path(),
+        &["register", "files", "--folder", &src, &dst],
+    )?;
+    syncmgr(
+        bins,
+        home.path(),
+        &["schedule", "add", "tick", "--every", "1s", "files"],
+    )?;
     let daemon = Daemon::start(bins, home.path(), None)?;
     let socket = home.path().join("run/daemon.sock");
     let started = Instant::now();

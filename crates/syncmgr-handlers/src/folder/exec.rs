@@ -555,31 +555,18 @@ mod tests {
 
     use syncmgr_core::ProgressReply;
 
-    use super::super::plan::{Options, scan};
+    use super::super::plan::Options;
+    use super::super::plan::testing::{pair, scan_with};
     use super::super::progress::testing::Recorder;
     use super::*;
 
+    /// The plan of a mirror that deletes.
     fn plan_of(source: &Path, target: &Path, reporter: &mut Reporter<'_>) -> Plan {
-        scan(
-            source,
-            fs::metadata(source).expect("source"),
-            target,
-            fs::symlink_metadata(target).ok(),
-            Options {
-                delete: true,
-                checksum: false,
-            },
-            reporter,
-        )
-        .expect("nothing stops this scan")
-    }
-
-    fn pair() -> (tempfile::TempDir, PathBuf, PathBuf) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (s, t) = (dir.path().join("s"), dir.path().join("t"));
-        fs::create_dir(&s).expect("mkdir");
-        fs::create_dir(&t).expect("mkdir");
-        (dir, s, t)
+        let options = Options {
+            delete: true,
+            checksum: false,
+        };
+        scan_with(source, target, options, reporter)
     }
 
     fn temporaries(root: &Path) -> Vec<PathBuf> {

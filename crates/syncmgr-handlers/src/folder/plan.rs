@@ -624,6 +624,44 @@ impl Scanner<'_, '_> {
 }
 
 #[cfg(test)]
+pub(super) mod testing {
+    //! Fixtures of the scan's and the executor's unit tests.
+
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    use super::super::progress::Reporter;
+    use super::{Options, Plan, scan};
+
+    /// A temporary folder holding an empty source `s` and target `t`.
+    pub(in super::super) fn pair() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, t) = (dir.path().join("s"), dir.path().join("t"));
+        fs::create_dir(&s).expect("mkdir");
+        fs::create_dir(&t).expect("mkdir");
+        (dir, s, t)
+    }
+
+    /// Scans `source` against `target` as a run would.
+    pub(in super::super) fn scan_with(
+        source: &Path,
+        target: &Path,
+        options: Options,
+        reporter: &mut Reporter<'_>,
+    ) -> Plan {
+        scan(
+            source,
+            fs::metadata(source).expect("source"),
+            target,
+            fs::symlink_metadata(target).ok(),
+            options,
+            reporter,
+        )
+        .expect("nothing stops this scan")
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::fs;
     use std::os::unix::fs::{PermissionsExt, symlink};
@@ -633,21 +671,14 @@ mod tests {
     use filetime::FileTime;
 
     use super::super::progress::testing::Recorder;
+    use super::testing::{pair, scan_with};
     use super::*;
 
     fn scan_of(source: &Path, target: &Path, delete: bool, checksum: bool) -> Plan {
         let sink = Recorder::default();
         let abort = AtomicBool::new(false);
         let mut reporter = Reporter::new(&sink, "item", &abort);
-        let plan = scan(
-            source,
-            fs::metadata(source).expect("source"),
-            target,
-            fs::symlink_metadata(target).ok(),
-            Options { delete, checksum },
-            &mut reporter,
-        );
-        plan.expect("nothing stops this scan")
+        scan_with(source, target, Options { delete, checksum }, &mut reporter)
     }
 
     /// The plan's steps in a compact form: what a test compares.
@@ -705,14 +736,6 @@ mod tests {
                     .expect("mtime");
             }
         }
-    }
-
-    fn pair() -> (tempfile::TempDir, PathBuf, PathBuf) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (s, t) = (dir.path().join("s"), dir.path().join("t"));
-        fs::create_dir(&s).expect("mkdir");
-        fs::create_dir(&t).expect("mkdir");
-        (dir, s, t)
     }
 
     /// What the delete guard judges by: every non-directory of the target
