@@ -435,12 +435,12 @@ pub enum DaemonRequest {
         grace_ms: u64,
     },
     /// The daemon's state: one [`Status`] line.
-    Status,
+    Status {},
     /// Every session's events and the daemon's own, until the client goes.
-    Events,
+    Events {},
     /// Read `config.toml` and the schedules again (as SIGHUP does);
     /// answered by an [`Ack`].
-    Reload,
+    Reload {},
 }
 
 /// A request done: `{"ok": true}`.

@@ -526,12 +526,12 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
         }
     };
     let result = match request {
-        DaemonRequest::Status => status(&shared, &mut write).await,
-        DaemonRequest::Reload => {
+        DaemonRequest::Status {} => status(&shared, &mut write).await,
+        DaemonRequest::Reload {} => {
             reload(&shared);
             send(&mut write, &api::Ack { ok: true }).await
         }
-        DaemonRequest::Events => watch(&shared, &mut write, lines).await,
+        DaemonRequest::Events {} => watch(&shared, &mut write, lines).await,
         DaemonRequest::Sync {
             targets,
             event,

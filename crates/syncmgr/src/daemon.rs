@@ -81,7 +81,7 @@ pub async fn status(
 ) -> anyhow::Result<i32> {
     let status = match client::connect(home).await? {
         Some(mut connection) => {
-            connection.request(&api::DaemonRequest::Status).await?;
+            connection.request(&api::DaemonRequest::Status {}).await?;
             match connection.next::<StatusLine>().await? {
                 Some(StatusLine::Status(status)) => status,
                 Some(StatusLine::Refused(refused)) => anyhow::bail!("{}", refused.error),
@@ -155,7 +155,7 @@ pub async fn events(home: &Home, json: bool, out: Stdout) -> anyhow::Result<i32>
     let Some(mut connection) = client::connect(home).await? else {
         return Err(ManagerError::NoDaemon.into());
     };
-    connection.request(&api::DaemonRequest::Events).await?;
+    connection.request(&api::DaemonRequest::Events {}).await?;
     let mut display = if json {
         Display::Json
     } else {

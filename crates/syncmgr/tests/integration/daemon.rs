@@ -550,3 +550,48 @@ fn the_daemon_keeps_the_history_within_its_retention() {
     assert_eq!(home.history()[0]["id"], before[2]["id"]);
     assert!(home.log(&["--level", "information"]).len() < infos);
 }
+
+#[test]
+fn bad_requests_on_the_socket_are_refused_and_the_daemon_goes_on() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut home = TestHome::inline();
+    home.start_daemon();
+    let socket = home.path().join("run/daemon.sock");
+    let answer = |request: &[u8]| -> String {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        stream.write_all(request).expect("write");
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).expect("read");
+        line
+    };
+    for request in [
+        &b"nonsense\n"[..],
+        b"{\"request\":\"launch\"}\n",
+        b"{\"request\":\"sync\"}\n",
+        b"{\"request\":\"status\",\"extra\":1}\n",
+        b"\xff\xfe\n",
+    ] {
+        let line = answer(request);
+        let reply: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(reply["usage"], true, "{reply}");
+        assert!(
+            reply["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{reply}"
+        );
+    }
+    // A line longer than the daemon takes: cut off, refused, no harm.
+    let mut long = vec![b'x'; 200 * 1024];
+    long.push(b'\n');
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    let _ = stream.write_all(&long);
+    drop(stream);
+    // A client that connects and says nothing is dropped after a while; the
+    // others are served meanwhile.
+    let _silent = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    let status = home.json(&["status", "--json"]);
+    assert_eq!(status["daemon"]["pid"], home.daemon_pid().expect("daemon"));
+    // A sync of a handler that does not exist: the same error as inline.
+    home.run(&["sync", "--detach", "ghost"])
+        .assert_code(2)
+        .assert_stderr_contains("unknown handler \"ghost\"");
+}
