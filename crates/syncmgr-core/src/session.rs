@@ -325,6 +325,12 @@ impl Session {
         };
         let _ = finish_tx.send(summary.clone());
         let _ = pump.await;
+        // A handler's current set points back at the handler: break the
+        // cycle, or every session would leave both behind (a daemon runs
+        // thousands).
+        for hs in handlers.iter() {
+            *hs.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
         summary
     }
 }

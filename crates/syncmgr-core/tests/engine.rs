@@ -750,6 +750,34 @@ async fn a_failed_prepare_fails_the_items() {
     assert_eq!(status_of(&run.summary, "a"), ItemStatus::Failed);
 }
 
+/// A session that has ended leaves nothing allocated: a daemon runs
+/// thousands of them in one process. (A handler's current prepared set
+/// pointed back at the handler, and both outlived every session.)
+#[test]
+fn a_finished_session_leaves_nothing_behind() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let script = || Script {
+        items: vec!["a", "b"],
+        steps: vec![
+            progress(0, ItemStatus::Succeeded),
+            progress(1, ItemStatus::Failed),
+        ],
+        ..Script::default()
+    };
+    // The runtime's first use allocates what it keeps.
+    drop(rt.block_on(run(vec![("h", script()), ("g", script())])));
+    // This thread's allocations only: everything here runs on it.
+    let counted = allocation_counter::measure(|| {
+        for _ in 0..20 {
+            drop(rt.block_on(run(vec![("h", script()), ("g", script())])));
+        }
+    });
+    assert_eq!(counted.bytes_current, 0, "left behind: {counted:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn progress_allocates_nothing() {
     fn measure(cb: &HandlerCallback, items: &[&'static str]) {
