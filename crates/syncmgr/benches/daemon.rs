@@ -10,8 +10,9 @@
 //! - `soak`: 10,000 sessions run back to back through the daemon's socket
 //!   (with a one-second schedule firing alongside), `[retention] sessions =
 //!   1000`: RSS, open file descriptors, threads and database size after
-//!   every 1,000. Target: flat after warm-up (RSS within 10 % from 2,000
-//!   on, descriptors and threads equal, the database within 10 %).
+//!   every 1,000. Target: flat after warm-up (RSS and the database within
+//!   10 % from 2,000 on, descriptors and threads within 2: a sample may
+//!   catch a session's pipes or a pooled thread).
 //!
 //! `cargo bench -p syncmgr --bench daemon [-- sync|idle|soak]`.
 
@@ -380,12 +381,15 @@ fn soak(bins: &Bins) -> Result<()> {
         .context("a sample at 2,000")?;
     let last = samples.last().context("samples")?;
     let within = |a: u64, b: u64| (b as f64) <= (a as f64) * 1.1;
+    // A sample may catch a session's pipes and sockets open, or a blocking
+    // thread of the runtime's pool (idle ones exit after 10 s): two of
+    // either is noise, growth per session would be thousands.
     let flat = within(warm.rss_kib, last.rss_kib)
-        && last.fds == warm.fds
-        && last.threads <= warm.threads
+        && last.fds <= warm.fds + 2
+        && last.threads <= warm.threads + 2
         && within(warm.db_kib, last.db_kib);
     println!(
-        "flat after warm-up (2,000 → {SOAK_SESSIONS}: RSS and database within 10 %, fds and threads not growing): {}",
+        "flat after warm-up (2,000 → {SOAK_SESSIONS}: RSS and database within 10 %, fds and threads within 2): {}",
         if flat { "met" } else { "NOT met" }
     );
     Ok(())
