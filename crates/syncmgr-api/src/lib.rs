@@ -434,6 +434,19 @@ pub enum DaemonRequest {
         /// A cancelled handler's grace, in milliseconds.
         grace_ms: u64,
     },
+    /// `log show`: ask the handler about a results-log entry and retry
+    /// what it asks to. Answered as `sync` is; when the retry needs the
+    /// user's yes, the daemon sends a [`ConfirmAsk`] line and waits for a
+    /// [`ConfirmAnswer`] line.
+    #[serde(rename_all = "camelCase")]
+    ShowError {
+        /// The entry's id.
+        entry: i64,
+        /// Handlers run at once in the session.
+        max_concurrent: usize,
+        /// A cancelled handler's grace, in milliseconds.
+        grace_ms: u64,
+    },
     /// The daemon's state: one [`Status`] line.
     Status {},
     /// Every session's events and the daemon's own, until the client goes.
@@ -506,6 +519,8 @@ pub struct DaemonInfo {
     pub started: String,
     /// Its version.
     pub version: String,
+    /// Clients following its events (`syncmgr events`, the dashboard).
+    pub watchers: usize,
 }
 
 /// A session the daemon holds.
@@ -595,4 +610,31 @@ pub struct ScheduleRow {
     pub last_run: Option<String>,
     /// When it runs next (if a daemon runs then); `null` when never again.
     pub next_run: Option<String>,
+}
+
+/// The daemon asks the client whether a retry may go ahead:
+/// `{"confirm": {"handler": NAME, "text": TEXT}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmAsk {
+    /// The question.
+    pub confirm: ConfirmQuestion,
+}
+
+/// What a retry will do, in its handler's words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmQuestion {
+    /// Registration name.
+    pub handler: String,
+    /// What the retry does.
+    pub text: String,
+}
+
+/// The client's answer to a [`ConfirmAsk`]: `{"yes": BOOL}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmAnswer {
+    /// Whether to go ahead.
+    pub yes: bool,
 }

@@ -84,6 +84,17 @@ impl Connection {
         })
     }
 
+    /// Answers the daemon's question about a retry (`log show`).
+    pub async fn answer(&mut self, yes: bool) -> Result<()> {
+        let mut text = serde_json::to_string(&syncmgr_api::ConfirmAnswer { yes })
+            .map_err(|e| ManagerError::Daemon(format!("cannot write the answer: {e}")))?;
+        text.push('\n');
+        self.write
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|e| ManagerError::io("cannot send the answer to the daemon", e))
+    }
+
     /// Asks the daemon to cancel the session this connection follows.
     pub async fn cancel(&mut self) -> Result<()> {
         self.write

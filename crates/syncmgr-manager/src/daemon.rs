@@ -145,6 +145,8 @@ struct Entry {
     control: Option<SessionControl>,
     /// A cancel that came while it was queued: applied as it starts.
     cancel_asked: bool,
+    /// `log show`: the entry, and who confirms the retry (never joined).
+    show_error: Option<(i64, Arc<RemoteConfirm>)>,
     /// Clients following this session.
     followers: Vec<Feed>,
     /// The latest state of each item and the start: what a late observer
@@ -395,11 +397,14 @@ fn dispatch(shared: &Arc<Shared>) {
             jobs: entry.jobs.clone(),
             event: entry.event,
             reason: entry.reason.clone(),
-            may_bother_user: entry.event.may_bother_user_by_default(),
+            may_bother_user: entry.event.may_bother_user_by_default() || entry.show_error.is_some(),
             cookie: entry.cookie.clone(),
             max_concurrent: entry.max_concurrent,
             grace: entry.grace,
-            confirm: None,
+            confirm: entry
+                .show_error
+                .as_ref()
+                .map(|(_, c)| Arc::clone(c) as Arc<dyn syncmgr_core::Confirm>),
         };
         entry.running = true;
         tokio::spawn(run_session(Arc::clone(shared), id, request));
@@ -435,7 +440,12 @@ async fn run_session(shared: Arc<Shared>, id: Arc<str>, request: SessionRequest)
             shared.state().publish(&id, &observed);
         }
     }
-    match run.finish(None).await {
+    // A confirmation counts once: the entry it came from is used up.
+    let used = shared.state().entry(&id).and_then(|e| match &e.show_error {
+        Some((entry, confirm)) if confirm.decision() == Some(true) => Some(*entry),
+        _ => None,
+    });
+    match run.finish(used).await {
         Ok(summary) => settle_backoff(&shared, &id, &summary),
         Err(e) => {
             tracing::warn!(session = %id, error = %e, "could not store the end of the session");
@@ -526,6 +536,14 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
         }
     };
     let result = match request {
+        DaemonRequest::ShowError {
+            entry,
+            max_concurrent,
+            grace_ms,
+        } => {
+            let grace = Duration::from_millis(grace_ms);
+            show_error(&shared, &mut write, lines, entry, max_concurrent, grace).await
+        }
         DaemonRequest::Status {} => status(&shared, &mut write).await,
         DaemonRequest::Reload {} => {
             reload(&shared);
@@ -543,6 +561,7 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
         } => {
             let ask = Ask {
                 reason: requested_by(cookie.is_some()),
+                show_error: None,
                 targets,
                 event,
                 cookie,
@@ -565,7 +584,7 @@ async fn send(write: &mut OwnedWriteHalf, value: &impl serde::Serialize) -> std:
 }
 
 /// A sync request's content.
-#[derive(Debug)]
+#[derive(Default)]
 struct Ask {
     targets: Vec<String>,
     reason: String,
@@ -574,6 +593,50 @@ struct Ask {
     replace: bool,
     max_concurrent: usize,
     grace: Duration,
+    /// `log show`: the entry acted on, and who confirms its retry. Such a
+    /// session is never joined by another request.
+    show_error: Option<(i64, Arc<RemoteConfirm>)>,
+}
+
+impl std::fmt::Debug for Ask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ask")
+            .field("targets", &self.targets)
+            .field("reason", &self.reason)
+            .field("replace", &self.replace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The question a session's retry asks, with where the answer goes.
+type Question = (api::ConfirmQuestion, tokio::sync::oneshot::Sender<bool>);
+
+/// Confirms a `log show` retry by asking the client that follows the
+/// session (over its connection); no client, no yes.
+#[derive(Debug)]
+pub struct RemoteConfirm {
+    asks: tokio::sync::mpsc::UnboundedSender<Question>,
+    decision: Mutex<Option<bool>>,
+}
+
+impl RemoteConfirm {
+    fn decision(&self) -> Option<bool> {
+        *self.decision.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl syncmgr_core::Confirm for RemoteConfirm {
+    async fn confirm(&self, handler: &str, text: &str) -> bool {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let question = api::ConfirmQuestion {
+            handler: handler.to_owned(),
+            text: text.to_owned(),
+        };
+        let yes = self.asks.send((question, answer)).is_ok() && answered.await.unwrap_or(false);
+        *self.decision.lock().unwrap_or_else(PoisonError::into_inner) = Some(yes);
+        yes
+    }
 }
 
 type Lines = tokio::io::Lines<BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>>;
@@ -581,7 +644,7 @@ type Lines = tokio::io::Lines<BufReader<tokio::io::Take<tokio::net::unix::OwnedR
 async fn sync(
     shared: &Arc<Shared>,
     write: &mut OwnedWriteHalf,
-    mut lines: Lines,
+    lines: Lines,
     ask: Ask,
     detach: bool,
 ) -> std::io::Result<()> {
@@ -657,7 +720,29 @@ async fn sync(
     if detach {
         return Ok(());
     }
-    // Follow the session; a line from the client cancels it.
+    follow(shared, write, lines, &id, &feed, None).await
+}
+
+/// What a client following a session may send.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum ClientLine {
+    Answer(api::ConfirmAnswer),
+    /// Anything else (`{"cancel": null}`) cancels the session.
+    Other(serde::de::IgnoredAny),
+}
+
+/// Sends the session's events to the client until it ends; a line from
+/// the client cancels it, or answers the retry's question (`log show`).
+async fn follow(
+    shared: &Arc<Shared>,
+    write: &mut OwnedWriteHalf,
+    mut lines: Lines,
+    id: &str,
+    feed: &Feed,
+    mut asks: Option<tokio::sync::mpsc::UnboundedReceiver<Question>>,
+) -> std::io::Result<()> {
+    let mut pending: Option<tokio::sync::oneshot::Sender<bool>> = None;
     loop {
         tokio::select! {
             observed = feed.next() => match observed {
@@ -673,16 +758,96 @@ async fn sync(
                 }
                 None => return Ok(()),
             },
+            Some((question, answer)) = async {
+                match asks.as_mut() {
+                    Some(asks) => asks.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                send(write, &api::ConfirmAsk { confirm: question }).await?;
+                pending = Some(answer);
+            }
             line = lines.next_line() => match line {
-                Ok(Some(_)) => cancel(shared, &id),
-                // The client went: the session goes on without it.
+                Ok(Some(line)) => match serde_json::from_str::<ClientLine>(&line) {
+                    Ok(ClientLine::Answer(api::ConfirmAnswer { yes })) => {
+                        if let Some(answer) = pending.take() {
+                            let _ = answer.send(yes);
+                        }
+                    }
+                    _ => cancel(shared, id),
+                },
+                // The client went: the session goes on without it (and a
+                // question it was asked is answered no).
                 Ok(None) | Err(_) => {
-                    unfollow(shared, &id, &feed);
+                    unfollow(shared, id, feed);
                     return Ok(());
                 }
             },
         }
     }
+}
+
+/// `log show` in the daemon: the session asks the entry's handler and
+/// retries; a retry that needs the user's yes asks this client.
+async fn show_error(
+    shared: &Arc<Shared>,
+    write: &mut OwnedWriteHalf,
+    lines: Lines,
+    entry: i64,
+    max_concurrent: usize,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let planned = read(shared, move |store| plan::show_error_job(store, entry)).await;
+    let job = match planned {
+        Ok((_, job)) => job,
+        Err(e) => {
+            let usage = matches!(e, ManagerError::Usage(_));
+            let refused = api::Refused {
+                error: e.to_string(),
+                usage,
+            };
+            return send(write, &SyncReply::Refused(refused)).await;
+        }
+    };
+    let (asks_tx, asks) = tokio::sync::mpsc::unbounded_channel();
+    let confirm = Arc::new(RemoteConfirm {
+        asks: asks_tx,
+        decision: Mutex::new(None),
+    });
+    let ask = Ask {
+        reason: requested_by(false),
+        max_concurrent,
+        grace,
+        show_error: Some((entry, confirm)),
+        ..Ask::default()
+    };
+    let feed: Feed = Arc::new(EventFeed::new());
+    let id = match queue(
+        shared,
+        SyncEvent::Manual,
+        vec![job],
+        &ask,
+        Some(Arc::clone(&feed)),
+    ) {
+        Ok(id) => id,
+        Err(error) => {
+            let refused = api::Refused {
+                error,
+                usage: false,
+            };
+            return send(write, &SyncReply::Refused(refused)).await;
+        }
+    };
+    dispatch(shared);
+    send(
+        write,
+        &SyncReply::Accepted(api::Accepted {
+            session: id.to_string(),
+            queued: true,
+        }),
+    )
+    .await?;
+    follow(shared, write, lines, &id, &feed, Some(asks)).await
 }
 
 /// The reason of a session a command (or, with a cookie, a program) asked
@@ -719,10 +884,13 @@ fn queue(
             }
         }
     }
-    let joined = state
-        .sessions
-        .iter_mut()
-        .find(|e| !e.running && e.event == event && e.names().any(|n| names.contains(n)));
+    let joined = state.sessions.iter_mut().find(|e| {
+        !e.running
+            && e.show_error.is_none()
+            && ask.show_error.is_none()
+            && e.event == event
+            && e.names().any(|n| names.contains(n))
+    });
     if let Some(entry) = joined {
         plan::merge(&mut entry.jobs, jobs);
         // One session for several reasons says all of them.
@@ -744,6 +912,7 @@ fn queue(
         running: false,
         control: None,
         cancel_asked: false,
+        show_error: ask.show_error.clone(),
         followers: follower.into_iter().collect(),
         started: None,
         items: BTreeMap::new(),
@@ -799,13 +968,10 @@ fn queue_automatic(
         return;
     }
     let ask = Ask {
-        targets: Vec::new(),
         reason: reason.to_owned(),
-        event: None,
-        cookie: None,
-        replace: false,
         max_concurrent: AUTOMATIC_MAX_CONCURRENT,
         grace: AUTOMATIC_GRACE,
+        ..Ask::default()
     };
     if let Err(e) = queue(shared, event, ready, &ask, None) {
         tracing::warn!(%reason, error = %e, "could not queue an automatic session");
@@ -1062,6 +1228,7 @@ async fn status(shared: &Arc<Shared>, write: &mut OwnedWriteHalf) -> std::io::Re
                 pid: shared.pid,
                 started: api::time(shared.started),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
+                watchers: state.watchers.len(),
             },
             sessions: state.sessions.iter().map(Entry::status).collect(),
             states,

@@ -28,6 +28,9 @@ pub enum ManagerError {
     /// that does not decode, a built-in kind this version lacks).
     #[error("{0}")]
     Handler(String),
+    /// The request cannot be done now (the text says when it can).
+    #[error("{0}")]
+    NotNow(String),
     /// No daemon runs for this home (for commands that need one).
     #[error(
         "no daemon runs for this home; start one with `syncmgr daemon` (or `syncmgr daemon --install` to run it at every login)"

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use syncmgr_core::{Selection, SyncEvent};
+use syncmgr_core::{LogEntry, Selection, SyncEvent};
 use syncmgr_store::{Registration, Store};
 
 use crate::error::{ManagerError, Result};
@@ -88,6 +88,31 @@ pub fn jobs(
         jobs.push((reg, selection));
     }
     Ok(jobs)
+}
+
+/// `log show ID`: the entry, and the job that asks its handler about it
+/// (`showError`) and retries what it asks to.
+pub fn show_error_job(store: &Store, id: i64) -> Result<(LogEntry, (Registration, Selection))> {
+    let entry = store
+        .log_entry(id)?
+        .ok_or_else(|| ManagerError::usage(format!("no log entry {id}")))?;
+    let Some(error_id) = entry.entry.error_id.clone() else {
+        return Err(ManagerError::usage(format!(
+            "log entry {id} was written by syncmgr itself, not by a handler: there is nothing to ask"
+        )));
+    };
+    // Until the session that logged the entry has ended, its handler process
+    // owns the entry (protocol rule 4): asking a second process would race it.
+    if let Some(session) = store.session(&entry.entry.session)?
+        && session.outcome.is_none()
+    {
+        return Err(ManagerError::NotNow(format!(
+            "the session that logged entry {id} ({}) is still running; ask again when it has finished",
+            session.id
+        )));
+    }
+    let reg = registration(store, &entry.entry.handler)?;
+    Ok((entry, (reg, Selection::ShowError(error_id))))
 }
 
 /// The targets that name what `jobs` syncs (`NAME` for a handler's chosen

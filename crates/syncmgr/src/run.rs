@@ -68,28 +68,10 @@ pub fn show_error_plan(
     yes: bool,
     tuning: SessionTuning,
 ) -> anyhow::Result<Plan> {
-    let entry = store
-        .log_entry(id)?
-        .ok_or_else(|| usage(format!("no log entry {id}")))?;
-    let Some(error_id) = entry.entry.error_id.clone() else {
-        return Err(usage(format!(
-            "log entry {id} was written by syncmgr itself, not by a handler: there is nothing to ask"
-        )));
-    };
-    // Until the session that logged the entry has ended, its handler process
-    // owns the entry (protocol rule 4): asking a second process would race it.
-    if let Some(session) = store.session(&entry.entry.session)?
-        && session.outcome.is_none()
-    {
-        anyhow::bail!(
-            "the session that logged entry {id} ({}) is still running; ask again when it has finished",
-            session.id
-        );
-    }
-    let reg = syncmgr_manager::plan::registration(store, &entry.entry.handler)?;
+    let (entry, job) = syncmgr_manager::plan::show_error_job(store, id)?;
     Ok(Plan {
         targets: Vec::new(),
-        jobs: vec![(reg, Selection::ShowError(error_id))],
+        jobs: vec![job],
         event: SyncEvent::Manual,
         may_bother_user: true,
         cookie: None,
@@ -258,26 +240,6 @@ pub async fn run(
         );
         return Ok(exit_codes::SUCCESS);
     }
-    // `log show` asks on this terminal: it always runs here.
-    if plan.entry.is_none()
-        && let Some(connection) = client::connect(home).await?
-    {
-        return run_in_daemon(connection, plan, display, out, detach, replace).await;
-    }
-    if detach {
-        return Err(syncmgr_manager::ManagerError::NoDaemon.into());
-    }
-    run_inline(home, store, plan, request, display, out).await
-}
-
-async fn run_inline(
-    home: &Home,
-    store: Store,
-    plan: Plan,
-    mut request: SessionRequest,
-    mut display: Display,
-    mut out: Stdout,
-) -> anyhow::Result<i32> {
     if let Some((entry, _)) = &plan.entry
         && !plan.json
     {
@@ -286,13 +248,36 @@ async fn run_inline(
             &mut out,
         );
     }
-    let confirm = plan.entry.as_ref().map(|(entry, yes)| {
+    if let Some(connection) = client::connect(home).await? {
+        return run_in_daemon(connection, plan, display, out, detach, replace).await;
+    }
+    if detach {
+        return Err(syncmgr_manager::ManagerError::NoDaemon.into());
+    }
+    run_inline(home, store, plan, request, display, out).await
+}
+
+/// The confirmation of `log show`'s plan: `--yes`, or asking on this
+/// terminal.
+fn confirm_of(plan: &Plan) -> Option<Arc<CommandLineConfirm>> {
+    plan.entry.as_ref().map(|(entry, yes)| {
         Arc::new(CommandLineConfirm {
             entry: entry.id,
             yes: *yes,
             decision: Mutex::new(None),
         })
-    });
+    })
+}
+
+async fn run_inline(
+    home: &Home,
+    store: Store,
+    plan: Plan,
+    mut request: SessionRequest,
+    display: Display,
+    out: Stdout,
+) -> anyhow::Result<i32> {
+    let confirm = confirm_of(&plan);
     request.confirm = confirm.clone().map(|c| c as Arc<dyn Confirm>);
     let mut run = SessionRun::start(home, store, session::new_id(), request)?;
     let shown = Shown::start(display, out)?;
@@ -351,17 +336,25 @@ async fn run_in_daemon(
     detach: bool,
     replace: bool,
 ) -> anyhow::Result<i32> {
-    connection
-        .request(&api::DaemonRequest::Sync {
+    let grace_ms = u64::try_from(plan.tuning.grace.as_millis()).unwrap_or(u64::MAX);
+    let request = match &plan.entry {
+        Some((entry, _)) => api::DaemonRequest::ShowError {
+            entry: entry.id,
+            max_concurrent: plan.tuning.max_concurrent,
+            grace_ms,
+        },
+        None => api::DaemonRequest::Sync {
             targets: plan.targets.clone(),
             event: Some(plan.event.as_str().to_owned()),
             cookie: plan.cookie.clone(),
             detach,
             replace,
             max_concurrent: plan.tuning.max_concurrent,
-            grace_ms: u64::try_from(plan.tuning.grace.as_millis()).unwrap_or(u64::MAX),
-        })
-        .await?;
+            grace_ms,
+        },
+    };
+    connection.request(&request).await?;
+    let confirm = confirm_of(&plan);
     let accepted = match connection.next::<api::SyncReply>().await? {
         Some(api::SyncReply::Accepted(accepted)) => accepted,
         Some(api::SyncReply::Refused(refused)) => return Err(refused_error(refused)),
@@ -385,12 +378,14 @@ async fn run_in_daemon(
     let mut stopped_by: Option<SignalKind> = None;
     let mut failed = None;
     let mut refused = None;
+    let mut no_items = false;
     loop {
         tokio::select! {
             line = connection.next::<DaemonLine>() => match line? {
                 Some(DaemonLine::Event(event)) => {
                     let end = match &event {
-                        api::Event::SessionFinished { counts, failed_handlers, .. } => {
+                        api::Event::SessionFinished { counts, failed_handlers, items, .. } => {
+                            no_items = items.is_empty();
                             Some(counts.failed + counts.stopped > 0 || !failed_handlers.is_empty())
                         }
                         _ => None,
@@ -400,6 +395,13 @@ async fn run_in_daemon(
                         failed = end;
                         break;
                     }
+                }
+                Some(DaemonLine::Confirm(api::ConfirmAsk { confirm: question })) => {
+                    let yes = match &confirm {
+                        Some(confirm) => confirm.confirm(&question.handler, &question.text).await,
+                        None => false,
+                    };
+                    connection.answer(yes).await?;
                 }
                 Some(DaemonLine::Refused(r)) => {
                     refused = Some(r);
@@ -418,6 +420,11 @@ async fn run_in_daemon(
             }
         }
     }
+    let decision = confirm.as_ref().and_then(|c| c.decision());
+    if plan.entry.is_some() && no_items && decision.is_none() {
+        // `log show` with no retry: say so rather than print nothing.
+        shown.note("the handler asked for no retry");
+    }
     shown.close(stopped_by == Some(SignalKind::hangup())).await;
     if let Some(refused) = refused {
         return Err(refused_error(refused));
@@ -430,19 +437,20 @@ async fn run_in_daemon(
     };
     Ok(if let Some(kind) = stopped_by {
         signal_exit_code(kind)
-    } else if failed {
+    } else if failed || decision == Some(false) {
         exit_codes::FAILED
     } else {
         exit_codes::SUCCESS
     })
 }
 
-/// A line the daemon sends while a session runs: an event, or why the
-/// session could not run.
+/// A line the daemon sends while a session runs: an event, a question about
+/// a retry (`log show`), or why the session could not run.
 #[derive(Debug, serde::Deserialize)]
 #[serde(untagged)]
 enum DaemonLine {
     Event(api::Event),
+    Confirm(api::ConfirmAsk),
     Refused(api::Refused),
 }
 

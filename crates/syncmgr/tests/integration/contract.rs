@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::util::{PATIENCE, TestHome};
+use crate::util::{PATIENCE, TestHome, wait_until};
 
 /// The schemas of `docs/cli.md`, by name.
 fn schemas() -> BTreeMap<String, Value> {
@@ -209,6 +209,10 @@ fn every_documented_json_shape_matches_real_output() {
     assert_eq!(status["daemon"], Value::Null, "{status:#}");
     home.start_daemon();
     let mut watcher = home.cmd(["events", "--json"]).spawn();
+    // Its first event must be the `queued` below: wait until it follows.
+    assert!(wait_until(PATIENCE, || {
+        home.json(&["status", "--json"])["daemon"]["watchers"] == 1
+    }));
     let accepted = home.json(&["sync", "chatty", "--detach", "--json"]);
     conforms(&all, &mut used, "accepted", &accepted);
     let status = home.json(&["status", "--json"]);
