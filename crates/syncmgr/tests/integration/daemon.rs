@@ -166,8 +166,9 @@ fn a_storm_of_requests_gives_one_session_and_one_queued() {
     home.register("slow", HELD);
     home.start_daemon();
     let first = home.json(&["sync", "slow", "--detach", "--json"]);
+    // The storm: a hundred requests in a row.
     let mut queued = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..100 {
         let accepted = home.json(&["sync", "slow/a", "--detach", "--json"]);
         queued.push(accepted["session"].as_str().expect("id").to_owned());
     }
