@@ -9,6 +9,7 @@
 //! - [`items`]: handlers asked for their items, several at once;
 //! - [`plan`]: `sync`'s targets turned into what a session syncs;
 //! - [`schedule`]: when each schedule is due (pure functions of the clock);
+//! - [`triggers`]: the operating system's triggers as rules (pure);
 //! - [`session`]: one session from plan to stored outcome, its events for
 //!   any number of observers;
 //! - [`control`]: the per-session control socket (cancels from other
@@ -32,6 +33,7 @@ pub mod items;
 pub mod plan;
 pub mod schedule;
 pub mod session;
+pub mod triggers;
 
 pub use error::{ManagerError, Result};
 pub use home::Home;
