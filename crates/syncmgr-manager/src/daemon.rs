@@ -50,6 +50,7 @@ use crate::home::Home;
 use crate::plan;
 use crate::schedule::{Schedule, sleep_until_next};
 use crate::session::{self, SessionRequest, SessionRun};
+use crate::triggers::{Action, Rules, Seen};
 
 /// Retention runs at start and then this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
@@ -186,6 +187,18 @@ struct State {
     schedule_fired: Option<DateTime<Utc>>,
     /// Sessions ended since the last pruning.
     ended_since_prune: usize,
+    /// The operating system's triggers as rules.
+    rules: Option<Rules>,
+    /// The trigger sources, once watched.
+    #[cfg(target_os = "linux")]
+    sources: Option<crate::sources::Sources>,
+    /// logind's delay inhibitor, while a registration opts in to
+    /// `pendingDisconnect`.
+    #[cfg(target_os = "linux")]
+    inhibitor: Option<zbus::OwnedFd>,
+    /// The machine is going (sleep, shutdown, logoff): the inhibitor was
+    /// given up and is not taken again until it is back.
+    going: bool,
     /// `events` clients.
     watchers: Vec<Feed>,
     /// Set at shutdown: nothing new is queued or started.
@@ -243,6 +256,8 @@ struct Shared {
     ended: Notify,
     /// Wakes the timer: schedules changed, a backoff changed, stopping.
     wake: Notify,
+    /// Wakes the trigger loop when the daemon stops.
+    stopping: Notify,
 }
 
 impl Shared {
@@ -287,14 +302,17 @@ pub async fn run(
         pid,
         started: Utc::now(),
         state: Mutex::new(State {
+            rules: Some(Rules::new(config.config.triggers.clone())),
             config: config.effective(&config.config),
             ..State::default()
         }),
         options: config,
         ended: Notify::new(),
         wake: Notify::new(),
+        stopping: Notify::new(),
     });
     let timer = tokio::spawn(timer(Arc::clone(&shared)));
+    let triggers = tokio::spawn(trigger_loop(Arc::clone(&shared)));
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| ManagerError::io("cannot watch for SIGHUP", e))?;
     tokio::pin!(shutdown);
@@ -314,6 +332,7 @@ pub async fn run(
     let _ = fs::remove_file(&socket_path);
     stop(&shared).await;
     let _ = timer.await;
+    let _ = triggers.await;
     let _ = fs::remove_file(&pid_path);
     tracing::info!("daemon stopped");
     Ok(())
@@ -352,6 +371,7 @@ async fn stop(shared: &Arc<Shared>) {
         }
     }
     shared.wake.notify_one();
+    shared.stopping.notify_one();
     loop {
         let ended = shared.ended.notified();
         if shared.state().sessions.is_empty() {
@@ -1038,7 +1058,15 @@ async fn timer(shared: Arc<Shared>) {
                     continue;
                 }
             };
+            let held = shared
+                .state()
+                .rules
+                .as_ref()
+                .and_then(|r| r.deferral(SyncEvent::Scheduled));
             match schedule.due(now) {
+                // Deferred, not failed: it stays due, and runs at the first
+                // round after its constraint holds again.
+                Some(due) if due <= now && held.is_some() => {}
                 Some(due) if due <= now => fire(&shared, &record, now).await,
                 Some(due) => due_times.push(due),
                 None => {}
@@ -1066,6 +1094,9 @@ async fn timer(shared: Arc<Shared>) {
             );
         }
         dispatch(&shared);
+        // A registration may have opted in (or out) of pendingDisconnect.
+        #[cfg(target_os = "linux")]
+        ensure_inhibitor(&shared).await;
         let sleep = sleep_until_next(Utc::now(), due_times);
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
@@ -1126,6 +1157,218 @@ async fn read<T: Send + 'static>(
         .unwrap_or_else(|e| Err(ManagerError::Daemon(format!("a store task failed: {e}"))))
 }
 
+/// The operating system's triggers: what the sources see goes through the
+/// rules (`triggers.rs`), and their actions are carried out here. It wakes
+/// for a source's news, and for the rules' next due time (idle repeat,
+/// network debounce) only when there is one.
+async fn trigger_loop(shared: Arc<Shared>) {
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Seen>();
+    #[cfg(target_os = "linux")]
+    {
+        let sources = crate::sources::watch(tx).await;
+        shared.state().sources = Some(sources);
+        ensure_inhibitor(&shared).await;
+    }
+    #[cfg(not(target_os = "linux"))]
+    drop(tx);
+    let mut sources_gone = false;
+    loop {
+        let stopping = shared.stopping.notified();
+        tokio::pin!(stopping);
+        stopping.as_mut().enable();
+        let due = {
+            let state = shared.state();
+            if state.closing {
+                return;
+            }
+            state.rules.as_ref().and_then(Rules::next_due)
+        };
+        let until_due = async {
+            match due {
+                Some(due) => tokio::time::sleep_until(due.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let actions = tokio::select! {
+            news = seen.recv(), if !sources_gone => match news {
+                Some(news) => {
+                    tracing::debug!(?news, "trigger source");
+                    let now = Instant::now();
+                    shared.state().rules.as_mut().map(|r| r.seen(news, now)).unwrap_or_default()
+                }
+                None => {
+                    sources_gone = true;
+                    Vec::new()
+                }
+            },
+            () = until_due => {
+                let now = Instant::now();
+                shared.state().rules.as_mut().map(|r| r.tick(now)).unwrap_or_default()
+            }
+            () = stopping => return,
+        };
+        for action in actions {
+            execute(&shared, action).await;
+        }
+    }
+}
+
+/// Carries out what the trigger rules decided.
+async fn execute(shared: &Arc<Shared>, action: Action) {
+    match action {
+        Action::Run { event, reason } => {
+            let deferred = {
+                let mut state = shared.state();
+                let deferral = state.rules.as_ref().and_then(|r| r.deferral(event));
+                if let (Some(why), Some(rules)) = (deferral, state.rules.as_mut()) {
+                    tracing::info!(%event, %reason, why, "held until its constraint holds");
+                    rules.hold(event, reason.clone());
+                    true
+                } else {
+                    false
+                }
+            };
+            if deferred {
+                return;
+            }
+            publish_trigger(shared, event, &reason, Utc::now());
+            // Every registration that takes part in the event (the ones that
+            // opted in, for the automatic events that need it).
+            match read(shared, move |store| plan::jobs(store, &[], event)).await {
+                Ok(jobs) if !jobs.is_empty() => queue_automatic(shared, event, &reason, jobs),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%event, error = %e, "nothing to run"),
+            }
+            dispatch(shared);
+        }
+        Action::Cancel {
+            events,
+            reason,
+            again,
+        } => {
+            let mut state = shared.state();
+            let mut rerun = Vec::new();
+            for entry in &state.sessions {
+                if entry.running && events.contains(&entry.event) {
+                    tracing::info!(session = %entry.id, %reason, "cancelled by a trigger");
+                    if let Some(control) = &entry.control {
+                        control.cancel(&CancelTarget::All);
+                    }
+                    if again {
+                        rerun.push((entry.event, entry.reason.clone()));
+                    }
+                }
+            }
+            if let Some(rules) = state.rules.as_mut() {
+                for (event, reason) in rerun {
+                    rules.hold(event, reason);
+                }
+            }
+        }
+        Action::ClearBackoffs => {
+            shared.state().backoff.clear();
+            shared.wake.notify_one();
+        }
+        Action::PendingDisconnect { reason, deadline } => {
+            pending_disconnect(shared, reason, deadline).await;
+        }
+        Action::Inhibit => {
+            shared.state().going = false;
+            #[cfg(target_os = "linux")]
+            ensure_inhibitor(shared).await;
+        }
+    }
+}
+
+/// Sleep, shutdown or logoff: a `pendingDisconnect` session for the
+/// registrations that opted in, cancelled at the deadline; the inhibitor
+/// that gave the time is released when the session ends or at the
+/// deadline, whichever comes first: always in time.
+async fn pending_disconnect(shared: &Arc<Shared>, reason: String, deadline: Duration) {
+    let event = SyncEvent::PendingDisconnect;
+    publish_trigger(shared, event, &reason, Utc::now());
+    #[cfg(target_os = "linux")]
+    let inhibitor = {
+        let mut state = shared.state();
+        state.going = true;
+        state.inhibitor.take()
+    };
+    let jobs = read(shared, move |store| plan::jobs(store, &[], event))
+        .await
+        .unwrap_or_default();
+    if jobs.is_empty() {
+        return;
+    }
+    let ask = Ask {
+        reason,
+        max_concurrent: AUTOMATIC_MAX_CONCURRENT,
+        // Handlers that ignore the cancel are ended well before the
+        // system's limit.
+        grace: deadline / 4,
+        ..Ask::default()
+    };
+    let id = match queue(shared, event, jobs, &ask, None) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot queue the pendingDisconnect session");
+            return;
+        }
+    };
+    dispatch(shared);
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let ended = async {
+            loop {
+                let ended = shared.ended.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                if shared.state().entry(&id).is_none() {
+                    return;
+                }
+                ended.await;
+            }
+        };
+        if tokio::time::timeout(deadline, ended).await.is_err() {
+            tracing::warn!(session = %id, "pendingDisconnect session past its deadline: cancelled");
+            cancel(&shared, &id);
+        }
+        #[cfg(target_os = "linux")]
+        drop(inhibitor);
+    });
+}
+
+/// Holds logind's delay inhibitor while a registration opts in to
+/// `pendingDisconnect`, and only then.
+#[cfg(target_os = "linux")]
+async fn ensure_inhibitor(shared: &Arc<Shared>) {
+    let wanted = read(shared, |store| {
+        Ok(store
+            .registrations()?
+            .iter()
+            .any(|r| r.events.contains(&SyncEvent::PendingDisconnect)))
+    })
+    .await
+    .unwrap_or(false);
+    let (held, sources) = {
+        let state = shared.state();
+        if state.going {
+            return;
+        }
+        (state.inhibitor.is_some(), state.sources.clone())
+    };
+    if wanted && !held {
+        if let Some(fd) = match sources {
+            Some(sources) => sources.inhibit().await,
+            None => None,
+        } {
+            tracing::info!("holding logind's delay inhibitor for pendingDisconnect");
+            shared.state().inhibitor = Some(fd);
+        }
+    } else if !wanted && held {
+        shared.state().inhibitor = None;
+    }
+}
+
 /// SIGHUP: reads `config.toml` again; a file with errors is reported and
 /// the settings in force stay.
 fn reload(shared: &Arc<Shared>) {
@@ -1135,7 +1378,12 @@ fn reload(shared: &Arc<Shared>) {
     };
     match Config::load(path) {
         Ok(config) => {
-            shared.state().config = shared.options.effective(&config);
+            let mut state = shared.state();
+            state.config = shared.options.effective(&config);
+            if let Some(rules) = state.rules.as_mut() {
+                rules.set_settings(config.triggers.clone());
+            }
+            drop(state);
             tracing::info!(path = %path.display(), "configuration reloaded");
         }
         Err(e) => tracing::error!(error = %e, "configuration not reloaded; the old one stays"),
@@ -1234,6 +1482,11 @@ async fn status(shared: &Arc<Shared>, write: &mut OwnedWriteHalf) -> std::io::Re
             states,
             backoff,
             schedule_fired: state.schedule_fired,
+            triggers: os_triggers(&state, now),
+            schedules_held: state
+                .rules
+                .as_ref()
+                .and_then(|r| r.deferral(SyncEvent::Scheduled)),
         }
     };
     let status = read(shared, move |store| status_of(store, Some(daemon), now)).await;
@@ -1258,6 +1511,87 @@ pub struct Running {
     states: BTreeMap<String, &'static str>,
     backoff: BTreeMap<String, DateTime<Utc>>,
     schedule_fired: Option<DateTime<Utc>>,
+    /// The operating system's triggers.
+    triggers: Vec<api::TriggerState>,
+    /// Why scheduled sessions wait now (a constraint), if they do.
+    schedules_held: Option<&'static str>,
+}
+
+/// The operating system's triggers for `status`: each with whether it can
+/// fire and why not, and when it last fired.
+fn os_triggers(state: &State, now: DateTime<Utc>) -> Vec<api::TriggerState> {
+    let Some(rules) = &state.rules else {
+        return Vec::new();
+    };
+    let wall = |at: Instant| {
+        let ago = chrono::Duration::from_std(at.elapsed()).unwrap_or_default();
+        api::time(now - ago)
+    };
+    #[cfg(target_os = "linux")]
+    let availability = state
+        .sources
+        .as_ref()
+        .map(crate::sources::Sources::availability)
+        .unwrap_or_default()
+        .sources;
+    #[cfg(not(target_os = "linux"))]
+    let availability: BTreeMap<&'static str, Result<(), String>> = BTreeMap::new();
+    let source = |name: &str| -> Result<(), String> {
+        availability
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Err("not watched yet".to_owned()))
+    };
+    let entry = |trigger: &str, state: Result<String, String>, fired: &str| {
+        let (available, reason) = match state {
+            Ok(reason) => (true, reason),
+            Err(reason) => (false, reason),
+        };
+        api::TriggerState {
+            trigger: trigger.to_owned(),
+            available,
+            reason,
+            last_fired: rules.last_fired(fired).map(wall),
+        }
+    };
+    let idle = source("logind").and_then(|()| match rules.idle() {
+        Some(true) => Ok("the user is idle".to_owned()),
+        Some(false) => Ok("the user is active".to_owned()),
+        None => Err("no session reports idle".to_owned()),
+    });
+    let network = source("network").map(|()| match rules.network() {
+        Some(n) if n.online && n.metered => "online, metered".to_owned(),
+        Some(n) if n.online => "online".to_owned(),
+        Some(_) => "offline".to_owned(),
+        None => "NetworkManager".to_owned(),
+    });
+    #[cfg(target_os = "linux")]
+    let inhibitor = state.inhibitor.is_some();
+    #[cfg(not(target_os = "linux"))]
+    let inhibitor = false;
+    let disconnect = source("logind").map(|()| {
+        if inhibitor {
+            "logind's delay inhibitor is held".to_owned()
+        } else {
+            "no handler opted in (`register --events pendingDisconnect`)".to_owned()
+        }
+    });
+    let battery = source("battery").map(|()| match rules.on_battery() {
+        Some(true) => "on battery".to_owned(),
+        Some(false) => "on mains".to_owned(),
+        None => "UPower".to_owned(),
+    });
+    vec![
+        entry("idle", idle, "idle"),
+        entry("connect", network, "network"),
+        entry(
+            "logon",
+            source("logind").map(|()| "logind".to_owned()),
+            "logon",
+        ),
+        entry("pendingDisconnect", disconnect, "pendingDisconnect"),
+        entry("battery", battery, "battery"),
+    ]
 }
 
 /// The status shape at `now` from the store, with a running daemon's part
@@ -1293,8 +1627,10 @@ pub fn status_of(
                 .filter_map(|(s, _)| Some((s.due(now)?.max(now), s.name.clone())))
                 .min();
             let (state, backoff) = daemon.as_ref().map_or(("idle", None), |(_, d)| {
+                let scheduled = next.is_some() && d.schedules_held.is_some();
+                let idle = if scheduled { "deferred" } else { "idle" };
                 (
-                    d.states.get(&reg.name).copied().unwrap_or("idle"),
+                    d.states.get(&reg.name).copied().unwrap_or(idle),
                     d.backoff.get(&reg.name).copied(),
                 )
             });
@@ -1342,8 +1678,12 @@ pub fn status_of(
                 .map(api::time),
         },
     ];
+    let mut triggers = triggers;
     let (info, sessions) = match daemon {
-        Some((info, d)) => (Some(info), d.sessions),
+        Some((info, d)) => {
+            triggers.extend(d.triggers);
+            (Some(info), d.sessions)
+        }
         None => (None, Vec::new()),
     };
     Ok(api::Status {

@@ -9,6 +9,7 @@
 //! - [`items`]: handlers asked for their items, several at once;
 //! - [`plan`]: `sync`'s targets turned into what a session syncs;
 //! - [`schedule`]: when each schedule is due (pure functions of the clock);
+//! - `sources` (Linux): logind, NetworkManager and UPower over D-Bus;
 //! - [`triggers`]: the operating system's triggers as rules (pure);
 //! - [`session`]: one session from plan to stored outcome, its events for
 //!   any number of observers;
@@ -33,6 +34,8 @@ pub mod items;
 pub mod plan;
 pub mod schedule;
 pub mod session;
+#[cfg(target_os = "linux")]
+pub mod sources;
 pub mod triggers;
 
 pub use error::{ManagerError, Result};

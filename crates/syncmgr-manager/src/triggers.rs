@@ -232,10 +232,11 @@ impl Rules {
             }
             Seen::Sleep(true) => actions.push(self.disconnect("sleep", now)),
             Seen::Shutdown(true) => actions.push(self.disconnect("shutdown", now)),
-            Seen::Sleep(false) => actions.push(Action::Inhibit),
-            Seen::Shutdown(false) => {}
+            // Back (or the shutdown was called off): the inhibitor again.
+            Seen::Sleep(false) | Seen::Shutdown(false) => actions.push(Action::Inhibit),
             Seen::SessionNew { first: true } | Seen::Logon => {
                 self.fired("logon", now);
+                actions.push(Action::Inhibit);
                 actions.push(Action::Run {
                     event: SyncEvent::Connect,
                     reason: "logon".to_owned(),
@@ -515,22 +516,17 @@ mod tests {
                 .seen(Seen::SessionRemoved { last: false }, t0)
                 .is_empty()
         );
-        assert!(rules.seen(Seen::Shutdown(false), t0).is_empty());
+        assert_eq!(rules.seen(Seen::Shutdown(false), t0), [Action::Inhibit]);
     }
 
     #[test]
     fn logon_runs_connect() {
         let t0 = Instant::now();
         let mut rules = Rules::new(settings());
-        assert_eq!(
-            rules.seen(Seen::Logon, t0),
-            [run(SyncEvent::Connect, "logon")]
-        );
+        let logon = [Action::Inhibit, run(SyncEvent::Connect, "logon")];
+        assert_eq!(rules.seen(Seen::Logon, t0), logon);
         assert!(rules.seen(Seen::SessionNew { first: false }, t0).is_empty());
-        assert_eq!(
-            rules.seen(Seen::SessionNew { first: true }, t0),
-            [run(SyncEvent::Connect, "logon")]
-        );
+        assert_eq!(rules.seen(Seen::SessionNew { first: true }, t0), logon);
         assert_eq!(rules.last_fired("logon"), Some(t0));
     }
 }

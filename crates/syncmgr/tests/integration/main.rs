@@ -37,6 +37,8 @@
 //! - [`hardening`]: what a new user's trial broke (issue 8): overlapping
 //!   registrations, one session per registration, SIGHUP and SIGTERM,
 //!   unknown items, a stalled stdout, names with escape sequences.
+//! - [`triggers`]: the operating system's triggers against private D-Bus
+//!   buses with python-dbusmock's logind, NetworkManager and UPower.
 //! - [`usage`]: bad usage and bad input exit 2 with a clear message.
 //! - [`builtins`]: the built-in folder and command handlers through
 //!   `register`, and `syncmgr demo`.
@@ -55,5 +57,6 @@ mod hardening;
 mod lifecycle;
 mod results_log;
 mod signals;
+mod triggers;
 mod usage;
 mod util;

@@ -102,6 +102,9 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 pub struct TestHome {
     dir: tempfile::TempDir,
     daemon: Option<Child>,
+    /// Environment of every command and the daemon: the D-Bus buses point
+    /// nowhere unless a test sets its own, so no test sees the machine's.
+    env: Vec<(String, String)>,
 }
 
 impl Drop for TestHome {
@@ -151,7 +154,21 @@ impl TestHome {
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(base)
             .expect("cannot create a temporary home");
-        TestHome { dir, daemon: None }
+        let nowhere = format!("unix:path={}/no-bus", dir.path().display());
+        TestHome {
+            dir,
+            daemon: None,
+            env: vec![
+                ("DBUS_SYSTEM_BUS_ADDRESS".to_owned(), nowhere.clone()),
+                ("DBUS_SESSION_BUS_ADDRESS".to_owned(), nowhere),
+            ],
+        }
+    }
+
+    /// Sets an environment variable for every command and the daemon.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     /// Starts `syncmgr daemon` in this home and waits until it answers;
@@ -161,6 +178,7 @@ impl TestHome {
         let child = Command::new(syncmgr_bin())
             .env_remove("SYNCMGR_LOG")
             .env("SYNCMGR_HOME", self.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("daemon")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -210,6 +228,9 @@ impl TestHome {
         S: AsRef<OsStr>,
     {
         let mut cmd = Cmd::new();
+        for (key, value) in &self.env {
+            cmd.inner.env(key, value);
+        }
         cmd.env("SYNCMGR_HOME", self.path()).args(args);
         cmd.handlers_parent = self.daemon_pid();
         cmd
