@@ -1644,7 +1644,12 @@ pub fn status_of(
                     })
                 }),
                 next_run: next.as_ref().map(|(t, _)| api::time(*t)),
-                next_reason: next.map(|(_, name)| format!("schedule {name}")),
+                next_reason: next.map(|(_, name)| {
+                    match daemon.as_ref().and_then(|(_, d)| d.schedules_held) {
+                        Some(why) => format!("schedule {name}, held: {why}"),
+                        None => format!("schedule {name}"),
+                    }
+                }),
                 backoff_until: backoff.map(api::time),
                 name: reg.name,
             }

@@ -385,6 +385,7 @@ fn on_battery_scheduled_sessions_wait_and_run_on_mains() {
         let status = home.json(&["status", "--json"]);
         trigger(&status, "battery")["reason"] == "on battery"
             && status["registrations"][0]["state"] == "deferred"
+            && status["registrations"][0]["nextReason"] == "schedule often, held: on battery"
     }));
     assert!(sessions_with(&home, "schedule often").is_empty());
     bus.set(
@@ -406,4 +407,41 @@ fn on_battery_scheduled_sessions_wait_and_run_on_mains() {
         "schedule often"
     )
     .is_empty()));
+}
+
+#[test]
+fn a_daemon_started_in_a_user_session_runs_logon() {
+    let Some(python) = dbusmock_python() else {
+        return;
+    };
+    let mut bus = Bus::start();
+    bus.mock(&python, "logind", LOGIND, LOGIND_PATH);
+    let uid = rustix::process::getuid().as_raw().to_string();
+    bus.busctl(&[
+        "call",
+        LOGIND,
+        LOGIND_PATH,
+        "org.freedesktop.DBus.Mock",
+        "AddSession",
+        "ssusb",
+        "c1",
+        "seat0",
+        &uid,
+        "someone",
+        "true",
+    ])
+    .expect("AddSession");
+    let mut home = home_on(&bus, "");
+    home.register_with("mail", &["--events", "connect"], &["--items", "a"]);
+    home.register("manual-only", &["--items", "b"]);
+    home.start_daemon();
+    assert!(wait_until(PATIENCE, || {
+        sessions_with(&home, "logon")
+            .first()
+            .is_some_and(|s| s["outcome"] == "succeeded")
+    }));
+    let session = &sessions_with(&home, "logon")[0];
+    assert_eq!(session["trigger"], "connect");
+    // Only the registration that opted in took part.
+    assert_eq!(session["counts"]["succeeded"], 1);
 }
