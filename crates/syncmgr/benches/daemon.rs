@@ -14,7 +14,14 @@
 //!   10 % from 2,000 on, descriptors and threads within 2: a sample may
 //!   catch a session's pipes or a pooled thread).
 //!
-//! `cargo bench -p syncmgr --bench daemon [-- sync|idle|soak]`.
+//! - `triggers`: against a private bus with python-dbusmock's logind,
+//!   NetworkManager and UPower: the time from logind's `PrepareForSleep` to
+//!   the start of the `pendingDisconnect` session (p50, p99 of 40), and the
+//!   daemon's CPU over 60 s with every source connected (target: at most
+//!   50 ms). Needs `SYNCMGR_TEST_DBUSMOCK_PYTHON` (`scripts/test` makes
+//!   `target/dbusmock-venv`).
+//!
+//! `cargo bench -p syncmgr --bench daemon [-- sync|idle|soak|triggers]`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a report for people
 
@@ -34,7 +41,7 @@ const SOAK_STEP: usize = 1_000;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let sections = ["sync", "idle", "soak"];
+    let sections = ["sync", "idle", "soak", "triggers"];
     let wanted: Vec<&str> = sections
         .iter()
         .copied()
@@ -54,6 +61,9 @@ fn main() -> Result<()> {
     }
     if run("soak") {
         soak(&bins)?;
+    }
+    if run("triggers") {
+        triggers(&bins)?;
     }
     println!("{}", load());
     Ok(())
@@ -93,8 +103,16 @@ struct Daemon(Child);
 
 impl Daemon {
     fn start(bins: &Bins, home: &Path, log: Option<&str>) -> Result<Daemon> {
+        Daemon::start_on(bins, home, log, None)
+    }
+
+    /// ... with `bus` as the system bus (none: one that does not exist).
+    fn start_on(bins: &Bins, home: &Path, log: Option<&str>, bus: Option<&str>) -> Result<Daemon> {
+        let nowhere = format!("unix:path={}/no-bus", home.display());
         let mut cmd = Command::new(&bins.syncmgr);
         cmd.env("SYNCMGR_HOME", home)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", bus.unwrap_or(&nowhere))
+            .env("DBUS_SESSION_BUS_ADDRESS", &nowhere)
             .arg("daemon")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
@@ -391,6 +409,118 @@ fn soak(bins: &Bins) -> Result<()> {
     println!(
         "flat after warm-up (2,000 → {SOAK_SESSIONS}: RSS and database within 10 %, fds and threads within 2): {}",
         if flat { "met" } else { "NOT met" }
+    );
+    Ok(())
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time.
+fn epoch_ms(time: &str) -> Result<i64> {
+    Ok(chrono::DateTime::parse_from_rfc3339(time)?.timestamp_millis())
+}
+
+/// The sessions of a home (`history --json`).
+fn history(bins: &Bins, home: &Path) -> Result<Vec<serde_json::Value>> {
+    let out = Command::new(&bins.syncmgr)
+        .env("SYNCMGR_HOME", home)
+        .args(["history", "--json"])
+        .output()?;
+    ensure!(out.status.success(), "history failed");
+    match serde_json::from_slice(&out.stdout)? {
+        serde_json::Value::Array(sessions) => Ok(sessions),
+        other => bail!("history is not an array: {other}"),
+    }
+}
+
+/// From a D-Bus signal to the session it starts, and the daemon's idle
+/// cost with every source connected.
+fn triggers(bins: &Bins) -> Result<()> {
+    use syncmgr_testkit::dbus::{
+        Bus, LOGIND, LOGIND_MANAGER, LOGIND_PATH, NM, NM_PATH, UPOWER, UPOWER_PATH,
+    };
+    let python = syncmgr_testkit::dbus::dbusmock_python().context(
+        "set SYNCMGR_TEST_DBUSMOCK_PYTHON to a python with dbusmock (scripts/test makes target/dbusmock-venv)",
+    )?;
+    let mut bus = Bus::start();
+    bus.mock(&python, "logind", LOGIND, LOGIND_PATH);
+    bus.mock(&python, "networkmanager", NM, NM_PATH);
+    bus.mock(&python, "upower", UPOWER, UPOWER_PATH);
+    let home = home()?;
+    let testkit = bins.testkit.display().to_string();
+    syncmgr(
+        bins,
+        home.path(),
+        &[
+            "register",
+            "mail",
+            "--events",
+            "pendingDisconnect",
+            "--",
+            &testkit,
+            "--items",
+            "a",
+        ],
+    )?;
+    let daemon = Daemon::start_on(bins, home.path(), None, Some(&bus.address))?;
+    let wait = |what: &str, mut done: Box<dyn FnMut() -> Result<bool> + '_>| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done()? {
+            ensure!(Instant::now() < deadline, "no {what} within 30 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    };
+    wait("inhibitor", Box::new(|| Ok(bus.inhibitors() == 1)))?;
+    let mut latencies = Vec::new();
+    for round in 0..40 {
+        let before = history(bins, home.path())?.len();
+        let sent = chrono::Utc::now().timestamp_millis();
+        bus.emit(LOGIND, LOGIND_PATH, LOGIND_MANAGER, "PrepareForSleep", true);
+        let mut started = None;
+        wait(
+            "pendingDisconnect session",
+            Box::new(|| {
+                let sessions = history(bins, home.path())?;
+                if sessions.len() > before {
+                    let last = sessions.last().context("a session")?;
+                    started = Some(epoch_ms(last["started"].as_str().context("started")?)?);
+                    Ok(!last["outcome"].is_null())
+                } else {
+                    Ok(false)
+                }
+            }),
+        )?;
+        let started = started.context("a start")?;
+        latencies.push((started - sent) as f64);
+        bus.emit(
+            LOGIND,
+            LOGIND_PATH,
+            LOGIND_MANAGER,
+            "PrepareForSleep",
+            false,
+        );
+        wait("inhibitor again", Box::new(|| Ok(bus.inhibitors() == 1)))?;
+        if round % 10 == 9 {
+            eprintln!("  {} sleeps", round + 1);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    println!("\ntriggers: logind, NetworkManager and UPower mocks on a private bus");
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| PrepareForSleep → the pendingDisconnect session's start (40 sleeps; ms clock) | p50 {:.0} ms, p99 {:.0} ms |",
+        at(0.5),
+        at(0.99)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cpu_ticks(daemon.pid())?;
+    std::thread::sleep(Duration::from_secs(IDLE_SECONDS));
+    let after = cpu_ticks(daemon.pid())?;
+    let ms = (after - before) as f64 * 1000.0 / ticks_per_second() as f64;
+    println!(
+        "| CPU over {IDLE_SECONDS} s, every source connected, nothing happening | {ms:.0} ms (target ≤ 50 ms: {}) |",
+        if ms <= 50.0 { "met" } else { "NOT met" }
     );
     Ok(())
 }

@@ -9,19 +9,21 @@
 //! python-dbusmock comes from the virtual environment `scripts/test` makes
 //! (`SYNCMGR_TEST_DBUSMOCK_PYTHON` names its interpreter).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
 use serde_json::Value;
+use syncmgr_testkit::dbus::{
+    Bus, LOGIND, LOGIND_MANAGER, LOGIND_PATH, MOCK, NM, NM_PATH, UPOWER, UPOWER_PATH,
+};
 
 use crate::util::{PATIENCE, TestHome, wait_until};
 
 /// The interpreter with python-dbusmock, or `None` when the tests may be
 /// skipped (`SYNCMGR_TEST_SKIP_TOOLS` lists `dbusmock`).
 fn dbusmock_python() -> Option<PathBuf> {
-    if let Some(python) = std::env::var_os("SYNCMGR_TEST_DBUSMOCK_PYTHON") {
-        return Some(PathBuf::from(python));
+    if let Some(python) = syncmgr_testkit::dbus::dbusmock_python() {
+        return Some(python);
     }
     let skip = std::env::var(syncmgr_testkit::SKIP_TOOLS_VAR).unwrap_or_default();
     if skip
@@ -35,127 +37,6 @@ fn dbusmock_python() -> Option<PathBuf> {
         syncmgr_testkit::SKIP_TOOLS_VAR
     );
 }
-
-/// A child process killed and reaped on drop.
-struct Owned(Child);
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A private bus with mock services on it.
-struct Bus {
-    address: String,
-    // Dropped in order: the mocks, then the bus.
-    mocks: Vec<Owned>,
-    _daemon: Owned,
-}
-
-impl Bus {
-    fn start() -> Bus {
-        let mut daemon = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address=1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("this test needs dbus-daemon (Debian's dbus-daemon package)");
-        let mut line = String::new();
-        BufReader::new(daemon.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the bus's address");
-        Bus {
-            address: line.trim().to_owned(),
-            mocks: Vec::new(),
-            _daemon: Owned(daemon),
-        }
-    }
-
-    /// Starts a dbusmock template as a system service, and waits until it
-    /// answers.
-    fn mock(&mut self, python: &Path, template: &str, service: &str, path: &str) {
-        let child = Command::new(python)
-            .args(["-m", "dbusmock", "--system", "-t", template])
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python with dbusmock");
-        self.mocks.push(Owned(child));
-        assert!(
-            wait_until(PATIENCE, || {
-                self.busctl(&["call", service, path, "org.freedesktop.DBus.Peer", "Ping"])
-                    .is_some()
-            }),
-            "the {template} mock did not answer"
-        );
-    }
-
-    /// `busctl --address=BUS ARGS`: its stdout, or `None` when it failed.
-    fn busctl(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("busctl")
-            .arg(format!("--address={}", self.address))
-            .args(args)
-            .output()
-            .expect("this test needs busctl (systemd)");
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn emit(&self, service: &str, path: &str, interface: &str, signal: &str, arg: &str) {
-        self.busctl(&[
-            "call",
-            service,
-            path,
-            "org.freedesktop.DBus.Mock",
-            "EmitSignal",
-            "sssav",
-            interface,
-            signal,
-            "b",
-            "1",
-            "b",
-            arg,
-        ])
-        .expect("EmitSignal");
-    }
-
-    fn set(&self, service: &str, path: &str, interface: &str, property: &str, value: &[&str]) {
-        let mut args = vec!["set-property", service, path, interface, property];
-        args.extend_from_slice(value);
-        self.busctl(&args).expect("set-property");
-    }
-
-    /// How many inhibitors logind holds.
-    fn inhibitors(&self) -> usize {
-        let out = self
-            .busctl(&[
-                "call",
-                LOGIND,
-                LOGIND_PATH,
-                "org.freedesktop.login1.Manager",
-                "ListInhibitors",
-            ])
-            .expect("ListInhibitors");
-        // `a(ssssuu) N ...`
-        out.split_whitespace()
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("cannot read {out}"))
-    }
-}
-
-const LOGIND: &str = "org.freedesktop.login1";
-const LOGIND_PATH: &str = "/org/freedesktop/login1";
-const NM: &str = "org.freedesktop.NetworkManager";
-const NM_PATH: &str = "/org/freedesktop/NetworkManager";
-const UPOWER: &str = "org.freedesktop.UPower";
-const UPOWER_PATH: &str = "/org/freedesktop/UPower";
 
 /// A home whose daemon watches `bus`, with `config` as its config.toml.
 fn home_on(bus: &Bus, config: &str) -> TestHome {
@@ -214,13 +95,7 @@ fn sleep_runs_pending_disconnect_within_the_inhibitor_and_takes_it_again() {
         "{connect}"
     );
 
-    bus.emit(
-        LOGIND,
-        LOGIND_PATH,
-        "org.freedesktop.login1.Manager",
-        "PrepareForSleep",
-        "true",
-    );
+    bus.emit(LOGIND, LOGIND_PATH, LOGIND_MANAGER, "PrepareForSleep", true);
     assert!(wait_until(PATIENCE, || {
         sessions_with(&home, "sleep")
             .first()
@@ -234,9 +109,9 @@ fn sleep_runs_pending_disconnect_within_the_inhibitor_and_takes_it_again() {
     bus.emit(
         LOGIND,
         LOGIND_PATH,
-        "org.freedesktop.login1.Manager",
+        LOGIND_MANAGER,
         "PrepareForSleep",
-        "false",
+        false,
     );
     assert!(wait_until(PATIENCE, || bus.inhibitors() == 1));
     assert!(
@@ -263,9 +138,9 @@ fn a_handler_past_the_deadline_is_cancelled_and_the_inhibitor_released_in_time()
     bus.emit(
         LOGIND,
         LOGIND_PATH,
-        "org.freedesktop.login1.Manager",
+        LOGIND_MANAGER,
         "PrepareForShutdown",
-        "true",
+        true,
     );
     assert!(wait_until(PATIENCE, || {
         sessions_with(&home, "shutdown")
@@ -301,7 +176,7 @@ fn network_and_idle_start_their_sessions_and_the_user_stops_idle_ones() {
         "call",
         NM,
         NM_PATH,
-        "org.freedesktop.DBus.Mock",
+        MOCK,
         "SetGlobalConnectionState",
         "u",
         "20",
@@ -316,7 +191,7 @@ fn network_and_idle_start_their_sessions_and_the_user_stops_idle_ones() {
         "call",
         NM,
         NM_PATH,
-        "org.freedesktop.DBus.Mock",
+        MOCK,
         "SetGlobalConnectionState",
         "u",
         "70",
@@ -333,7 +208,7 @@ fn network_and_idle_start_their_sessions_and_the_user_stops_idle_ones() {
     bus.set(
         LOGIND,
         LOGIND_PATH,
-        "org.freedesktop.login1.Manager",
+        LOGIND_MANAGER,
         "IdleHint",
         &["b", "true"],
     );
@@ -348,7 +223,7 @@ fn network_and_idle_start_their_sessions_and_the_user_stops_idle_ones() {
     bus.set(
         LOGIND,
         LOGIND_PATH,
-        "org.freedesktop.login1.Manager",
+        LOGIND_MANAGER,
         "IdleHint",
         &["b", "false"],
     );
@@ -421,7 +296,7 @@ fn a_daemon_started_in_a_user_session_runs_logon() {
         "call",
         LOGIND,
         LOGIND_PATH,
-        "org.freedesktop.DBus.Mock",
+        MOCK,
         "AddSession",
         "ssusb",
         "c1",
