@@ -1689,7 +1689,18 @@ pub fn status_of(
             triggers.extend(d.triggers);
             (Some(info), d.sessions)
         }
-        None => (None, Vec::new()),
+        None => {
+            // The operating system's triggers fire only in the daemon.
+            for trigger in ["idle", "connect", "logon", "pendingDisconnect", "battery"] {
+                triggers.push(api::TriggerState {
+                    trigger: trigger.to_owned(),
+                    available: false,
+                    reason: "no daemon runs".to_owned(),
+                    last_fired: None,
+                });
+            }
+            (None, Vec::new())
+        }
     };
     Ok(api::Status {
         daemon: info,
