@@ -160,6 +160,22 @@ impl SessionControl {
         }
     }
 
+    /// Cancels everything and says why in the results log (an information
+    /// entry per handler, cause `notice`: "cancelled: REASON"), for cancels
+    /// that no person asked for (the user came back, a deadline passed).
+    pub fn cancel_because(&self, reason: &str) -> bool {
+        for h in self.handlers.iter() {
+            self.shared.manager_log(
+                &h.name,
+                None,
+                LogLevel::Information,
+                Cause::Notice,
+                format!("cancelled: {reason}"),
+            );
+        }
+        self.cancel(&CancelTarget::All)
+    }
+
     /// The session's id.
     pub fn session_id(&self) -> &str {
         &self.shared.id

@@ -45,6 +45,8 @@ enum Step {
     /// goes where `Flood`'s results go.
     LogLen(usize),
     CancelAll,
+    /// `SessionControl::cancel_because` with this reason.
+    CancelBecause(&'static str),
     Log(usize),
     /// `take_skip_requests` returns exactly these items.
     ExpectSkips(Vec<&'static str>),
@@ -236,6 +238,9 @@ impl Handler for Scripted {
                 }
                 Step::CancelAll => {
                     control.cancel(&CancelTarget::Handler(self.name.into()));
+                }
+                Step::CancelBecause(reason) => {
+                    assert!(control.cancel_because(reason));
                 }
                 Step::Log(item) => {
                     cb.log_error(LogRequest {
@@ -1632,4 +1637,35 @@ async fn cancel_targets_match_what_the_session_has() {
         item: "a".into(),
     }));
     assert!(control.cancel(&CancelTarget::All));
+}
+
+/// A cancel nobody asked for says why: one information entry per handler.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_with_a_reason_logs_it() {
+    let first = Script {
+        items: vec!["a"],
+        steps: vec![
+            progress(0, ItemStatus::Updating),
+            Step::CancelBecause("user active"),
+            progress(0, ItemStatus::Stopped),
+        ],
+        ..Script::default()
+    };
+    let run = run(vec![("h", first), ("g", Script::default())]).await;
+    let why: Vec<_> = run
+        .journal
+        .entries()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.text == "cancelled: user active")
+        .collect();
+    assert_eq!(why.len(), 2, "{:#?}", run.journal.entries());
+    assert!(
+        why.iter()
+            .all(|e| e.cause == Some(Cause::Notice) && e.level == LogLevel::Information)
+    );
+    let mut handlers: Vec<_> = why.iter().map(|e| e.handler.as_str()).collect();
+    handlers.sort_unstable();
+    assert_eq!(handlers, ["g", "h"]);
+    assert_eq!(run.summary.outcome, SessionOutcome::Cancelled);
 }

@@ -1252,7 +1252,7 @@ async fn execute(shared: &Arc<Shared>, action: Action) {
                 if entry.running && events.contains(&entry.event) {
                     tracing::info!(session = %entry.id, %reason, "cancelled by a trigger");
                     if let Some(control) = &entry.control {
-                        control.cancel(&CancelTarget::All);
+                        control.cancel_because(&reason);
                     }
                     if again {
                         rerun.push((entry.event, entry.reason.clone()));
@@ -1330,7 +1330,13 @@ async fn pending_disconnect(shared: &Arc<Shared>, reason: String, deadline: Dura
         };
         if tokio::time::timeout(deadline, ended).await.is_err() {
             tracing::warn!(session = %id, "pendingDisconnect session past its deadline: cancelled");
-            cancel(&shared, &id);
+            let control = shared.state().entry(&id).and_then(|e| e.control.clone());
+            match control {
+                Some(control) => {
+                    control.cancel_because("deadline");
+                }
+                None => cancel(&shared, &id),
+            }
         }
         #[cfg(target_os = "linux")]
         drop(inhibitor);

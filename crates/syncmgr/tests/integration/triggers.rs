@@ -149,6 +149,11 @@ fn a_handler_past_the_deadline_is_cancelled_and_the_inhibitor_released_in_time()
     }));
     let session = &sessions_with(&home, "shutdown")[0];
     assert_eq!(session["outcome"], "cancelled", "{session}");
+    let why = home.log(&["--session", session["id"].as_str().expect("id")]);
+    assert!(
+        why.iter().any(|e| e["text"] == "cancelled: deadline"),
+        "{why:#?}"
+    );
     // Given up at the deadline (logind notices the closed descriptor).
     assert!(wait_until(PATIENCE, || bus.inhibitors() == 0));
 }
@@ -232,9 +237,14 @@ fn network_and_idle_start_their_sessions_and_the_user_stops_idle_ones() {
             .first()
             .is_some_and(|s| !s["outcome"].is_null())
     }));
-    assert_eq!(
-        sessions_with(&home, "idle for 1s")[0]["outcome"],
-        "cancelled"
+    let idle = &sessions_with(&home, "idle for 1s")[0];
+    assert_eq!(idle["outcome"], "cancelled");
+    let session = idle["id"].as_str().expect("id");
+    let why = home.log(&["--session", session]);
+    assert!(
+        why.iter()
+            .any(|e| e["text"] == "cancelled: user active" && e["cause"] == "notice"),
+        "{why:#?}"
     );
 }
 
