@@ -1269,8 +1269,12 @@ async fn execute(shared: &Arc<Shared>, action: Action) {
             shared.state().backoff.clear();
             shared.wake.notify_one();
         }
-        Action::PendingDisconnect { reason, deadline } => {
-            pending_disconnect(shared, reason, deadline).await;
+        Action::PendingDisconnect {
+            reason,
+            deadline,
+            inhibited,
+        } => {
+            pending_disconnect(shared, reason, deadline, inhibited).await;
         }
         Action::Inhibit => {
             shared.state().going = false;
@@ -1284,15 +1288,24 @@ async fn execute(shared: &Arc<Shared>, action: Action) {
 /// registrations that opted in, cancelled at the deadline; the inhibitor
 /// that gave the time is released when the session ends or at the
 /// deadline, whichever comes first: always in time.
-async fn pending_disconnect(shared: &Arc<Shared>, reason: String, deadline: Duration) {
+async fn pending_disconnect(
+    shared: &Arc<Shared>,
+    reason: String,
+    deadline: Duration,
+    inhibited: bool,
+) {
     let event = SyncEvent::PendingDisconnect;
     publish_trigger(shared, event, &reason, Utc::now());
     #[cfg(target_os = "linux")]
-    let inhibitor = {
+    let inhibitor = if inhibited {
         let mut state = shared.state();
         state.going = true;
         state.inhibitor.take()
+    } else {
+        None
     };
+    #[cfg(not(target_os = "linux"))]
+    let _ = inhibited;
     let jobs = read(shared, move |store| plan::jobs(store, &[], event))
         .await
         .unwrap_or_default();

@@ -68,6 +68,8 @@ trait UPower {
 
 /// NetworkManager's `NM_STATE_CONNECTED_GLOBAL`.
 const NM_CONNECTED_GLOBAL: u32 = 70;
+/// NetworkManager's `NM_STATE_DISCONNECTING`.
+const NM_DISCONNECTING: u32 = 30;
 /// NetworkManager's `NM_CONNECTIVITY_FULL`.
 const NM_CONNECTIVITY_FULL: u32 = 4;
 
@@ -263,7 +265,13 @@ async fn watch_network(bus: &zbus::Connection, sources: &Sources, seen: Unbounde
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                Some(_) = state.next() => {}
+                Some(change) = state.next() => {
+                    if change.get().await.ok() == Some(NM_DISCONNECTING)
+                        && seen.send(Seen::NetworkGoing).is_err()
+                    {
+                        return;
+                    }
+                }
                 Some(_) = connectivity.next() => {}
                 Some(_) = metered.next() => {}
                 else => return,

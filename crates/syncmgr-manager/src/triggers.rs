@@ -38,6 +38,9 @@ pub enum Seen {
     Idle(Option<bool>),
     /// The network: online and metered, or unknown.
     Network(Option<Network>),
+    /// The network is going down (NetworkManager's disconnecting state):
+    /// nothing waits for it, so what can be done is done at once.
+    NetworkGoing,
     /// On battery, on mains, or unknown.
     OnBattery(Option<bool>),
     /// The machine is about to sleep (`true`) or has resumed (`false`).
@@ -81,10 +84,13 @@ pub enum Action {
     /// A `pendingDisconnect` session that must be over within `deadline`
     /// (then cancelled), after which the inhibitor is released.
     PendingDisconnect {
-        /// Why (`sleep`, `shutdown`, `logoff`).
+        /// Why (`sleep`, `shutdown`, `logoff`, `network going down`).
         reason: String,
         /// How long it may take.
         deadline: Duration,
+        /// Whether logind's inhibitor holds the system for it (and is given
+        /// up after it).
+        inhibited: bool,
     },
     /// Cancel running sessions of these events, with the reason; with
     /// `again`, they run again once their constraints hold.
@@ -230,6 +236,15 @@ impl Rules {
                 }
                 actions.extend(self.release_held());
             }
+            Seen::NetworkGoing => {
+                // Best effort: no inhibitor holds the network up.
+                self.fired("pendingDisconnect", now);
+                actions.push(Action::PendingDisconnect {
+                    reason: "network going down".to_owned(),
+                    deadline: self.settings.disconnect_deadline,
+                    inhibited: false,
+                });
+            }
             Seen::Sleep(true) => actions.push(self.disconnect("sleep", now)),
             Seen::Shutdown(true) => actions.push(self.disconnect("shutdown", now)),
             // Back (or the shutdown was called off): the inhibitor again.
@@ -254,6 +269,7 @@ impl Rules {
         Action::PendingDisconnect {
             reason: reason.to_owned(),
             deadline: self.settings.disconnect_deadline,
+            inhibited: true,
         }
     }
 
@@ -505,10 +521,19 @@ mod tests {
                 rules.seen(seen, t0),
                 [Action::PendingDisconnect {
                     reason: reason.to_owned(),
-                    deadline
+                    deadline,
+                    inhibited: true,
                 }]
             );
         }
+        assert_eq!(
+            rules.seen(Seen::NetworkGoing, t0),
+            [Action::PendingDisconnect {
+                reason: "network going down".to_owned(),
+                deadline,
+                inhibited: false,
+            }]
+        );
         assert_eq!(rules.last_fired("pendingDisconnect"), Some(t0));
         assert_eq!(rules.seen(Seen::Sleep(false), t0), [Action::Inhibit]);
         assert!(

@@ -177,31 +177,13 @@ fn network_and_idle_start_their_sessions_and_the_user_stops_idle_ones() {
         &["--items", "a", "--steps", "1000", "--step-ms", "40"],
     );
     // Offline at first.
-    bus.busctl(&[
-        "call",
-        NM,
-        NM_PATH,
-        MOCK,
-        "SetGlobalConnectionState",
-        "u",
-        "20",
-    ])
-    .expect("offline");
+    nm_state(&bus, "20");
     home.start_daemon();
     assert!(wait_until(PATIENCE, || {
         trigger(&home.json(&["status", "--json"]), "connect")["reason"] == "offline"
     }));
     // Online: after the debounce, a connect session.
-    bus.busctl(&[
-        "call",
-        NM,
-        NM_PATH,
-        MOCK,
-        "SetGlobalConnectionState",
-        "u",
-        "70",
-    ])
-    .expect("online");
+    nm_state(&bus, "70");
     assert!(wait_until(PATIENCE, || {
         sessions_with(&home, "network connected")
             .first()
@@ -329,4 +311,87 @@ fn a_daemon_started_in_a_user_session_runs_logon() {
     assert_eq!(session["trigger"], "connect");
     // Only the registration that opted in took part.
     assert_eq!(session["counts"]["succeeded"], 1);
+}
+
+/// Switches the NetworkManager mock's global state.
+fn nm_state(bus: &Bus, state: &str) {
+    bus.busctl(&[
+        "call",
+        NM,
+        NM_PATH,
+        MOCK,
+        "SetGlobalConnectionState",
+        "u",
+        state,
+    ])
+    .expect("SetGlobalConnectionState");
+}
+
+#[test]
+fn a_metered_link_holds_scheduled_sessions_and_a_falling_network_runs_pending_disconnect() {
+    let Some(python) = dbusmock_python() else {
+        return;
+    };
+    let mut bus = Bus::start();
+    bus.mock(&python, "networkmanager", NM, NM_PATH);
+    // The template has no `Metered`: metered (NM_METERED_YES) from the start.
+    bus.busctl(&[
+        "call",
+        NM,
+        NM_PATH,
+        MOCK,
+        "AddProperty",
+        "ssv",
+        "org.freedesktop.NetworkManager",
+        "Metered",
+        "u",
+        "1",
+    ])
+    .expect("AddProperty");
+    let mut home = home_on(&bus, "");
+    home.register("quick", &["--items", "a"]);
+    home.register_with(
+        "mail",
+        &["--events", "pendingDisconnect"],
+        &["--items", "a"],
+    );
+    home.ok(&["schedule", "add", "often", "--every", "1s", "quick"]);
+    home.start_daemon();
+    assert!(wait_until(PATIENCE, || {
+        let status = home.json(&["status", "--json"]);
+        let quick = status["registrations"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == "quick").cloned())
+            .unwrap_or_default();
+        trigger(&status, "connect")["reason"] == "online, metered"
+            && quick["nextReason"] == "schedule often, held: metered connection"
+    }));
+    assert!(sessions_with(&home, "schedule often").is_empty());
+    // Not metered any more (NM_METERED_NO): the schedule runs.
+    bus.set(
+        NM,
+        NM_PATH,
+        "org.freedesktop.NetworkManager",
+        "Metered",
+        &["u", "2"],
+    );
+    let pid = home.daemon_pid().expect("daemon").to_string();
+    Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    assert!(wait_until(PATIENCE, || !sessions_with(
+        &home,
+        "schedule often"
+    )
+    .is_empty()));
+
+    // The network going down: a pendingDisconnect session, best effort.
+    home.ok(&["schedule", "remove", "often"]);
+    nm_state(&bus, "30");
+    assert!(wait_until(PATIENCE, || {
+        sessions_with(&home, "network going down")
+            .first()
+            .is_some_and(|s| s["outcome"] == "succeeded" && s["trigger"] == "pendingDisconnect")
+    }));
 }
