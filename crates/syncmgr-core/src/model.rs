@@ -463,6 +463,13 @@ pub fn validate_id(id: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_plain_retry_confirms_nothing() {
+        let answer = ShowErrorAnswer::retry(vec!["a".into(), "b".into()]);
+        assert_eq!(answer.retry, ["a", "b"]);
+        assert_eq!(answer.confirm, None);
+    }
+
     use super::*;
 
     #[test]
