@@ -199,6 +199,9 @@ struct State {
     /// The machine is going (sleep, shutdown, logoff): the inhibitor was
     /// given up and is not taken again until it is back.
     going: bool,
+    /// Sessions a lost constraint cancelled, with what they synced: they
+    /// run again, the same, when the rules release them.
+    held_jobs: Vec<(SyncEvent, String, Vec<(Registration, Selection)>)>,
     /// `events` clients.
     watchers: Vec<Feed>,
     /// Set at shutdown: nothing new is queued or started.
@@ -1232,6 +1235,20 @@ async fn execute(shared: &Arc<Shared>, action: Action) {
                 return;
             }
             publish_trigger(shared, event, &reason, Utc::now());
+            // A session a constraint cancelled runs again as it was.
+            let held = {
+                let mut state = shared.state();
+                let found = state
+                    .held_jobs
+                    .iter()
+                    .position(|(e, r, _)| *e == event && *r == reason);
+                found.map(|i| state.held_jobs.remove(i).2)
+            };
+            if let Some(jobs) = held {
+                queue_automatic(shared, event, &reason, jobs);
+                dispatch(shared);
+                return;
+            }
             // Every registration that takes part in the event (the ones that
             // opted in, for the automatic events that need it).
             match read(shared, move |store| plan::jobs(store, &[], event)).await {
@@ -1255,14 +1272,18 @@ async fn execute(shared: &Arc<Shared>, action: Action) {
                         control.cancel_because(&reason);
                     }
                     if again {
-                        rerun.push((entry.event, entry.reason.clone()));
+                        rerun.push((entry.event, entry.reason.clone(), entry.jobs.clone()));
                     }
                 }
             }
-            if let Some(rules) = state.rules.as_mut() {
-                for (event, reason) in rerun {
-                    rules.hold(event, reason);
+            for (event, why, jobs) in rerun {
+                if let Some(rules) = state.rules.as_mut() {
+                    rules.hold(event, why.clone());
                 }
+                state
+                    .held_jobs
+                    .retain(|(e, r, _)| !(*e == event && *r == why));
+                state.held_jobs.push((event, why, jobs));
             }
         }
         Action::ClearBackoffs => {

@@ -311,6 +311,38 @@ fn a_daemon_started_in_a_user_session_runs_logon() {
     assert_eq!(session["trigger"], "connect");
     // Only the registration that opted in took part.
     assert_eq!(session["counts"]["succeeded"], 1);
+
+    // The last session ends: logoff, on the pendingDisconnect path.
+    home.register_with(
+        "mail",
+        &["--events", "connect,pendingDisconnect"],
+        &["--items", "a"],
+    );
+    let path = "/org/freedesktop/login1/session/c1";
+    bus.busctl(&["call", LOGIND, LOGIND_PATH, MOCK, "RemoveObject", "s", path])
+        .expect("RemoveObject");
+    bus.busctl(&[
+        "call",
+        LOGIND,
+        LOGIND_PATH,
+        MOCK,
+        "EmitSignal",
+        "sssav",
+        LOGIND_MANAGER,
+        "SessionRemoved",
+        "so",
+        "2",
+        "s",
+        "c1",
+        "o",
+        path,
+    ])
+    .expect("EmitSignal");
+    assert!(wait_until(PATIENCE, || {
+        sessions_with(&home, "logoff")
+            .first()
+            .is_some_and(|s| s["outcome"] == "succeeded" && s["trigger"] == "pendingDisconnect")
+    }));
 }
 
 /// Switches the NetworkManager mock's global state.
@@ -394,4 +426,63 @@ fn a_metered_link_holds_scheduled_sessions_and_a_falling_network_runs_pending_di
             .first()
             .is_some_and(|s| s["outcome"] == "succeeded" && s["trigger"] == "pendingDisconnect")
     }));
+}
+
+#[test]
+fn a_constraint_lost_mid_session_cancels_it_and_it_runs_again_later() {
+    let Some(python) = dbusmock_python() else {
+        return;
+    };
+    let mut bus = Bus::start();
+    bus.mock(&python, "upower", UPOWER, UPOWER_PATH);
+    let mut home = home_on(&bus, "");
+    // 40 s if left alone.
+    home.register(
+        "slow",
+        &["--items", "a", "--steps", "1000", "--step-ms", "40"],
+    );
+    home.ok(&["schedule", "add", "often", "--every", "1s", "slow"]);
+    home.start_daemon();
+    let running = |home: &TestHome| {
+        home.json(&["status", "--json"])["sessions"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["state"] == "running"))
+    };
+    assert!(wait_until(PATIENCE, || running(&home)));
+    // One run is enough: no more firing.
+    home.ok(&["schedule", "remove", "often"]);
+    bus.set(
+        UPOWER,
+        UPOWER_PATH,
+        "org.freedesktop.UPower",
+        "OnBattery",
+        &["b", "true"],
+    );
+    assert!(wait_until(PATIENCE, || {
+        sessions_with(&home, "schedule often")
+            .first()
+            .is_some_and(|s| s["outcome"] == "cancelled")
+    }));
+    let first = &sessions_with(&home, "schedule often")[0];
+    let why = home.log(&["--session", first["id"].as_str().expect("id")]);
+    assert!(
+        why.iter().any(|e| e["text"] == "cancelled: on battery"),
+        "{why:#?}"
+    );
+    // On mains again: the same session runs again.
+    bus.set(
+        UPOWER,
+        UPOWER_PATH,
+        "org.freedesktop.UPower",
+        "OnBattery",
+        &["b", "false"],
+    );
+    assert!(wait_until(PATIENCE, || sessions_with(
+        &home,
+        "schedule often"
+    )
+    .len()
+        == 2));
+    assert!(wait_until(PATIENCE, || running(&home)));
+    home.ok(&["cancel"]);
 }
