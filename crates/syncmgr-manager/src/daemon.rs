@@ -201,7 +201,7 @@ struct State {
     going: bool,
     /// Sessions a lost constraint cancelled, with what they synced: they
     /// run again, the same, when the rules release them.
-    held_jobs: Vec<(SyncEvent, String, Vec<(Registration, Selection)>)>,
+    held_jobs: Vec<(SyncEvent, String, plan::Jobs)>,
     /// `events` clients.
     watchers: Vec<Feed>,
     /// Set at shutdown: nothing new is queued or started.

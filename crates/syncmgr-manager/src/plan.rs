@@ -9,6 +9,9 @@ use syncmgr_store::{Registration, Store};
 
 use crate::error::{ManagerError, Result};
 
+/// What a session syncs: each registration with its item selection.
+pub type Jobs = Vec<(Registration, Selection)>;
+
 /// The event a `sync` runs for: the one named, else `invoke` when a
 /// program's cookie is given, else `manual`.
 pub fn sync_event(event: Option<&str>, cookie: Option<&str>) -> Result<SyncEvent> {
