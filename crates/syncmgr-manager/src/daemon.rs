@@ -721,6 +721,22 @@ async fn sync(
         &ask,
         (!detach).then(|| Arc::clone(&feed)),
     );
+    let Some(id) = accept(shared, write, queued).await? else {
+        return Ok(());
+    };
+    if detach {
+        return Ok(());
+    }
+    follow(shared, write, lines, &id, &feed, None).await
+}
+
+/// Answers a request to run a session: refused (the reason), or queued:
+/// started if it may, and its id sent. `None` when refused.
+async fn accept(
+    shared: &Arc<Shared>,
+    write: &mut OwnedWriteHalf,
+    queued: Result<Arc<str>, String>,
+) -> std::io::Result<Option<Arc<str>>> {
     let id = match queued {
         Ok(id) => id,
         Err(error) => {
@@ -728,22 +744,17 @@ async fn sync(
                 error,
                 usage: false,
             };
-            return send(write, &SyncReply::Refused(refused)).await;
+            send(write, &SyncReply::Refused(refused)).await?;
+            return Ok(None);
         }
     };
     dispatch(shared);
-    send(
-        write,
-        &SyncReply::Accepted(api::Accepted {
-            session: id.to_string(),
-            queued: true,
-        }),
-    )
-    .await?;
-    if detach {
-        return Ok(());
-    }
-    follow(shared, write, lines, &id, &feed, None).await
+    let accepted = api::Accepted {
+        session: id.to_string(),
+        queued: true,
+    };
+    send(write, &SyncReply::Accepted(accepted)).await?;
+    Ok(Some(id))
 }
 
 /// What a client following a session may send.
@@ -845,31 +856,16 @@ async fn show_error(
         ..Ask::default()
     };
     let feed: Feed = Arc::new(EventFeed::new());
-    let id = match queue(
+    let queued = queue(
         shared,
         SyncEvent::Manual,
         vec![job],
         &ask,
         Some(Arc::clone(&feed)),
-    ) {
-        Ok(id) => id,
-        Err(error) => {
-            let refused = api::Refused {
-                error,
-                usage: false,
-            };
-            return send(write, &SyncReply::Refused(refused)).await;
-        }
+    );
+    let Some(id) = accept(shared, write, queued).await? else {
+        return Ok(());
     };
-    dispatch(shared);
-    send(
-        write,
-        &SyncReply::Accepted(api::Accepted {
-            session: id.to_string(),
-            queued: true,
-        }),
-    )
-    .await?;
     follow(shared, write, lines, &id, &feed, Some(asks)).await
 }
 

@@ -38,6 +38,26 @@ fn dbusmock_python() -> Option<PathBuf> {
     );
 }
 
+/// A handler's arguments for an item that takes 40 s if left alone.
+const HELD: &[&str] = &["--items", "a", "--steps", "1000", "--step-ms", "40"];
+
+/// A private bus with these dbusmock templates on it (`logind`,
+/// `networkmanager`, `upower`), or `None` when the tests may be skipped.
+fn bus_with(templates: &[&str]) -> Option<Bus> {
+    let python = dbusmock_python()?;
+    let mut bus = Bus::start();
+    for template in templates {
+        let (service, path) = match *template {
+            "logind" => (LOGIND, LOGIND_PATH),
+            "networkmanager" => (NM, NM_PATH),
+            "upower" => (UPOWER, UPOWER_PATH),
+            other => panic!("no template {other} here"),
+        };
+        bus.mock(&python, template, service, path);
+    }
+    Some(bus)
+}
+
 /// A home whose daemon watches `bus`, with `config` as its config.toml.
 fn home_on(bus: &Bus, config: &str) -> TestHome {
     let mut home = TestHome::inline();
@@ -69,11 +89,9 @@ fn trigger(status: &Value, name: &str) -> Value {
 
 #[test]
 fn sleep_runs_pending_disconnect_within_the_inhibitor_and_takes_it_again() {
-    let Some(python) = dbusmock_python() else {
+    let Some(bus) = bus_with(&["logind"]) else {
         return;
     };
-    let mut bus = Bus::start();
-    bus.mock(&python, "logind", LOGIND, LOGIND_PATH);
     let mut home = home_on(&bus, "");
     home.register_with(
         "mail",
@@ -121,18 +139,12 @@ fn sleep_runs_pending_disconnect_within_the_inhibitor_and_takes_it_again() {
 
 #[test]
 fn a_handler_past_the_deadline_is_cancelled_and_the_inhibitor_released_in_time() {
-    let Some(python) = dbusmock_python() else {
+    let Some(bus) = bus_with(&["logind"]) else {
         return;
     };
-    let mut bus = Bus::start();
-    bus.mock(&python, "logind", LOGIND, LOGIND_PATH);
     let mut home = home_on(&bus, "[disconnect]\ndeadline = \"1s\"\n");
     // 40 s if left alone.
-    home.register_with(
-        "slow",
-        &["--events", "pendingDisconnect"],
-        &["--items", "a", "--steps", "1000", "--step-ms", "40"],
-    );
+    home.register_with("slow", &["--events", "pendingDisconnect"], HELD);
     home.start_daemon();
     assert!(wait_until(PATIENCE, || bus.inhibitors() == 1));
     bus.emit(
@@ -160,22 +172,15 @@ fn a_handler_past_the_deadline_is_cancelled_and_the_inhibitor_released_in_time()
 
 #[test]
 fn network_and_idle_start_their_sessions_and_the_user_stops_idle_ones() {
-    let Some(python) = dbusmock_python() else {
+    let Some(bus) = bus_with(&["logind", "networkmanager"]) else {
         return;
     };
-    let mut bus = Bus::start();
-    bus.mock(&python, "logind", LOGIND, LOGIND_PATH);
-    bus.mock(&python, "networkmanager", NM, NM_PATH);
     let mut home = home_on(
         &bus,
         "[network]\ndebounce = \"1s\"\n\n[idle]\nafter = \"1s\"\nrepeat = \"1h\"\n",
     );
     home.register_with("net", &["--events", "connect"], &["--items", "a"]);
-    home.register_with(
-        "idler",
-        &["--events", "idle"],
-        &["--items", "a", "--steps", "1000", "--step-ms", "40"],
-    );
+    home.register_with("idler", &["--events", "idle"], HELD);
     // Offline at first.
     nm_state(&bus, "20");
     home.start_daemon();
@@ -232,11 +237,9 @@ fn network_and_idle_start_their_sessions_and_the_user_stops_idle_ones() {
 
 #[test]
 fn on_battery_scheduled_sessions_wait_and_run_on_mains() {
-    let Some(python) = dbusmock_python() else {
+    let Some(bus) = bus_with(&["upower"]) else {
         return;
     };
-    let mut bus = Bus::start();
-    bus.mock(&python, "upower", UPOWER, UPOWER_PATH);
     let mut home = home_on(&bus, "");
     home.register("quick", &["--items", "a"]);
     bus.set(
@@ -278,11 +281,9 @@ fn on_battery_scheduled_sessions_wait_and_run_on_mains() {
 
 #[test]
 fn a_daemon_started_in_a_user_session_runs_logon() {
-    let Some(python) = dbusmock_python() else {
+    let Some(bus) = bus_with(&["logind"]) else {
         return;
     };
-    let mut bus = Bus::start();
-    bus.mock(&python, "logind", LOGIND, LOGIND_PATH);
     let uid = rustix::process::getuid().as_raw().to_string();
     bus.busctl(&[
         "call",
@@ -361,11 +362,9 @@ fn nm_state(bus: &Bus, state: &str) {
 
 #[test]
 fn a_metered_link_holds_scheduled_sessions_and_a_falling_network_runs_pending_disconnect() {
-    let Some(python) = dbusmock_python() else {
+    let Some(bus) = bus_with(&["networkmanager"]) else {
         return;
     };
-    let mut bus = Bus::start();
-    bus.mock(&python, "networkmanager", NM, NM_PATH);
     // The template has no `Metered`: metered (NM_METERED_YES) from the start.
     bus.busctl(&[
         "call",
@@ -430,17 +429,12 @@ fn a_metered_link_holds_scheduled_sessions_and_a_falling_network_runs_pending_di
 
 #[test]
 fn a_constraint_lost_mid_session_cancels_it_and_it_runs_again_later() {
-    let Some(python) = dbusmock_python() else {
+    let Some(bus) = bus_with(&["upower"]) else {
         return;
     };
-    let mut bus = Bus::start();
-    bus.mock(&python, "upower", UPOWER, UPOWER_PATH);
     let mut home = home_on(&bus, "");
     // 40 s if left alone.
-    home.register(
-        "slow",
-        &["--items", "a", "--steps", "1000", "--step-ms", "40"],
-    );
+    home.register("slow", HELD);
     home.ok(&["schedule", "add", "often", "--every", "1s", "slow"]);
     home.start_daemon();
     let running = |home: &TestHome| {
