@@ -446,11 +446,7 @@ fn a_bad_config_keeps_the_daemon_from_starting_and_a_bad_reload_is_ignored() {
     home.start_daemon();
     std::fs::write(&config, "[daemon]\nmax_concurrent = \"lots\"\n").expect("config");
     let pid = home.daemon_pid().expect("daemon").to_string();
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill");
-    assert!(hup.success());
+    home.reload_daemon();
     // Still serving with the old settings.
     home.register("quick", &[]);
     home.sync(&["quick"]).assert_code(0);

@@ -10,7 +10,6 @@
 //! (`SYNCMGR_TEST_DBUSMOCK_PYTHON` names its interpreter).
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::Value;
 use syncmgr_testkit::dbus::{
@@ -266,12 +265,7 @@ fn on_battery_scheduled_sessions_wait_and_run_on_mains() {
         &["b", "false"],
     );
     // The timer looks again within a minute; a reload makes it now.
-    home.ok(&["schedule", "list"]);
-    let pid = home.daemon_pid().expect("daemon").to_string();
-    Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill");
+    home.reload_daemon();
     assert!(wait_until(PATIENCE, || !sessions_with(
         &home,
         "schedule often"
@@ -406,11 +400,7 @@ fn a_metered_link_holds_scheduled_sessions_and_a_falling_network_runs_pending_di
         "Metered",
         &["u", "2"],
     );
-    let pid = home.daemon_pid().expect("daemon").to_string();
-    Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill");
+    home.reload_daemon();
     assert!(wait_until(PATIENCE, || !sessions_with(
         &home,
         "schedule often"

@@ -204,6 +204,17 @@ impl TestHome {
         daemon.wait().expect("daemon status")
     }
 
+    /// Sends the daemon SIGHUP: it reads config.toml and the schedules
+    /// again, and its timer looks at once.
+    pub fn reload_daemon(&self) {
+        let pid = self.daemon_pid().expect("no daemon runs in this home");
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -HUP {pid}");
+    }
+
     /// The daemon's process id, when one was started here.
     pub fn daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Child::id)
