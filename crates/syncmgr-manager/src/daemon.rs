@@ -1164,7 +1164,8 @@ async fn trigger_loop(shared: Arc<Shared>) {
     let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Seen>();
     #[cfg(target_os = "linux")]
     {
-        let sources = crate::sources::watch(tx).await;
+        let idle_after = shared.state().config.triggers.idle_after;
+        let sources = crate::sources::watch(tx, idle_after).await;
         shared.state().sources = Some(sources);
         ensure_inhibitor(&shared).await;
     }
@@ -1590,7 +1591,11 @@ fn os_triggers(state: &State, now: DateTime<Utc>) -> Vec<api::TriggerState> {
             last_fired: rules.last_fired(fired).map(wall),
         }
     };
-    let idle = source("logind").and_then(|()| match rules.idle() {
+    let idle_source = match source("mutter") {
+        Ok(()) => Ok(()),
+        Err(_) => source("logind"),
+    };
+    let idle = idle_source.and_then(|()| match rules.idle() {
         Some(true) => Ok("the user is idle".to_owned()),
         Some(false) => Ok("the user is active".to_owned()),
         None => Err("no session reports idle".to_owned()),

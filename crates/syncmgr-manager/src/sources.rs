@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::mpsc::UnboundedSender;
@@ -40,6 +41,16 @@ trait Login1 {
     fn session_removed(&self, id: String, path: OwnedObjectPath) -> zbus::Result<()>;
     #[zbus(property)]
     fn idle_hint(&self) -> zbus::Result<bool>;
+}
+
+#[zbus::proxy(
+    interface = "org.gnome.Mutter.IdleMonitor",
+    default_service = "org.gnome.Mutter.IdleMonitor",
+    default_path = "/org/gnome/Mutter/IdleMonitor/Core"
+)]
+trait MutterIdleMonitor {
+    /// Milliseconds since the user's last input.
+    fn get_idletime(&self) -> zbus::Result<u64>;
 }
 
 #[zbus::proxy(
@@ -135,11 +146,16 @@ impl Sources {
     }
 }
 
-/// Connects to the system bus and watches every source, sending what they
-/// see to `seen`, until the daemon drops the receiver. Never fails: what is
-/// absent is recorded in the returned [`Sources`].
-pub async fn watch(seen: UnboundedSender<Seen>) -> Sources {
+/// Connects to the system bus (and the session bus, for GNOME's idle
+/// monitor) and watches every source, sending what they see to `seen`,
+/// until the daemon drops the receiver. Never fails: what is absent is
+/// recorded in the returned [`Sources`]. `idle_after` sets how often the
+/// idle monitor is asked (it has no signal for "idle for that long").
+pub async fn watch(seen: UnboundedSender<Seen>, idle_after: Duration) -> Sources {
     let sources = Sources::default();
+    // GNOME's own idle time is better than logind's hint, which only some
+    // desktops feed: when Mutter answers, idleness comes from it.
+    let mutter = watch_mutter(&sources, seen.clone(), idle_after).await;
     let bus = match zbus::Connection::system().await {
         Ok(bus) => bus,
         Err(e) => {
@@ -150,7 +166,7 @@ pub async fn watch(seen: UnboundedSender<Seen>) -> Sources {
             return sources;
         }
     };
-    watch_logind(&bus, &sources, seen.clone()).await;
+    watch_logind(&bus, &sources, seen.clone(), !mutter).await;
     watch_network(&bus, &sources, seen.clone()).await;
     watch_battery(&bus, &sources, seen).await;
     sources
@@ -161,7 +177,53 @@ fn absent(service: &str, e: &zbus::Error) -> String {
     format!("{service} does not answer ({e})")
 }
 
-async fn watch_logind(bus: &zbus::Connection, sources: &Sources, seen: UnboundedSender<Seen>) {
+/// GNOME's idle monitor on the session bus, asked every half of
+/// `idle_after` (at most a minute, at least half a second): the user counts
+/// as idle once no input came for one such interval. `false` when it does
+/// not answer.
+async fn watch_mutter(
+    sources: &Sources,
+    seen: UnboundedSender<Seen>,
+    idle_after: Duration,
+) -> bool {
+    let Ok(bus) = zbus::Connection::session().await else {
+        return false;
+    };
+    let Ok(proxy) = MutterIdleMonitorProxy::new(&bus).await else {
+        return false;
+    };
+    if proxy.get_idletime().await.is_err() {
+        return false;
+    }
+    sources.set("mutter", Ok(()));
+    let every = (idle_after / 2).clamp(Duration::from_millis(500), Duration::from_secs(60));
+    tokio::spawn(async move {
+        let _bus = bus;
+        let mut last = None;
+        loop {
+            let idle = proxy
+                .get_idletime()
+                .await
+                .ok()
+                .map(|ms| Duration::from_millis(ms) >= every);
+            if idle != last {
+                last = idle;
+                if seen.send(Seen::Idle(idle)).is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    true
+}
+
+async fn watch_logind(
+    bus: &zbus::Connection,
+    sources: &Sources,
+    seen: UnboundedSender<Seen>,
+    idle_from_logind: bool,
+) {
     let proxy = match Login1Proxy::new(bus).await {
         Ok(proxy) => proxy,
         Err(e) => return sources.set("logind", Err(absent("logind", &e))),
@@ -199,7 +261,7 @@ async fn watch_logind(bus: &zbus::Connection, sources: &Sources, seen: Unbounded
         let _ = seen.send(Seen::Logon);
     }
     let idle = proxy.receive_idle_hint_changed().await;
-    {
+    if idle_from_logind {
         let seen = seen.clone();
         tokio::spawn(async move {
             let mut idle = idle;

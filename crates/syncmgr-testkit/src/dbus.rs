@@ -78,15 +78,47 @@ impl Bus {
     /// Starts a dbusmock template as a system service and waits (15 s at
     /// most) until it answers.
     pub fn mock(&mut self, python: &Path, template: &str, service: &str, path: &str) {
+        self.spawn_mock(
+            python,
+            &["--system", "-t", template],
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            service,
+            path,
+        );
+    }
+
+    /// Starts a bare dbusmock object (`service` at `path` with
+    /// `interface`, methods and properties to add through [`MOCK`]) as a
+    /// session service, and waits until it answers.
+    pub fn mock_object(&mut self, python: &Path, service: &str, path: &str, interface: &str) {
+        self.spawn_mock(
+            python,
+            &["--session", service, path, interface],
+            "DBUS_SESSION_BUS_ADDRESS",
+            service,
+            path,
+        );
+    }
+
+    fn spawn_mock(
+        &mut self,
+        python: &Path,
+        args: &[&str],
+        bus_var: &str,
+        service: &str,
+        path: &str,
+    ) {
         let child = Command::new(python)
-            .args(["-m", "dbusmock", "--system", "-t", template])
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
+            .args(["-m", "dbusmock"])
+            .args(args)
+            .env(bus_var, &self.address)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("python with dbusmock");
         self.mocks.push(Owned(child));
+        let template = args.last().copied().unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(15);
         while self
             .busctl(&["call", service, path, "org.freedesktop.DBus.Peer", "Ping"])

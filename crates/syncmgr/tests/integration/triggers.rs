@@ -470,3 +470,74 @@ fn a_constraint_lost_mid_session_cancels_it_and_it_runs_again_later() {
     assert!(wait_until(PATIENCE, || running(&home)));
     home.ok(&["cancel"]);
 }
+
+#[test]
+fn gnome_s_idle_monitor_is_the_idle_source_when_it_answers() {
+    let Some(python) = dbusmock_python() else {
+        return;
+    };
+    let Some(system) = bus_with(&["logind"]) else {
+        return;
+    };
+    // GNOME's idle monitor on a session bus of its own.
+    let mut session = Bus::start();
+    let (service, path, interface) = (
+        "org.gnome.Mutter.IdleMonitor",
+        "/org/gnome/Mutter/IdleMonitor/Core",
+        "org.gnome.Mutter.IdleMonitor",
+    );
+    session.mock_object(&python, service, path, interface);
+    session
+        .busctl(&[
+            "call",
+            service,
+            path,
+            MOCK,
+            "AddProperty",
+            "ssv",
+            interface,
+            "Idletime",
+            "t",
+            "0",
+        ])
+        .expect("AddProperty");
+    session
+        .busctl(&[
+            "call",
+            service,
+            path,
+            MOCK,
+            "AddMethod",
+            "sssss",
+            interface,
+            "GetIdletime",
+            "",
+            "t",
+            "ret = self.Get('org.gnome.Mutter.IdleMonitor', 'Idletime')",
+        ])
+        .expect("AddMethod");
+    let mut home = home_on(&system, "[idle]\nafter = \"1s\"\n");
+    home.set_env("DBUS_SESSION_BUS_ADDRESS", &session.address);
+    home.register_with("idler", &["--events", "idle"], HELD);
+    home.start_daemon();
+    assert!(wait_until(PATIENCE, || {
+        trigger(&home.json(&["status", "--json"]), "idle")["reason"] == "the user is active"
+    }));
+    // No input for a minute (logind's hint stays false: GNOME's time wins).
+    session.set(service, path, interface, "Idletime", &["t", "60000"]);
+    assert!(wait_until(PATIENCE, || {
+        home.json(&["status", "--json"])["sessions"]
+            .as_array()
+            .is_some_and(|s| {
+                s.iter()
+                    .any(|s| s["trigger"] == "idle" && s["state"] == "running")
+            })
+    }));
+    // Input again: the idle session is cancelled.
+    session.set(service, path, interface, "Idletime", &["t", "10"]);
+    assert!(wait_until(PATIENCE, || {
+        sessions_with(&home, "idle for 1s")
+            .first()
+            .is_some_and(|s| s["outcome"] == "cancelled")
+    }));
+}
