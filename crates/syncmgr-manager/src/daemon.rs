@@ -1600,10 +1600,16 @@ fn os_triggers(state: &State, now: DateTime<Utc>) -> Vec<api::TriggerState> {
         Some(false) => Ok("the user is active".to_owned()),
         None => Err("no session reports idle".to_owned()),
     });
+    // Without NetworkManager, a default route is what online means.
+    let routes = if source("routes").is_ok() {
+        " (default route)"
+    } else {
+        ""
+    };
     let network = source("network").map(|()| match rules.network() {
         Some(n) if n.online && n.metered => "online, metered".to_owned(),
-        Some(n) if n.online => "online".to_owned(),
-        Some(_) => "offline".to_owned(),
+        Some(n) if n.online => format!("online{routes}"),
+        Some(_) => format!("offline{routes}"),
         None => "NetworkManager".to_owned(),
     });
     #[cfg(target_os = "linux")]

@@ -156,20 +156,67 @@ pub async fn watch(seen: UnboundedSender<Seen>, idle_after: Duration) -> Sources
     // GNOME's own idle time is better than logind's hint, which only some
     // desktops feed: when Mutter answers, idleness comes from it.
     let mutter = watch_mutter(&sources, seen.clone(), idle_after).await;
-    let bus = match zbus::Connection::system().await {
-        Ok(bus) => bus,
+    let network = match zbus::Connection::system().await {
+        Ok(bus) => {
+            watch_logind(&bus, &sources, seen.clone(), !mutter).await;
+            let network = watch_network(&bus, &sources, seen.clone()).await;
+            watch_battery(&bus, &sources, seen.clone()).await;
+            network
+        }
         Err(e) => {
             let why = format!("no system bus ({e})");
             for source in ["logind", "network", "battery"] {
                 sources.set(source, Err(why.clone()));
             }
-            return sources;
+            false
         }
     };
-    watch_logind(&bus, &sources, seen.clone(), !mutter).await;
-    watch_network(&bus, &sources, seen.clone()).await;
-    watch_battery(&bus, &sources, seen).await;
+    if !network {
+        watch_routes(&sources, seen).await;
+    }
     sources
+}
+
+/// Without NetworkManager: online means a default route, watched through
+/// the kernel's route notifications (nothing says metered then). A thread
+/// of its own waits on the socket (a blocking read costs no wake-up until
+/// a route changes); it ends with the daemon.
+async fn watch_routes(sources: &Sources, seen: UnboundedSender<Seen>) {
+    let fd = match syncmgr_sys::routes::route_changes() {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::info!(error = %e, "routes cannot be watched");
+            return;
+        }
+    };
+    sources.set("network", Ok(()));
+    sources.set("routes", Ok(()));
+    let state = |online| {
+        Seen::Network(Some(Network {
+            online,
+            metered: false,
+        }))
+    };
+    let mut online = syncmgr_sys::routes::has_default_route();
+    if seen.send(state(online)).is_err() {
+        return;
+    }
+    let watcher = std::thread::Builder::new()
+        .name("syncmgr-routes".to_owned())
+        .spawn(move || {
+            while syncmgr_sys::routes::wait_for_change(&fd).is_ok() {
+                let now = syncmgr_sys::routes::has_default_route();
+                if now != online {
+                    online = now;
+                    if seen.send(state(online)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(e) = watcher {
+        tracing::info!(error = %e, "cannot start the routes watcher");
+    }
 }
 
 /// The name of a service that does not answer, for `status`.
@@ -298,13 +345,22 @@ async fn watch_logind(
     });
 }
 
-async fn watch_network(bus: &zbus::Connection, sources: &Sources, seen: UnboundedSender<Seen>) {
+/// NetworkManager's state; `false` when it does not answer.
+async fn watch_network(
+    bus: &zbus::Connection,
+    sources: &Sources,
+    seen: UnboundedSender<Seen>,
+) -> bool {
     let proxy = match NetworkManagerProxy::new(bus).await {
         Ok(proxy) => proxy,
-        Err(e) => return sources.set("network", Err(absent("NetworkManager", &e))),
+        Err(e) => {
+            sources.set("network", Err(absent("NetworkManager", &e)));
+            return false;
+        }
     };
     if let Err(e) = proxy.state().await {
-        return sources.set("network", Err(absent("NetworkManager", &e)));
+        sources.set("network", Err(absent("NetworkManager", &e)));
+        return false;
     }
     sources.set("network", Ok(()));
     let read = |proxy: NetworkManagerProxy<'static>| async move {
@@ -344,6 +400,7 @@ async fn watch_network(bus: &zbus::Connection, sources: &Sources, seen: Unbounde
             }
         }
     });
+    true
 }
 
 async fn watch_battery(bus: &zbus::Connection, sources: &Sources, seen: UnboundedSender<Seen>) {

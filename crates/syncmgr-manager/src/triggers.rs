@@ -201,11 +201,14 @@ impl Rules {
                 }
             }
             Seen::Network(network) => {
+                // The first word of a source is the state it found, not an
+                // edge: a daemon that starts online has seen nothing connect.
+                let known = self.network.is_some();
                 let was_online = self.network.is_some_and(|n| n.online);
                 let was_metered = self.network.is_some_and(|n| n.metered);
                 self.network = network;
                 let online = network.is_some_and(|n| n.online);
-                if online && !was_online {
+                if online && !was_online && known {
                     self.online_due = Some(now + self.settings.network_debounce);
                 } else if !online {
                     self.online_due = None;
@@ -425,6 +428,10 @@ mod tests {
             online: false,
             metered: false,
         }));
+        // Online from the start: nothing connected.
+        rules.seen(online(false), t0);
+        assert_eq!(rules.next_due(), None);
+        rules.seen(offline.clone(), t0);
         // Up, down again within the debounce: nothing.
         rules.seen(online(false), t0);
         rules.seen(offline.clone(), t0 + Duration::from_secs(2));

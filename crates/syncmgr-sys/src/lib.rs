@@ -8,7 +8,12 @@
 //! - names of signals in exit statuses: [`describe_exit`];
 //! - [`FileLock`]: an exclusive lock held for as long as a value lives, which
 //!   the kernel drops when the process dies however it dies (so a crashed
-//!   manager leaves nothing behind, unlike a PID file: PIDs are reused).
+//!   manager leaves nothing behind, unlike a PID file: PIDs are reused);
+//! - [`routes`] (Linux): whether there is a default route, and when routes
+//!   change.
+
+#[cfg(target_os = "linux")]
+pub mod routes;
 
 use std::fs::{File, OpenOptions};
 use std::io;
