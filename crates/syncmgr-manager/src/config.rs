@@ -45,6 +45,8 @@ pub struct Triggers {
     pub idle_repeat: Duration,
     /// `[idle] on_battery`.
     pub idle_on_battery: bool,
+    /// `[schedule] on_battery`: scheduled sessions run on battery too.
+    pub schedule_on_battery: bool,
     /// `[network] debounce`.
     pub network_debounce: Duration,
     /// `[network] metered`.
@@ -66,6 +68,7 @@ impl Default for Config {
                 idle_after: Duration::from_secs(15 * 60),
                 idle_repeat: Duration::from_secs(3600),
                 idle_on_battery: false,
+                schedule_on_battery: false,
                 network_debounce: Duration::from_secs(5),
                 network_metered: false,
                 disconnect_deadline: Duration::from_secs(4),
@@ -85,6 +88,8 @@ struct File {
     retention: RetentionSection,
     #[serde(default)]
     idle: IdleSection,
+    #[serde(default)]
+    schedule: ScheduleSection,
     #[serde(default)]
     network: NetworkSection,
     #[serde(default)]
@@ -123,6 +128,12 @@ struct IdleSection {
     after: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     repeat: Option<Duration>,
+    on_battery: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleSection {
     on_battery: Option<bool>,
 }
 
@@ -187,6 +198,10 @@ impl Config {
                 idle_after: file.idle.after.unwrap_or(d.triggers.idle_after),
                 idle_repeat: file.idle.repeat.unwrap_or(d.triggers.idle_repeat),
                 idle_on_battery: file.idle.on_battery.unwrap_or(d.triggers.idle_on_battery),
+                schedule_on_battery: file
+                    .schedule
+                    .on_battery
+                    .unwrap_or(d.triggers.schedule_on_battery),
                 network_debounce: file.network.debounce.unwrap_or(d.triggers.network_debounce),
                 network_metered: file.network.metered.unwrap_or(d.triggers.network_metered),
                 disconnect_deadline: file
@@ -236,6 +251,9 @@ after = "10m"
 repeat = "2h"
 on_battery = true
 
+[schedule]
+on_battery = true
+
 [network]
 debounce = "7s"
 metered = true
@@ -266,6 +284,7 @@ information = "7d"
                 idle_after: Duration::from_secs(600),
                 idle_repeat: Duration::from_secs(7200),
                 idle_on_battery: true,
+                schedule_on_battery: true,
                 network_debounce: Duration::from_secs(7),
                 network_metered: true,
                 disconnect_deadline: Duration::from_secs(3),

@@ -159,7 +159,7 @@ impl Rules {
         }
         let battery_bound = match event {
             SyncEvent::Idle => !self.settings.idle_on_battery,
-            SyncEvent::Scheduled => true,
+            SyncEvent::Scheduled => !self.settings.schedule_on_battery,
             _ => false,
         };
         if battery_bound && self.on_battery == Some(true) {
@@ -227,7 +227,10 @@ impl Rules {
                 let was = self.on_battery;
                 self.on_battery = on_battery;
                 if on_battery == Some(true) && was != Some(true) {
-                    let mut events = vec![SyncEvent::Scheduled];
+                    let mut events = Vec::new();
+                    if !self.settings.schedule_on_battery {
+                        events.push(SyncEvent::Scheduled);
+                    }
                     if !self.settings.idle_on_battery {
                         events.push(SyncEvent::Idle);
                     }
@@ -512,6 +515,18 @@ mod tests {
         rules.seen(Seen::OnBattery(Some(true)), t0);
         assert_eq!(rules.deferral(SyncEvent::Idle), None);
         assert_eq!(rules.deferral(SyncEvent::Scheduled), Some("on battery"));
+        let mut allowed = settings();
+        allowed.schedule_on_battery = true;
+        let mut rules = Rules::new(allowed);
+        assert_eq!(
+            rules.seen(Seen::OnBattery(Some(true)), t0),
+            [Action::Cancel {
+                events: vec![SyncEvent::Idle],
+                reason: "on battery".to_owned(),
+                again: true
+            }]
+        );
+        assert_eq!(rules.deferral(SyncEvent::Scheduled), None);
     }
 
     #[test]

@@ -347,6 +347,41 @@ fn a_daemon_started_in_a_user_session_runs_logon() {
             .first()
             .is_some_and(|s| s["outcome"] == "succeeded" && s["trigger"] == "pendingDisconnect")
     }));
+
+    // A user session appears again (the mock's AddSession emits nothing:
+    // the signal is sent by hand): logon.
+    bus.busctl(&[
+        "call",
+        LOGIND,
+        LOGIND_PATH,
+        MOCK,
+        "AddSession",
+        "ssusb",
+        "c2",
+        "seat0",
+        &uid,
+        "someone",
+        "true",
+    ])
+    .expect("AddSession");
+    bus.busctl(&[
+        "call",
+        LOGIND,
+        LOGIND_PATH,
+        MOCK,
+        "EmitSignal",
+        "sssav",
+        LOGIND_MANAGER,
+        "SessionNew",
+        "so",
+        "2",
+        "s",
+        "c2",
+        "o",
+        "/org/freedesktop/login1/session/c2",
+    ])
+    .expect("EmitSignal");
+    assert!(wait_until(PATIENCE, || sessions_with(&home, "logon").len() == 2));
 }
 
 /// Switches the NetworkManager mock's global state.
