@@ -199,6 +199,9 @@ struct State {
     /// The machine is going (sleep, shutdown, logoff): the inhibitor was
     /// given up and is not taken again until it is back.
     going: bool,
+    /// The `pendingDisconnect` deadline in force (the configured one, kept
+    /// inside logind's limit), once the inhibitor was taken.
+    deadline: Option<Duration>,
     /// Sessions a lost constraint cancelled, with what they synced: they
     /// run again, the same, when the rules release them.
     held_jobs: Vec<(SyncEvent, String, plan::Jobs)>,
@@ -1330,6 +1333,7 @@ async fn pending_disconnect(
     if jobs.is_empty() {
         return;
     }
+    let deadline = effective_deadline(shared, deadline).await;
     let ask = Ask {
         reason,
         max_concurrent: AUTOMATIC_MAX_CONCURRENT,
@@ -1374,6 +1378,26 @@ async fn pending_disconnect(
     });
 }
 
+/// `[disconnect] deadline`, kept half a second inside logind's limit on
+/// delay inhibitors when logind tells it.
+async fn effective_deadline(shared: &Arc<Shared>, deadline: Duration) -> Duration {
+    #[cfg(target_os = "linux")]
+    {
+        let sources = shared.state().sources.clone();
+        if let Some(sources) = sources
+            && let Some(limit) = sources.delay_limit().await
+        {
+            let inside = limit.saturating_sub(Duration::from_millis(500));
+            if !inside.is_zero() {
+                return deadline.min(inside);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = shared;
+    deadline
+}
+
 /// Holds logind's delay inhibitor while a registration opts in to
 /// `pendingDisconnect`, and only then.
 #[cfg(target_os = "linux")]
@@ -1399,7 +1423,11 @@ async fn ensure_inhibitor(shared: &Arc<Shared>) {
             None => None,
         } {
             tracing::info!("holding logind's delay inhibitor for pendingDisconnect");
-            shared.state().inhibitor = Some(fd);
+            let configured = shared.state().config.triggers.disconnect_deadline;
+            let deadline = effective_deadline(shared, configured).await;
+            let mut state = shared.state();
+            state.inhibitor = Some(fd);
+            state.deadline = Some(deadline);
         }
     } else if !wanted && held {
         shared.state().inhibitor = None;
@@ -1618,7 +1646,13 @@ fn os_triggers(state: &State, now: DateTime<Utc>) -> Vec<api::TriggerState> {
     let inhibitor = false;
     let disconnect = source("logind").map(|()| {
         if inhibitor {
-            "logind's delay inhibitor is held".to_owned()
+            let deadline = state
+                .deadline
+                .unwrap_or(state.config.triggers.disconnect_deadline);
+            format!(
+                "logind's delay inhibitor is held (deadline {})",
+                syncmgr_core::duration::format(deadline)
+            )
         } else {
             "no handler opted in (`register --events pendingDisconnect`)".to_owned()
         }

@@ -41,6 +41,10 @@ trait Login1 {
     fn session_removed(&self, id: String, path: OwnedObjectPath) -> zbus::Result<()>;
     #[zbus(property)]
     fn idle_hint(&self) -> zbus::Result<bool>;
+    /// How long a delay inhibitor may hold sleep or shutdown (logind's
+    /// `InhibitDelayMaxSec`).
+    #[zbus(property, name = "InhibitDelayMaxUSec")]
+    fn inhibit_delay_max_usec(&self) -> zbus::Result<u64>;
 }
 
 #[zbus::proxy(
@@ -118,6 +122,21 @@ impl Sources {
             .unwrap_or_else(PoisonError::into_inner)
             .sources
             .insert(source, state);
+    }
+
+    /// How long logind lets a delay inhibitor hold the system, when it
+    /// says.
+    pub async fn delay_limit(&self) -> Option<Duration> {
+        let logind = self
+            .logind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        logind
+            .inhibit_delay_max_usec()
+            .await
+            .ok()
+            .map(Duration::from_micros)
     }
 
     /// Takes logind's delay inhibitor for sleep and shutdown; `None` when

@@ -150,11 +150,30 @@ fn a_handler_past_the_deadline_is_cancelled_and_the_inhibitor_released_in_time()
     let Some(bus) = bus_with(&["logind"]) else {
         return;
     };
-    let mut home = home_on(&bus, "[disconnect]\ndeadline = \"1s\"\n");
+    // logind lets a delay inhibitor hold the system 1.5 s here (the
+    // template lacks the property): the configured 4 s would be too long.
+    bus.busctl(&[
+        "call",
+        LOGIND,
+        LOGIND_PATH,
+        MOCK,
+        "AddProperty",
+        "ssv",
+        LOGIND_MANAGER,
+        "InhibitDelayMaxUSec",
+        "t",
+        "1500000",
+    ])
+    .expect("AddProperty");
+    let mut home = home_on(&bus, "");
     // 40 s if left alone.
     home.register_with("slow", &["--events", "pendingDisconnect"], HELD);
     home.start_daemon();
     assert!(wait_until(PATIENCE, || bus.inhibitors() == 1));
+    assert!(wait_until(PATIENCE, || {
+        trigger(&home.json(&["status", "--json"]), "pendingDisconnect")["reason"]
+            == "logind's delay inhibitor is held (deadline 1s)"
+    }));
     bus.emit(
         LOGIND,
         LOGIND_PATH,
