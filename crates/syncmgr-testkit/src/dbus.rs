@@ -171,6 +171,73 @@ impl Bus {
         self.busctl(&args).expect("set-property");
     }
 
+    /// Adds a property the template lacks (`signature` and `value` as
+    /// busctl writes them).
+    pub fn add_property(
+        &self,
+        service: &str,
+        path: &str,
+        interface: &str,
+        name: &str,
+        signature: &str,
+        value: &str,
+    ) {
+        self.busctl(&[
+            "call",
+            service,
+            path,
+            MOCK,
+            "AddProperty",
+            "ssv",
+            interface,
+            name,
+            signature,
+            value,
+        ])
+        .expect("AddProperty");
+    }
+
+    /// Adds a user session to the logind mock (it emits nothing).
+    pub fn add_session(&self, id: &str, uid: u32) {
+        let uid = uid.to_string();
+        self.busctl(&[
+            "call",
+            LOGIND,
+            LOGIND_PATH,
+            MOCK,
+            "AddSession",
+            "ssusb",
+            id,
+            "seat0",
+            &uid,
+            "someone",
+            "true",
+        ])
+        .expect("AddSession");
+    }
+
+    /// Emits logind's `SessionNew` or `SessionRemoved` for session `id`.
+    pub fn session_signal(&self, signal: &str, id: &str) {
+        let path = format!("{LOGIND_PATH}/session/{id}");
+        self.busctl(&[
+            "call",
+            LOGIND,
+            LOGIND_PATH,
+            MOCK,
+            "EmitSignal",
+            "sssav",
+            LOGIND_MANAGER,
+            signal,
+            "so",
+            "2",
+            "s",
+            id,
+            "o",
+            &path,
+        ])
+        .expect("EmitSignal");
+    }
+
     /// How many inhibitors the logind mock holds.
     pub fn inhibitors(&self) -> usize {
         let out = self

@@ -152,19 +152,14 @@ fn a_handler_past_the_deadline_is_cancelled_and_the_inhibitor_released_in_time()
     };
     // logind lets a delay inhibitor hold the system 1.5 s here (the
     // template lacks the property): the configured 4 s would be too long.
-    bus.busctl(&[
-        "call",
+    bus.add_property(
         LOGIND,
         LOGIND_PATH,
-        MOCK,
-        "AddProperty",
-        "ssv",
         LOGIND_MANAGER,
         "InhibitDelayMaxUSec",
         "t",
         "1500000",
-    ])
-    .expect("AddProperty");
+    );
     let mut home = home_on(&bus, "");
     // 40 s if left alone.
     home.register_with("slow", &["--events", "pendingDisconnect"], HELD);
@@ -306,21 +301,8 @@ fn a_daemon_started_in_a_user_session_runs_logon() {
     let Some(bus) = bus_with(&["logind"]) else {
         return;
     };
-    let uid = rustix::process::getuid().as_raw().to_string();
-    bus.busctl(&[
-        "call",
-        LOGIND,
-        LOGIND_PATH,
-        MOCK,
-        "AddSession",
-        "ssusb",
-        "c1",
-        "seat0",
-        &uid,
-        "someone",
-        "true",
-    ])
-    .expect("AddSession");
+    let uid = rustix::process::getuid().as_raw();
+    bus.add_session("c1", uid);
     let mut home = home_on(&bus, "");
     home.register_with("mail", &["--events", "connect"], &["--items", "a"]);
     home.register("manual-only", &["--items", "b"]);
@@ -344,23 +326,7 @@ fn a_daemon_started_in_a_user_session_runs_logon() {
     let path = "/org/freedesktop/login1/session/c1";
     bus.busctl(&["call", LOGIND, LOGIND_PATH, MOCK, "RemoveObject", "s", path])
         .expect("RemoveObject");
-    bus.busctl(&[
-        "call",
-        LOGIND,
-        LOGIND_PATH,
-        MOCK,
-        "EmitSignal",
-        "sssav",
-        LOGIND_MANAGER,
-        "SessionRemoved",
-        "so",
-        "2",
-        "s",
-        "c1",
-        "o",
-        path,
-    ])
-    .expect("EmitSignal");
+    bus.session_signal("SessionRemoved", "c1");
     assert!(wait_until(PATIENCE, || {
         sessions_with(&home, "logoff")
             .first()
@@ -369,37 +335,8 @@ fn a_daemon_started_in_a_user_session_runs_logon() {
 
     // A user session appears again (the mock's AddSession emits nothing:
     // the signal is sent by hand): logon.
-    bus.busctl(&[
-        "call",
-        LOGIND,
-        LOGIND_PATH,
-        MOCK,
-        "AddSession",
-        "ssusb",
-        "c2",
-        "seat0",
-        &uid,
-        "someone",
-        "true",
-    ])
-    .expect("AddSession");
-    bus.busctl(&[
-        "call",
-        LOGIND,
-        LOGIND_PATH,
-        MOCK,
-        "EmitSignal",
-        "sssav",
-        LOGIND_MANAGER,
-        "SessionNew",
-        "so",
-        "2",
-        "s",
-        "c2",
-        "o",
-        "/org/freedesktop/login1/session/c2",
-    ])
-    .expect("EmitSignal");
+    bus.add_session("c2", uid);
+    bus.session_signal("SessionNew", "c2");
     assert!(wait_until(PATIENCE, || sessions_with(&home, "logon").len() == 2));
 }
 
@@ -423,19 +360,14 @@ fn a_metered_link_holds_scheduled_sessions_and_a_falling_network_runs_pending_di
         return;
     };
     // The template has no `Metered`: metered (NM_METERED_YES) from the start.
-    bus.busctl(&[
-        "call",
+    bus.add_property(
         NM,
         NM_PATH,
-        MOCK,
-        "AddProperty",
-        "ssv",
         "org.freedesktop.NetworkManager",
         "Metered",
         "u",
         "1",
-    ])
-    .expect("AddProperty");
+    );
     let mut home = home_on(&bus, "");
     home.register("quick", &["--items", "a"]);
     home.register_with(
@@ -550,20 +482,7 @@ fn gnome_s_idle_monitor_is_the_idle_source_when_it_answers() {
         "org.gnome.Mutter.IdleMonitor",
     );
     session.mock_object(&python, service, path, interface);
-    session
-        .busctl(&[
-            "call",
-            service,
-            path,
-            MOCK,
-            "AddProperty",
-            "ssv",
-            interface,
-            "Idletime",
-            "t",
-            "0",
-        ])
-        .expect("AddProperty");
+    session.add_property(service, path, interface, "Idletime", "t", "0");
     session
         .busctl(&[
             "call",
