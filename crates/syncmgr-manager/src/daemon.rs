@@ -75,6 +75,10 @@ pub struct DaemonConfig {
     pub config_path: Option<PathBuf>,
     /// `--max-concurrent`, which wins over the file's.
     pub max_concurrent: Option<usize>,
+    /// Leaves the operating system's trigger sources alone (a host that
+    /// runs the daemon in its own process, such as a test, and must not
+    /// touch the machine's buses).
+    pub without_os_triggers: bool,
 }
 
 impl DaemonConfig {
@@ -1165,15 +1169,20 @@ async fn read<T: Send + 'static>(
 /// network debounce) only when there is one.
 async fn trigger_loop(shared: Arc<Shared>) {
     let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Seen>();
+    // Without sources nothing is ever sent (the sender is kept, so the
+    // loop waits on its timers rather than seeing the channel close).
     #[cfg(target_os = "linux")]
-    {
+    let _unused = if shared.options.without_os_triggers {
+        Some(tx)
+    } else {
         let idle_after = shared.state().config.triggers.idle_after;
         let sources = crate::sources::watch(tx, idle_after).await;
         shared.state().sources = Some(sources);
         ensure_inhibitor(&shared).await;
-    }
+        None
+    };
     #[cfg(not(target_os = "linux"))]
-    drop(tx);
+    let _unused = Some(tx);
     let mut sources_gone = false;
     loop {
         let stopping = shared.stopping.notified();

@@ -42,6 +42,7 @@ pub async fn run(
         config,
         config_path,
         max_concurrent,
+        without_os_triggers: false,
     };
     syncmgr_manager::daemon::run(home, options, shutdown).await?;
     Ok(exit_codes::SUCCESS)
