@@ -511,6 +511,11 @@ fn settle_backoff(shared: &Arc<Shared>, id: &str, summary: &SessionSummary) {
         } else if !automatic || !stopped {
             backoff.reset();
         }
+        // A manual sync did what an automatic run held back by the backoff
+        // was waiting to do.
+        if !automatic {
+            state.deferred.remove(&name);
+        }
     }
     drop(state);
     shared.wake.notify_one();
