@@ -464,10 +464,17 @@ async fn run_session(shared: Arc<Shared>, id: Arc<str>, request: SessionRequest)
             }
         }
     }
+    // The end is told once the session is recorded and its control socket
+    // gone: a command that exits on it finds the session in the history.
+    let mut last = None;
     while let Some(event) = run.next_event().await {
-        if let Some(event) = api::Event::from_session(&event) {
-            let observed = Observed::event(&id, event);
-            shared.state().publish(&id, &observed);
+        if let Some(shape) = api::Event::from_session(&event) {
+            let observed = Observed::event(&id, shape);
+            if matches!(event, syncmgr_core::SessionEvent::Finished(_)) {
+                last = Some(observed);
+            } else {
+                shared.state().publish(&id, &observed);
+            }
         }
     }
     // A confirmation counts once: the entry it came from is used up.
@@ -480,6 +487,9 @@ async fn run_session(shared: Arc<Shared>, id: Arc<str>, request: SessionRequest)
         Err(e) => {
             tracing::warn!(session = %id, error = %e, "could not store the end of the session");
         }
+    }
+    if let Some(last) = last {
+        shared.state().publish(&id, &last);
     }
     end(&shared, &id);
 }
