@@ -87,11 +87,13 @@ mod tests {
             );
             assert_eq!(got, delay("mail", failures, POLICY), "stable");
         }
-        // Not every name waits the same.
-        let waits: std::collections::HashSet<_> = (0..20)
+        // Not every name waits the same, and the jitter uses its 10 %.
+        let waits: Vec<_> = (0..40)
             .map(|i| delay(&format!("h{i}"), 3, POLICY))
             .collect();
-        assert!(waits.len() > 1);
+        let base = Duration::from_secs(120);
+        assert!(waits.iter().any(|w| *w > base + base / 20), "{waits:?}");
+        assert!(waits.iter().all(|w| within_jitter(*w, base)), "{waits:?}");
     }
 
     #[test]

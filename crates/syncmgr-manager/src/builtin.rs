@@ -67,3 +67,57 @@ pub fn build(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(name: &str, kind: &str, config: serde_json::Value) -> Registration {
+        Registration {
+            name: name.to_owned(),
+            description: None,
+            kind: HandlerKind::Builtin {
+                kind: kind.to_owned(),
+                config,
+            },
+            events: Vec::new(),
+            timeout: None,
+            registered: chrono::Utc::now(),
+        }
+    }
+
+    /// The folders a mirror keeps clear of: every other folder
+    /// registration's pairs, named by their owner; not its own, not another
+    /// kind's, not a configuration that does not decode.
+    #[test]
+    fn neighbours_are_the_other_folder_registrations_pairs() {
+        let pair = |s: &str, t: &str| serde_json::json!({"source": s, "target": t});
+        let regs = [
+            reg(
+                "photos",
+                FOLDER,
+                serde_json::json!({"pairs": [pair("/a", "/b"), pair("/c", "/d")], "delete": false, "checksum": false}),
+            ),
+            reg(
+                "docs",
+                FOLDER,
+                serde_json::json!({"pairs": [pair("/e", "/f")], "delete": false, "checksum": false}),
+            ),
+            reg("tools", COMMAND, serde_json::json!({"item": []})),
+            reg("broken", FOLDER, serde_json::json!({"nonsense": 1})),
+        ];
+        let neighbours = folder_neighbours(&regs, "docs");
+        let seen: Vec<(String, String)> = neighbours
+            .iter()
+            .map(|n| (n.owner.clone(), n.pair.source.display().to_string()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("handler photos".to_owned(), "/a".to_owned()),
+                ("handler photos".to_owned(), "/c".to_owned()),
+            ]
+        );
+        assert_eq!(folder_neighbours(&regs, "photos").len(), 1);
+    }
+}

@@ -316,10 +316,38 @@ information = "7d"
     }
 
     #[test]
+    fn the_limits_themselves_are_allowed() {
+        let config = Config::parse(
+            "[backoff]\ninitial = \"1h\"\nmax = \"1h\"\n\n[retention]\nhistory = \"1h\"\ninformation = \"1h\"\nsessions = 10\n",
+        )
+        .expect("at the limits");
+        assert_eq!(config.backoff_initial, config.backoff_max);
+        assert_eq!(config.keep_sessions, 10);
+        assert_eq!(config.keep_information, Duration::from_secs(3600));
+        let error = Config::parse("[retention]\ninformation = \"59m\"\n").unwrap_err();
+        assert!(error.contains("[retention]"), "{error}");
+    }
+
+    #[test]
+    fn the_file_is_in_the_home_or_the_config_dir() {
+        assert_eq!(
+            path(Some(Path::new("/h"))),
+            Some(PathBuf::from("/h/config.toml"))
+        );
+        let default = path(None).expect("a config dir");
+        assert!(default.ends_with("syncmgr/config.toml"), "{default:?}");
+    }
+
+    #[test]
     fn a_missing_file_is_the_defaults_and_a_bad_one_names_its_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         assert_eq!(Config::load(&path).unwrap(), Config::default());
+        // A file that cannot be read is an error, not the defaults.
+        assert!(matches!(
+            Config::load(dir.path()),
+            Err(ManagerError::Io { .. })
+        ));
         std::fs::write(&path, "[daemon]\nmax_concurrent = \"many\"\n").unwrap();
         let error = Config::load(&path).unwrap_err().to_string();
         assert!(error.starts_with(&path.display().to_string()), "{error}");
