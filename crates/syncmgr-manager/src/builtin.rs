@@ -73,17 +73,7 @@ mod tests {
     use super::*;
 
     fn reg(name: &str, kind: &str, config: serde_json::Value) -> Registration {
-        Registration {
-            name: name.to_owned(),
-            description: None,
-            kind: HandlerKind::Builtin {
-                kind: kind.to_owned(),
-                config,
-            },
-            events: Vec::new(),
-            timeout: None,
-            registered: chrono::Utc::now(),
-        }
+        Registration::builtin(name, kind, config)
     }
 
     /// The folders a mirror keeps clear of: every other folder

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use syncmgr_api::{self as api, DaemonRequest, SyncReply};
 use syncmgr_manager::daemon::{self, DaemonConfig};
 use syncmgr_manager::{Home, ManagerError, client};
-use syncmgr_store::{HandlerKind, Registration, Store};
+use syncmgr_store::{Registration, Store};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -19,17 +19,7 @@ fn register(home: &Home, name: &str, argv: &[&str]) {
     let config = serde_json::json!({"item": [{"id": "a", "argv": argv}]});
     let store = Store::open(&home.database()).expect("store");
     store
-        .register(&Registration {
-            name: name.to_owned(),
-            description: None,
-            kind: HandlerKind::Builtin {
-                kind: "command".to_owned(),
-                config,
-            },
-            events: Vec::new(),
-            timeout: None,
-            registered: chrono::Utc::now(),
-        })
+        .register(&Registration::builtin(name, "command", config))
         .expect("register");
 }
 

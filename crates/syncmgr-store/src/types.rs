@@ -102,6 +102,28 @@ pub struct SessionRecord {
     pub reason: Option<String>,
 }
 
+impl Registration {
+    /// A built-in handler of `kind` with its configuration, registered now,
+    /// opted in to no automatic event, with the default timeout.
+    pub fn builtin(
+        name: impl Into<String>,
+        kind: impl Into<String>,
+        config: serde_json::Value,
+    ) -> Self {
+        Registration {
+            name: name.into(),
+            description: None,
+            kind: HandlerKind::Builtin {
+                kind: kind.into(),
+                config,
+            },
+            events: Vec::new(),
+            timeout: None,
+            registered: chrono::Utc::now(),
+        }
+    }
+}
+
 impl SessionRecord {
     /// A session that has just begun in the manager process `pid`.
     pub fn running(

@@ -463,6 +463,25 @@ fn sessions_history_and_recovery() {
 }
 
 #[test]
+fn a_builtin_registration_round_trips() {
+    let (_dir, path) = db();
+    let store = Store::open(&path).unwrap();
+    let config = serde_json::json!({"item": []});
+    let reg = Registration::builtin("tools", "command", config.clone());
+    assert_eq!(reg.description, None);
+    assert!(reg.events.is_empty() && reg.timeout.is_none());
+    store.register(&reg).unwrap();
+    let stored = store.registration("tools").unwrap().expect("stored");
+    assert_eq!(
+        stored.kind,
+        HandlerKind::Builtin {
+            kind: "command".into(),
+            config
+        }
+    );
+}
+
+#[test]
 fn schedules_round_trip() {
     let (_dir, path) = db();
     let store = Store::open(&path).unwrap();

@@ -19,7 +19,7 @@ use std::path::Path;
 use anyhow::Context;
 use syncmgr_handlers::command::{CommandConfig, CommandItem, ProgressParser};
 use syncmgr_handlers::folder::{FolderConfig, FolderPair};
-use syncmgr_store::{HandlerKind, Registration, Store};
+use syncmgr_store::{Registration, Store};
 
 use crate::cli::{SessionTuning, SyncArgs};
 use crate::output::Stdout;
@@ -146,15 +146,8 @@ fn register(
     config: serde_json::Value,
 ) -> anyhow::Result<()> {
     store.register(&Registration {
-        name: name.to_owned(),
         description: Some(description.to_owned()),
-        kind: HandlerKind::Builtin {
-            kind: kind.to_owned(),
-            config,
-        },
-        events: Vec::new(),
-        timeout: None,
-        registered: chrono::Utc::now(),
+        ..Registration::builtin(name, kind, config)
     })?;
     Ok(())
 }
