@@ -235,3 +235,66 @@ fn status_without_a_daemon_comes_from_the_store() {
     assert!(!idle.available);
     assert_eq!(idle.reason, "no daemon runs");
 }
+
+/// A session's control socket: cancels matched or not, and requests that
+/// are too long or not requests refused; the socket file goes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_socket_answers_each_line() {
+    use syncmgr_core::{HandlerJob, MemoryJournal, Selection, Session, SessionConfig, SyncEvent};
+    use syncmgr_manager::control::ControlSocket;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = home(dir.path());
+    register(&home, "quick", &["true"]);
+    let store = Store::open(&home.database()).expect("store");
+    let reg = store.registration("quick").expect("read").expect("quick");
+    let job = HandlerJob {
+        name: "quick".into(),
+        handler: syncmgr_manager::handlers::build_handler(&reg, &[]).expect("handler"),
+        selection: Selection::Checked(Default::default()),
+        timeout: Duration::from_secs(10),
+    };
+    let journal = std::sync::Arc::new(MemoryJournal::default());
+    let (_session, control, _events) = Session::new(
+        SessionConfig::new("s", SyncEvent::Manual),
+        journal,
+        vec![job],
+    );
+    let path = home.socket("s");
+    let socket = ControlSocket::bind(&path, control).expect("bind");
+
+    let stream = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect");
+    let (read, mut write) = stream.into_split();
+    let mut replies = BufReader::new(read).lines();
+    let mut ask = async |line: String| -> api::ControlReply {
+        write.write_all(line.as_bytes()).await.expect("write");
+        write.write_all(b"\n").await.expect("write");
+        let reply = replies.next_line().await.expect("read").expect("a reply");
+        serde_json::from_str(&reply).expect("a control reply")
+    };
+    let cancel =
+        |target: &syncmgr_core::CancelTarget| syncmgr_manager::control::request_line(target);
+    let reply = ask(cancel(&syncmgr_core::CancelTarget::Handler("quick".into()))).await;
+    assert_eq!(reply, api::ControlReply::matched(true));
+    let reply = ask(cancel(&syncmgr_core::CancelTarget::Handler("other".into()))).await;
+    assert_eq!(reply, api::ControlReply::matched(false));
+    let reply = ask("nonsense".to_owned()).await;
+    assert!(
+        !reply.ok
+            && reply
+                .error
+                .is_some_and(|e| e.contains("not a control request"))
+    );
+    let reply = ask(format!(
+        "{{\"cancel\":null,\"pad\":\"{}\"}}",
+        "x".repeat(70_000)
+    ))
+    .await;
+    assert_eq!(reply, api::ControlReply::refused("request too long"));
+
+    drop(socket);
+    assert!(!path.exists(), "the socket file goes with the session");
+}
