@@ -39,13 +39,6 @@ pub fn parse_event(text: &str) -> anyhow::Result<SyncEvent> {
     text.parse().map_err(|e| usage(format!("{e}")))
 }
 
-/// Looks a registration up, as a usage error when unknown.
-pub fn registration(store: &Store, name: &str) -> anyhow::Result<Registration> {
-    store
-        .registration(name)?
-        .ok_or_else(|| usage(format!("unknown handler {name:?} (see `syncmgr handlers`)")))
-}
-
 /// `register --folder SRC DST ... [--delete] [--checksum]`, checked against
 /// the folders of every other registration (`registrations`).
 fn folder_kind(args: &RegisterArgs, registrations: &[Registration]) -> anyhow::Result<HandlerKind> {
@@ -269,7 +262,7 @@ pub async fn items(store: &Store, args: ItemsArgs, out: &mut Stdout) -> anyhow::
     } else {
         args.names
             .iter()
-            .map(|n| registration(store, n))
+            .map(|n| Ok(syncmgr_manager::plan::registration(store, n)?))
             .collect::<anyhow::Result<_>>()?
     };
     if args.max_concurrent == 0 {
@@ -348,7 +341,7 @@ pub async fn items(store: &Store, args: ItemsArgs, out: &mut Stdout) -> anyhow::
 /// the store has not seen the item), so that a typo is an error rather than
 /// a choice that never applies.
 pub async fn choose(store: &Store, args: ChooseArgs, out: &mut Stdout) -> anyhow::Result<()> {
-    let reg = registration(store, &args.name)?;
+    let reg = syncmgr_manager::plan::registration(store, &args.name)?;
     let event = parse_event(&args.event)?;
     syncmgr_core::model::validate_id(&args.item)
         .map_err(|e| usage(format!("invalid item {:?}: {e}", args.item)))?;

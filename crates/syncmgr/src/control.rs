@@ -155,7 +155,7 @@ pub async fn cancel(
         if let syncmgr_core::CancelTarget::Handler(name)
         | syncmgr_core::CancelTarget::Item { handler: name, .. } = target
         {
-            crate::commands::registration(store, name)?;
+            syncmgr_manager::plan::registration(store, name)?;
         }
     }
     let report = send_cancels(&home.runtime, &parsed).await?;
