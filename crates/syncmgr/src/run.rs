@@ -279,7 +279,13 @@ async fn run_inline(
 ) -> anyhow::Result<i32> {
     let confirm = confirm_of(&plan);
     request.confirm = confirm.clone().map(|c| c as Arc<dyn Confirm>);
-    let mut run = SessionRun::start(home, store, session::new_id(), request)?;
+    // Starting reads and writes the store: on a blocking thread, as the
+    // daemon does, never on the runtime's.
+    let home_for_start = home.clone();
+    let mut run = tokio::task::spawn_blocking(move || {
+        SessionRun::start(&home_for_start, store, session::new_id(), request)
+    })
+    .await??;
     let shown = Shown::start(display, out)?;
     let mut signals = Signals::new()?;
     let mut stopped_by: Option<SignalKind> = None;
