@@ -521,6 +521,32 @@ pub struct DaemonInfo {
     pub version: String,
     /// Clients following its events (`syncmgr events`, the dashboard).
     pub watchers: usize,
+    /// The dashboard it serves; `null` when it serves none.
+    #[serde(default)]
+    pub web: Option<WebInfo>,
+    /// Whether failures raise desktop notifications, and why not.
+    #[serde(default)]
+    pub notifications: Option<Availability>,
+}
+
+/// Where the daemon serves the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebInfo {
+    /// Its address (`http://127.0.0.1:8734/`).
+    pub url: String,
+    /// Whether it listens beyond this machine (`[web] allow_remote`).
+    pub remote: bool,
+}
+
+/// Whether a service can be used, and why (not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Availability {
+    /// Whether it can be used.
+    pub available: bool,
+    /// What it uses, or why it cannot be used.
+    pub reason: String,
 }
 
 /// A session the daemon holds.
@@ -637,4 +663,112 @@ pub struct ConfirmQuestion {
 pub struct ConfirmAnswer {
     /// Whether to go ahead.
     pub yes: bool,
+}
+
+/// A schedule to add (`POST /api/v1/schedules`; `schedule add`): `every`
+/// or `cron`, never both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewSchedule {
+    /// Its name.
+    pub name: String,
+    /// Runs this long after its previous run started (`15m`).
+    #[serde(default)]
+    pub every: Option<String>,
+    /// Runs at this cron expression's instants (5 or 6 fields).
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// The cron expression's time zone (IANA name); the local one if absent.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// The most a run is put off (`5m`); none if absent.
+    #[serde(default)]
+    pub jitter: Option<String>,
+    /// Runs missed while no daemon ran are not made up.
+    #[serde(default)]
+    pub no_catch_up: bool,
+    /// `NAME` or `NAME/ITEM`; empty for every handler.
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+/// `PUT /api/v1/choices`: checks or unchecks an item for an event
+/// (`syncmgr choose`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Choice {
+    /// Registration name.
+    pub handler: String,
+    /// Item id.
+    pub item: String,
+    /// The event code (`manual`, `idle`, ...).
+    pub event: String,
+    /// Whether the item takes part in that event.
+    pub checked: bool,
+}
+
+/// `POST /api/v1/sync`: what to sync (`NAME` or `NAME/ITEM`; none for
+/// everything), for which event (`manual` if absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// `NAME` or `NAME/ITEM`.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// The event code.
+    #[serde(default)]
+    pub event: Option<String>,
+}
+
+/// `POST /api/v1/cancel`: what to stop (`NAME` or `NAME/ITEM`; none for
+/// everything running).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// `NAME` or `NAME/ITEM`.
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+/// What a cancel reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelReply {
+    /// Running sessions that were told.
+    pub sessions: usize,
+}
+
+/// `POST /api/v1/log/{id}/show`: acts on an entry; a retry a guard holds
+/// back goes ahead only with `confirm`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowRequest {
+    /// The user confirmed what the guard asked.
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// A session the web API started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRef {
+    /// Session id.
+    pub session: String,
+}
+
+/// A refused or failed web API request: what was wrong, and, when a guard
+/// asked for a confirmation, its question.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What was wrong.
+    pub error: String,
+    /// The confirmation a retry needs (`log/{id}/show` without `confirm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<ConfirmQuestion>,
+}
+
+/// `POST /api/v1/login-token` (API key only): a one-time login URL for
+/// `syncmgr dashboard`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginUrl {
+    /// Opens the dashboard logged in, once, within two minutes.
+    pub url: String,
 }

@@ -34,7 +34,49 @@ pub struct Config {
     /// `[network] debounce`, `[network] metered`, `[disconnect] deadline`:
     /// read and checked now, used by the operating system's triggers.
     pub triggers: Triggers,
+    /// `[web]`: the dashboard.
+    pub web: Web,
+    /// `[notifications] enabled`: failures raise desktop notifications.
+    pub notifications: bool,
 }
+
+/// The dashboard's settings (`[web]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Web {
+    /// `enabled`: whether the daemon serves it at all.
+    pub enabled: bool,
+    /// `listen`: the address (`127.0.0.1:8734`).
+    pub listen: String,
+    /// `allow_remote`: a non-loopback `listen` is allowed.
+    pub allow_remote: bool,
+    /// `hostname`: a name, besides the loopback ones, that the `Host`
+    /// header may carry (a reverse proxy's).
+    pub hostname: Option<String>,
+    /// `metrics_without_auth`: `/metrics` is open to anyone who reaches it.
+    pub metrics_without_auth: bool,
+}
+
+impl Web {
+    /// The address to listen on, checked: a non-loopback one needs
+    /// `allow_remote` (anyone who reaches the dashboard can run syncs).
+    pub fn address(&self) -> Result<std::net::SocketAddr, String> {
+        let address: std::net::SocketAddr = self.listen.parse().map_err(|_| {
+            format!(
+                "[web] listen must be an address and port such as {DEFAULT_WEB_LISTEN}, not {:?}",
+                self.listen
+            )
+        })?;
+        if !address.ip().is_loopback() && !self.allow_remote {
+            return Err(format!(
+                "[web] listen {address} is reachable from other machines: set [web] allow_remote = true to allow it"
+            ));
+        }
+        Ok(address)
+    }
+}
+
+/// Where the dashboard listens unless told otherwise.
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8734";
 
 /// The settings of the operating system's triggers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +115,14 @@ impl Default for Config {
                 network_metered: false,
                 disconnect_deadline: Duration::from_secs(4),
             },
+            web: Web {
+                enabled: true,
+                listen: DEFAULT_WEB_LISTEN.to_owned(),
+                allow_remote: false,
+                hostname: None,
+                metrics_without_auth: false,
+            },
+            notifications: true,
         }
     }
 }
@@ -94,6 +144,26 @@ struct File {
     network: NetworkSection,
     #[serde(default)]
     disconnect: DisconnectSection,
+    #[serde(default)]
+    web: WebSection,
+    #[serde(default)]
+    notifications: NotificationsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebSection {
+    enabled: Option<bool>,
+    listen: Option<String>,
+    allow_remote: Option<bool>,
+    hostname: Option<String>,
+    metrics_without_auth: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotificationsSection {
+    enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,7 +279,29 @@ impl Config {
                     .deadline
                     .unwrap_or(d.triggers.disconnect_deadline),
             },
+            web: Web {
+                enabled: file.web.enabled.unwrap_or(d.web.enabled),
+                listen: file.web.listen.unwrap_or(d.web.listen),
+                allow_remote: file.web.allow_remote.unwrap_or(d.web.allow_remote),
+                hostname: file.web.hostname.or(d.web.hostname),
+                metrics_without_auth: file
+                    .web
+                    .metrics_without_auth
+                    .unwrap_or(d.web.metrics_without_auth),
+            },
+            notifications: file.notifications.enabled.unwrap_or(d.notifications),
         };
+        config.web.address()?;
+        if let Some(name) = &config.web.hostname
+            && (name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')))
+        {
+            return Err(format!(
+                "[web] hostname must be a host name (letters, digits, '.', '-'), not {name:?}"
+            ));
+        }
         if config.max_concurrent == 0 {
             return Err("[daemon] max_concurrent must be at least 1".to_owned());
         }

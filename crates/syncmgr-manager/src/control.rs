@@ -9,9 +9,11 @@
 //! `{"ok": true, "matched": BOOL}` or `{"ok": false, "error": TEXT}`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use syncmgr_api as api;
 use syncmgr_core::{CancelTarget, SessionControl};
+use syncmgr_store::Store;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -119,6 +121,197 @@ async fn serve(stream: UnixStream, control: SessionControl) {
             return;
         }
     }
+}
+
+// -- the client side: `syncmgr cancel`, the dashboard's Stop -------------
+
+/// Parses `NAME` / `NAME/ITEM` into a target.
+pub fn parse_target(text: &str) -> Result<CancelTarget> {
+    Ok(match text.split_once('/') {
+        Some((_, "")) => {
+            return Err(ManagerError::usage(format!(
+                "target {text:?} has an empty item"
+            )));
+        }
+        Some((handler, item)) => CancelTarget::Item {
+            handler: handler.to_owned(),
+            item: item.to_owned(),
+        },
+        None => CancelTarget::Handler(text.to_owned()),
+    })
+}
+
+/// How long `syncmgr cancel` waits for a session to accept the connection,
+/// and then for each answer: a session that is stopped (SIGSTOP) or wedged
+/// must not hang the command. A live session answers in microseconds.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `syncmgr cancel` achieved.
+#[derive(Debug, Default)]
+pub struct CancelReport {
+    /// Running sessions reached.
+    pub sessions: usize,
+    /// Targets that matched something in at least one session.
+    pub matched: Vec<bool>,
+    /// Sockets of sessions that did not answer in time.
+    pub unanswered: Vec<String>,
+}
+
+/// The session id a control socket is named after.
+fn session_of(path: &Path) -> String {
+    path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    )
+}
+
+/// Sends every target to one session; returns which it matched.
+async fn ask(stream: UnixStream, targets: &[CancelTarget]) -> Result<Vec<bool>> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut matched = Vec::with_capacity(targets.len());
+    for target in targets {
+        let mut text = request_line(target);
+        text.push('\n');
+        let gone = |e| ManagerError::io("cannot talk to a session's control socket", e);
+        write.write_all(text.as_bytes()).await.map_err(gone)?;
+        let reply = lines.next_line().await.map_err(gone)?.ok_or_else(|| {
+            ManagerError::Daemon("a session closed its control socket".to_owned())
+        })?;
+        let reply: api::ControlReply = serde_json::from_str(&reply).map_err(|e| {
+            ManagerError::Daemon(format!("a session answered the cancel with {reply:?}: {e}"))
+        })?;
+        if !reply.ok {
+            return Err(ManagerError::Daemon(format!(
+                "a session refused the cancel: {}",
+                reply.error.as_deref().unwrap_or("unknown error")
+            )));
+        }
+        matched.push(reply.matched == Some(true));
+    }
+    Ok(matched)
+}
+
+/// Sends the cancels to every running session under `runtime_dir`. Sockets
+/// nobody listens on any more (a crashed manager's) are removed.
+pub async fn send_cancels(runtime_dir: &Path, targets: &[CancelTarget]) -> Result<CancelReport> {
+    let mut report = CancelReport {
+        sessions: 0,
+        matched: vec![false; targets.len()],
+        unanswered: Vec::new(),
+    };
+    let entries = std::fs::read_dir(runtime_dir)
+        .map_err(|e| ManagerError::io(format!("cannot read {}", runtime_dir.display()), e))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| ManagerError::io(format!("cannot read {}", runtime_dir.display()), e))?
+            .path();
+        // Sessions' sockets only: the daemon's is not a session's.
+        if path.extension().and_then(|e| e.to_str()) != Some("sock")
+            || path.file_stem().and_then(|s| s.to_str()) == Some("daemon")
+        {
+            continue;
+        }
+        let stream = match tokio::time::timeout(ANSWER_TIMEOUT, UnixStream::connect(&path)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                ) =>
+            {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot reach a session");
+                continue;
+            }
+            Err(_) => {
+                report.unanswered.push(session_of(&path));
+                continue;
+            }
+        };
+        match tokio::time::timeout(ANSWER_TIMEOUT, ask(stream, targets)).await {
+            Ok(Ok(matched)) => {
+                report.sessions += 1;
+                for (all, one) in report.matched.iter_mut().zip(matched) {
+                    *all |= one;
+                }
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => report.unanswered.push(session_of(&path)),
+        }
+    }
+    Ok(report)
+}
+
+/// Cancels `targets` (`NAME`, `NAME/ITEM`; none for everything) in every
+/// running session of the home; returns how many sessions were told. Names
+/// the handler never had are bad input ([`ManagerError::Usage`]); nothing
+/// running to cancel, or a session that did not answer, is
+/// [`ManagerError::NotNow`].
+pub async fn cancel(runtime_dir: &Path, store: &Store, targets: &[String]) -> Result<usize> {
+    let parsed: Vec<_> = if targets.is_empty() {
+        vec![CancelTarget::All]
+    } else {
+        targets
+            .iter()
+            .map(|t| parse_target(t))
+            .collect::<Result<_>>()?
+    };
+    // Names that do not exist are bad input, whatever is running.
+    for target in &parsed {
+        if let CancelTarget::Handler(name) | CancelTarget::Item { handler: name, .. } = target {
+            crate::plan::registration(store, name)?;
+        }
+    }
+    let report = send_cancels(runtime_dir, &parsed).await?;
+    let mut never_listed = Vec::new();
+    let mut not_running = Vec::new();
+    for (target, matched) in parsed.iter().zip(&report.matched) {
+        if *matched {
+            continue;
+        }
+        match target {
+            CancelTarget::Item { handler, item }
+                if !store.known_items(handler)?.iter().any(|k| &k.id == item) =>
+            {
+                never_listed.push(format!("{handler}/{item}"));
+            }
+            CancelTarget::Item { handler, item } => {
+                not_running.push(format!("{handler}/{item}"));
+            }
+            CancelTarget::Handler(handler) => not_running.push(handler.clone()),
+            CancelTarget::All => {}
+        }
+    }
+    if report.sessions == 0 && report.unanswered.is_empty() {
+        return Err(ManagerError::NotNow(
+            "no running session in this home".to_owned(),
+        ));
+    }
+    if !never_listed.is_empty() {
+        return Err(ManagerError::usage(format!(
+            "no such item: {} (the handler never listed it; see `syncmgr items`)",
+            never_listed.join(", ")
+        )));
+    }
+    if !report.unanswered.is_empty() {
+        return Err(ManagerError::NotNow(format!(
+            "{} running session{} did not answer the cancel in time (it may still act on it when it runs again): {}",
+            report.unanswered.len(),
+            if report.unanswered.len() == 1 { "" } else { "s" },
+            report.unanswered.join(", ")
+        )));
+    }
+    if !not_running.is_empty() {
+        return Err(ManagerError::NotNow(format!(
+            "no running session has {}",
+            not_running.join(", ")
+        )));
+    }
+    Ok(report.sessions)
 }
 
 #[cfg(test)]

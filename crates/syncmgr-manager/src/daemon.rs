@@ -258,6 +258,10 @@ struct Deferred {
 #[derive(Debug)]
 struct Shared {
     home: Home,
+    /// The dashboard the host serves, if any.
+    web: Option<api::WebInfo>,
+    /// Desktop notifications of failed sessions.
+    notifier: crate::notify::Notifier,
     options: DaemonConfig,
     pid: u32,
     started: DateTime<Utc>,
@@ -283,8 +287,27 @@ pub async fn run(
     config: DaemonConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    bind(home, config)?.run(shutdown).await
+}
+
+/// A daemon that holds its home's lock and listens on its socket, not yet
+/// serving: a host starts what goes with it (the dashboard) in between, so
+/// that a second daemon fails on the lock before it touches anything else.
+#[derive(Debug)]
+pub struct Bound {
+    home: Home,
+    config: DaemonConfig,
+    lock: FileLock,
+    listener: UnixListener,
+    pid: u32,
+    web: Option<api::WebInfo>,
+}
+
+/// Takes the home's daemon lock (fails at once when another daemon runs)
+/// and binds the socket.
+pub fn bind(home: Home, config: DaemonConfig) -> Result<Bound> {
     let lock_path = home.daemon_lock();
-    let Some(_lock) = FileLock::try_exclusive(&lock_path)
+    let Some(lock) = FileLock::try_exclusive(&lock_path)
         .map_err(|e| ManagerError::io(format!("cannot lock {}", lock_path.display()), e))?
     else {
         let pid = fs::read_to_string(home.daemon_pid())
@@ -305,9 +328,55 @@ pub async fn run(
     fs::set_permissions(&socket_path, fs::Permissions::from_mode(0o600)).map_err(|e| {
         ManagerError::io(format!("cannot make {} private", socket_path.display()), e)
     })?;
+    Ok(Bound {
+        home,
+        config,
+        lock,
+        listener,
+        pid,
+        web: None,
+    })
+}
+
+impl Bound {
+    /// Says where the host serves the dashboard (shown in `status`).
+    pub fn set_web(&mut self, web: api::WebInfo) {
+        self.web = Some(web);
+    }
+
+    /// Serves until `shutdown` completes; returns once every running
+    /// session has ended.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let Bound {
+            home,
+            config,
+            lock: _lock,
+            listener,
+            pid,
+            web,
+        } = self;
+        serve_bound(home, config, listener, pid, web, shutdown).await
+    }
+}
+
+async fn serve_bound(
+    home: Home,
+    config: DaemonConfig,
+    listener: UnixListener,
+    pid: u32,
+    web: Option<api::WebInfo>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let socket_path = home.daemon_socket();
+    let pid_path = home.daemon_pid();
     tracing::info!(pid, socket = %socket_path.display(), "daemon started");
 
     let shared = Arc::new(Shared {
+        notifier: crate::notify::Notifier::new(
+            config.config.notifications && !config.without_os_triggers,
+            web.as_ref().map(|w| w.url.clone()),
+        ),
+        web,
         home,
         pid,
         started: Utc::now(),
@@ -321,6 +390,8 @@ pub async fn run(
         wake: Notify::new(),
         stopping: Notify::new(),
     });
+    let notifier = shared.notifier.clone();
+    tokio::spawn(async move { notifier.start().await });
     let timer = tokio::spawn(timer(Arc::clone(&shared)));
     let triggers = tokio::spawn(trigger_loop(Arc::clone(&shared)));
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -467,8 +538,15 @@ async fn run_session(shared: Arc<Shared>, id: Arc<str>, request: SessionRequest)
     // The end is told once the session is recorded and its control socket
     // gone: a command that exits on it finds the session in the history.
     let mut last = None;
+    let mut first_error = None;
     while let Some(event) = run.next_event().await {
         if let Some(shape) = api::Event::from_session(&event) {
+            if let api::Event::Log { level, text, .. } = &shape
+                && level == "error"
+                && first_error.is_none()
+            {
+                first_error = Some(text.clone());
+            }
             let observed = Observed::event(&id, shape);
             if matches!(event, syncmgr_core::SessionEvent::Finished(_)) {
                 last = Some(observed);
@@ -483,7 +561,12 @@ async fn run_session(shared: Arc<Shared>, id: Arc<str>, request: SessionRequest)
         _ => None,
     });
     match run.finish(used).await {
-        Ok(summary) => settle_backoff(&shared, &id, &summary),
+        Ok(summary) => {
+            settle_backoff(&shared, &id, &summary);
+            if let Some(note) = failure_note(&summary, first_error) {
+                shared.notifier.notify(note);
+            }
+        }
         Err(e) => {
             tracing::warn!(session = %id, error = %e, "could not store the end of the session");
         }
@@ -492,6 +575,35 @@ async fn run_session(shared: Arc<Shared>, id: Arc<str>, request: SessionRequest)
         shared.state().publish(&id, &last);
     }
     end(&shared, &id);
+}
+
+/// The notification a session's end raises: one when an item (or a whole
+/// handler) failed, none otherwise (warnings never notify).
+fn failure_note(
+    summary: &SessionSummary,
+    first_error: Option<String>,
+) -> Option<crate::notify::Note> {
+    let mut handlers: Vec<String> = Vec::new();
+    let mut failed = 0;
+    let failed_items = summary
+        .items
+        .iter()
+        .filter(|i| i.status == ItemStatus::Failed);
+    for name in failed_items
+        .map(|i| &i.handler)
+        .chain(&summary.failed_handlers)
+    {
+        failed += 1;
+        if !handlers.contains(name) {
+            handlers.push(name.clone());
+        }
+    }
+    (failed > 0).then(|| crate::notify::Note {
+        session: summary.session.clone(),
+        handlers,
+        failed,
+        first_error,
+    })
 }
 
 /// After a session: an automatic one that failed for a registration puts
@@ -1566,6 +1678,8 @@ async fn status(shared: &Arc<Shared>, write: &mut OwnedWriteHalf) -> std::io::Re
                 started: api::time(shared.started),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 watchers: state.watchers.len(),
+                web: shared.web.clone(),
+                notifications: Some(shared.notifier.availability()),
             },
             sessions: state.sessions.iter().map(Entry::status).collect(),
             states,

@@ -16,7 +16,9 @@
 //! - [`control`]: the per-session control socket (cancels from other
 //!   processes);
 //! - [`daemon`] and [`client`]: the daemon, its socket, and how commands
-//!   talk to it.
+//!   talk to it;
+//! - [`notify`]: desktop notifications of failed sessions;
+//! - [`views`]: what every host shows, in the shapes of `syncmgr_api`.
 //!
 //! It knows nothing of terminals or HTTP: hosts show what it reports.
 
@@ -31,12 +33,14 @@ pub mod handlers;
 pub mod home;
 pub mod install;
 pub mod items;
+pub mod notify;
 pub mod plan;
 pub mod schedule;
 pub mod session;
 #[cfg(target_os = "linux")]
 pub mod sources;
 pub mod triggers;
+pub mod views;
 
 pub use error::{ManagerError, Result};
 pub use home::Home;

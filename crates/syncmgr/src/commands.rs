@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use syncmgr_api as api;
-use syncmgr_core::{LogEntry, LogLevel, SyncEvent, query_handler};
+use syncmgr_core::{LogEntry, SyncEvent};
 use syncmgr_handlers::folder::{FolderConfig, FolderPair};
 use syncmgr_manager::builtin;
-use syncmgr_manager::handlers::{DEFAULT_TIMEOUT, build_handler};
-use syncmgr_store::{HandlerKind, LogFilter, Registration, Store};
+use syncmgr_manager::views;
+use syncmgr_store::{HandlerKind, Registration, Store};
 
 use crate::cli::{ChooseArgs, ItemsArgs, RegisterArgs};
 use crate::error::usage;
@@ -19,24 +19,12 @@ use crate::output::Stdout;
 
 /// Checks a registration name against `[a-z0-9][a-z0-9._-]{0,63}`.
 pub fn validate_name(name: &str) -> anyhow::Result<()> {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok =
-        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
-    if first_ok && rest_ok && name.len() <= 64 {
-        Ok(())
-    } else {
-        Err(usage(format!(
-            "invalid handler name {name:?}: use 1 to 64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
-        )))
-    }
+    Ok(views::validate_name(name, "handler")?)
 }
 
 /// Parses an event name, as a usage error when unknown.
 pub fn parse_event(text: &str) -> anyhow::Result<SyncEvent> {
-    text.parse().map_err(|e| usage(format!("{e}")))
+    Ok(views::parse_event(text)?)
 }
 
 /// `register --folder SRC DST ... [--delete] [--checksum]`, checked against
@@ -194,28 +182,11 @@ pub fn unregister(store: &Store, name: &str, out: &mut Stdout) -> anyhow::Result
     Ok(())
 }
 
-fn registration_json(r: &Registration) -> api::Registration {
-    let (kind, argv, config) = match &r.kind {
-        HandlerKind::Process { argv } => ("process", Some(argv.clone()), None),
-        HandlerKind::Builtin { kind, config } => (kind.as_str(), None, Some(config.clone())),
-    };
-    api::Registration {
-        name: r.name.clone(),
-        description: r.description.clone(),
-        kind: kind.to_owned(),
-        argv,
-        config,
-        events: r.events.iter().map(|e| e.as_str().to_owned()).collect(),
-        timeout: r.timeout.map(|t| t.as_secs_f64()),
-        registered: api::time(r.registered),
-    }
-}
-
 /// `syncmgr handlers`.
 pub fn handlers(store: &Store, json: bool, out: &mut Stdout) -> anyhow::Result<()> {
     let all = store.registrations()?;
     if json {
-        let list: Vec<api::Registration> = all.iter().map(registration_json).collect();
+        let list: Vec<api::Registration> = all.iter().map(views::registration).collect();
         return out.json(&list);
     }
     if all.is_empty() {
@@ -252,70 +223,14 @@ pub fn handlers(store: &Store, json: bool, out: &mut Stdout) -> anyhow::Result<(
 /// `syncmgr items`.
 pub async fn items(store: &Store, args: ItemsArgs, out: &mut Stdout) -> anyhow::Result<bool> {
     let event = parse_event(&args.event)?;
-    let all = store.registrations()?;
-    let targets: Vec<Registration> = if args.names.is_empty() {
-        // Events that need an opt-in reach only the handlers that opted in.
-        all.iter()
-            .filter(|&r| !event.needs_opt_in() || r.events.contains(&event))
-            .cloned()
-            .collect()
-    } else {
-        args.names
-            .iter()
-            .map(|n| Ok(syncmgr_manager::plan::registration(store, n)?))
-            .collect::<anyhow::Result<_>>()?
-    };
-    if args.max_concurrent == 0 {
-        return Err(usage("--max-concurrent must be at least 1"));
+    let found = views::items(store, &args.names, event, args.max_concurrent).await?;
+    for name in &found.declined {
+        crate::output::warn(&format!("{name}: the handler declined the {event} event"));
     }
-    let mut rows = Vec::new();
-    let mut all_ok = true;
-    let answers =
-        syncmgr_manager::items::query_all(targets, &all, event, args.max_concurrent).await;
-    for (reg, answer) in answers {
-        match answer {
-            Ok(Some((info, enumeration))) => {
-                store.apply_enumeration(&reg.name, &enumeration)?;
-                let choices = store.choices(&reg.name, event)?;
-                let known = store.known_items(&reg.name)?;
-                for item in &enumeration.items {
-                    let last_update = item.last_update.or_else(|| {
-                        known
-                            .iter()
-                            .find(|k| k.id == item.id)
-                            .and_then(|k| k.last_update)
-                    });
-                    rows.push(api::ItemRow {
-                        handler: reg.name.clone(),
-                        handler_name: info.name.clone(),
-                        item: item.id.clone(),
-                        name: item.name.clone(),
-                        checked: choices.get(&item.id).copied().unwrap_or(item.checked),
-                        default_checked: item.checked,
-                        event: event.as_str().to_owned(),
-                        flags: api::ItemFlags {
-                            has_properties: item.flags.has_properties,
-                            temporary: item.flags.temporary,
-                            roaming_user: item.flags.roaming_user,
-                            may_delete_item: item.flags.may_delete_item,
-                            hidden: item.flags.hidden,
-                        },
-                        last_update: last_update.map(api::time),
-                    });
-                }
-            }
-            Ok(None) => {
-                crate::output::warn(&format!(
-                    "{}: the handler declined the {event} event",
-                    reg.name
-                ));
-            }
-            Err(e) => {
-                crate::output::warn(&format!("{}: {e}", reg.name));
-                all_ok = false;
-            }
-        }
+    for (name, error) in &found.failed {
+        crate::output::warn(&format!("{name}: {error}"));
     }
+    let rows = found.rows;
     if args.json {
         out.json(&rows)?;
     } else {
@@ -334,50 +249,13 @@ pub async fn items(store: &Store, args: ItemsArgs, out: &mut Stdout) -> anyhow::
             )?;
         }
     }
-    Ok(all_ok)
+    Ok(found.failed.is_empty())
 }
 
-/// `syncmgr choose`: only for an item the handler lists (asked afresh when
-/// the store has not seen the item), so that a typo is an error rather than
-/// a choice that never applies.
+/// `syncmgr choose`.
 pub async fn choose(store: &Store, args: ChooseArgs, out: &mut Stdout) -> anyhow::Result<()> {
-    let reg = syncmgr_manager::plan::registration(store, &args.name)?;
     let event = parse_event(&args.event)?;
-    syncmgr_core::model::validate_id(&args.item)
-        .map_err(|e| usage(format!("invalid item {:?}: {e}", args.item)))?;
-    let listed = |store: &Store| -> anyhow::Result<Vec<String>> {
-        Ok(store
-            .known_items(&args.name)?
-            .into_iter()
-            .map(|k| k.id)
-            .collect())
-    };
-    let mut known = listed(store)?;
-    if !known.contains(&args.item) {
-        let all = store.registrations()?;
-        let mut handler = build_handler(&reg, &all)?;
-        let timeout = reg.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        match query_handler(handler.as_mut(), event, timeout).await {
-            Ok(Some((_, enumeration))) => store.apply_enumeration(&reg.name, &enumeration)?,
-            Ok(None) => {}
-            Err(e) => anyhow::bail!("cannot ask handler {} for its items: {e}", reg.name),
-        }
-        known = listed(store)?;
-    }
-    if !known.contains(&args.item) {
-        return Err(usage(format!(
-            "handler {} has no item {:?} (its items: {}; see `syncmgr items {}`)",
-            args.name,
-            args.item,
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            },
-            args.name
-        )));
-    }
-    store.set_choice(&args.name, event, &args.item, args.check)?;
+    views::choose(store, &args.name, event, &args.item, args.check).await?;
     writeln!(
         out,
         "{}/{}: {} for {event}",
@@ -403,37 +281,29 @@ pub fn log_entry_line(entry: &LogEntry) -> String {
 }
 
 /// `syncmgr log`.
-pub fn log(
-    store: &Store,
-    level: Option<&str>,
-    handler: Option<String>,
-    session: Option<String>,
-    json: bool,
-    out: &mut Stdout,
-) -> anyhow::Result<()> {
-    let min_level = level
-        .map(|l| l.parse::<LogLevel>().map_err(|e| usage(e.to_string())))
-        .transpose()?;
-    let entries = store.log(&LogFilter {
-        min_level,
-        handler,
-        session,
-    })?;
+pub fn log(store: &Store, query: &views::LogQuery, json: bool, out: &mut Stdout) -> anyhow::Result<()> {
+    let entries = views::log(store, query)?;
     if json {
-        let list: Vec<api::LogEntry> = entries.iter().map(api::LogEntry::from).collect();
-        return out.json(&list);
+        return out.json(&entries);
     }
-    for entry in &entries {
-        writeln!(out, "{}", log_entry_line(entry))?;
+    for e in &entries {
+        let line = crate::display::log_line(
+            e.id,
+            &e.time,
+            &e.level,
+            &e.handler,
+            e.item.as_deref(),
+            &e.text,
+            e.actionable,
+        );
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }
 
 /// `syncmgr log delete`.
 pub fn log_delete(store: &Store, id: i64, out: &mut Stdout) -> anyhow::Result<()> {
-    if !store.delete_log(id)? {
-        return Err(usage(format!("no log entry {id}")));
-    }
+    views::delete_log(store, id)?;
     writeln!(out, "deleted log entry {id}")?;
     Ok(())
 }
@@ -445,30 +315,18 @@ pub fn history(
     json: bool,
     out: &mut Stdout,
 ) -> anyhow::Result<()> {
-    let sessions = store.sessions(limit).context("reading session history")?;
+    let sessions = views::history(store, limit).context("reading session history")?;
     if json {
-        let list: Vec<api::Session> = sessions
-            .iter()
-            .map(|s| api::Session {
-                id: s.id.clone(),
-                trigger: s.trigger.as_str().to_owned(),
-                reason: s.reason.clone(),
-                started: api::time(s.started),
-                finished: s.finished.map(api::time),
-                outcome: s.outcome.map(|o| o.as_str().to_owned()),
-                counts: s.counts.into(),
-            })
-            .collect();
-        return out.json(&list);
+        return out.json(&sessions);
     }
     for s in &sessions {
         writeln!(
             out,
             "{}  {}  {:<10} {:<12} {} succeeded, {} failed, {} skipped, {} stopped",
             s.id,
-            s.started.format("%Y-%m-%d %H:%M:%S"),
-            s.trigger.as_str(),
-            s.outcome.map_or("running", |o| o.as_str()),
+            history_time(&s.started),
+            s.trigger,
+            s.outcome.as_deref().unwrap_or("running"),
             s.counts.succeeded,
             s.counts.failed,
             s.counts.skipped,
@@ -476,4 +334,9 @@ pub fn history(
         )?;
     }
     Ok(())
+}
+
+/// `2026-12-06T10:55:11.123Z` as `2026-12-06 10:55:11`.
+fn history_time(time: &str) -> String {
+    time.get(..19).unwrap_or(time).replacen('T', " ", 1)
 }

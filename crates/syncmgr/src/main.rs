@@ -155,9 +155,12 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             }
             None => commands::log(
                 &store,
-                args.level.as_deref(),
-                args.handler,
-                args.session,
+                &syncmgr_manager::views::LogQuery {
+                    level: args.level,
+                    handler: args.handler,
+                    session: args.session,
+                    after: None,
+                },
                 args.json,
                 &mut out,
             )

@@ -4,12 +4,10 @@
 use std::io::Write as _;
 
 use syncmgr_api as api;
-use syncmgr_manager::schedule::{MIN_EVERY, Schedule, parse_cron, parse_zone};
-use syncmgr_manager::{Home, client};
-use syncmgr_store::{ScheduleRecord, ScheduleWhen, Store};
+use syncmgr_manager::{Home, client, views};
+use syncmgr_store::Store;
 
 use crate::cli::{ScheduleAction, ScheduleAddArgs};
-use crate::error::usage;
 use crate::output::Stdout;
 
 /// Runs a `schedule` subcommand.
@@ -26,11 +24,7 @@ pub async fn run(
         }
         ScheduleAction::List { json } => list(store, json, out),
         ScheduleAction::Remove { name } => {
-            if !store.remove_schedule(&name)? {
-                return Err(usage(format!(
-                    "no schedule named {name:?} (see `syncmgr schedule list`)"
-                )));
-            }
+            views::remove_schedule(store, &name)?;
             writeln!(out, "removed schedule {name}")?;
             poke(home).await
         }
@@ -38,45 +32,17 @@ pub async fn run(
 }
 
 fn add(store: &Store, args: ScheduleAddArgs, out: &mut Stdout) -> anyhow::Result<()> {
-    crate::commands::validate_name(&args.name)
-        .map_err(|_| usage(format!("invalid schedule name {:?}: use 1 to 64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit", args.name)))?;
-    let when = match (args.every, args.cron) {
-        (Some(every), None) => {
-            if every < MIN_EVERY {
-                return Err(usage("--every must be at least 1s"));
-            }
-            ScheduleWhen::Every(every)
-        }
-        (None, Some(expr)) => {
-            parse_cron(&expr)?;
-            if let Some(zone) = &args.timezone {
-                parse_zone(zone)?;
-            }
-            ScheduleWhen::Cron {
-                expr,
-                timezone: args.timezone,
-            }
-        }
-        _ => return Err(usage("give one of --every DURATION and --cron EXPR")),
-    };
-    // The targets must name what exists now (as `sync` checks them).
-    syncmgr_manager::plan::jobs(store, &args.targets, syncmgr_core::SyncEvent::Scheduled)?;
-    let record = ScheduleRecord {
+    let format = syncmgr_core::duration::format;
+    let new = api::NewSchedule {
         name: args.name.clone(),
-        when,
-        jitter: args.jitter,
-        catch_up: !args.no_catch_up,
+        every: args.every.map(format),
+        cron: args.cron,
+        timezone: args.timezone,
+        jitter: Some(format(args.jitter)),
+        no_catch_up: args.no_catch_up,
         targets: args.targets,
-        created: chrono::Utc::now(),
-        last_run: None,
     };
-    if !store.add_schedule(&record)? {
-        return Err(usage(format!(
-            "a schedule named {:?} exists; remove it first (`syncmgr schedule remove {}`)",
-            args.name, args.name
-        )));
-    }
-    let next = Schedule::from_record(&record)?.due(chrono::Utc::now());
+    let next = views::add_schedule(store, &new)?;
     writeln!(
         out,
         "added schedule {}{}",
@@ -86,40 +52,8 @@ fn add(store: &Store, args: ScheduleAddArgs, out: &mut Stdout) -> anyhow::Result
     Ok(())
 }
 
-/// The rows of `schedule list`.
-fn rows(store: &Store) -> anyhow::Result<Vec<api::ScheduleRow>> {
-    let now = chrono::Utc::now();
-    Ok(store
-        .schedules()?
-        .into_iter()
-        .map(|record| {
-            let next = Schedule::from_record(&record)
-                .ok()
-                .and_then(|s| s.due(now))
-                .map(|t| api::time(t.max(now)));
-            let (every, cron, timezone) = match record.when {
-                ScheduleWhen::Every(every) => {
-                    (Some(syncmgr_core::duration::format(every)), None, None)
-                }
-                ScheduleWhen::Cron { expr, timezone } => (None, Some(expr), timezone),
-            };
-            api::ScheduleRow {
-                name: record.name,
-                every,
-                cron,
-                timezone,
-                jitter: syncmgr_core::duration::format(record.jitter),
-                catch_up: record.catch_up,
-                targets: record.targets,
-                last_run: record.last_run.map(api::time),
-                next_run: next,
-            }
-        })
-        .collect())
-}
-
 fn list(store: &Store, json: bool, out: &mut Stdout) -> anyhow::Result<()> {
-    let rows = rows(store)?;
+    let rows = views::schedules(store, chrono::Utc::now())?;
     if json {
         return out.json(&rows);
     }
