@@ -301,7 +301,11 @@ pub async fn cancel(runtime_dir: &Path, store: &Store, targets: &[String]) -> Re
         return Err(ManagerError::NotNow(format!(
             "{} running session{} did not answer the cancel in time (it may still act on it when it runs again): {}",
             report.unanswered.len(),
-            if report.unanswered.len() == 1 { "" } else { "s" },
+            if report.unanswered.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
             report.unanswered.join(", ")
         )));
     }

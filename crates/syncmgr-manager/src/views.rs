@@ -204,7 +204,10 @@ pub fn log(store: &Store, query: &LogQuery) -> Result<Vec<api::LogEntry>> {
     let min_level = query
         .level
         .as_deref()
-        .map(|l| l.parse::<LogLevel>().map_err(|e| ManagerError::usage(e.to_string())))
+        .map(|l| {
+            l.parse::<LogLevel>()
+                .map_err(|e| ManagerError::usage(e.to_string()))
+        })
         .transpose()?;
     let entries = store.log(&LogFilter {
         min_level,

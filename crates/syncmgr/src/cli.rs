@@ -83,6 +83,18 @@ pub enum Command {
         /// Instead of running: stop it and remove the installed service.
         #[arg(long)]
         uninstall: bool,
+        /// Serve the dashboard on ADDR (`127.0.0.1:8734`; port 0 picks a
+        /// free one) instead of `[web] listen`.
+        #[arg(long, value_name = "ADDR")]
+        web: Option<String>,
+    },
+    /// Open Sync Center in the browser, logged in: prints a one-time
+    /// login link (valid for 2 minutes) to the running daemon's dashboard
+    /// and opens it on a desktop.
+    Dashboard {
+        /// Only print the link.
+        #[arg(long)]
+        no_open: bool,
     },
     /// Named schedules that the daemon runs: add, list, remove.
     Schedule {

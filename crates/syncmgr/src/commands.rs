@@ -281,7 +281,12 @@ pub fn log_entry_line(entry: &LogEntry) -> String {
 }
 
 /// `syncmgr log`.
-pub fn log(store: &Store, query: &views::LogQuery, json: bool, out: &mut Stdout) -> anyhow::Result<()> {
+pub fn log(
+    store: &Store,
+    query: &views::LogQuery,
+    json: bool,
+    out: &mut Stdout,
+) -> anyhow::Result<()> {
     let entries = views::log(store, query)?;
     if json {
         return out.json(&entries);

@@ -21,6 +21,7 @@ pub async fn run(
     home: Home,
     explicit_home: Option<&std::path::Path>,
     max_concurrent: Option<usize>,
+    web: Option<&str>,
 ) -> anyhow::Result<i32> {
     if max_concurrent == Some(0) {
         return Err(usage("--max-concurrent must be at least 1"));
@@ -29,6 +30,14 @@ pub async fn run(
     let config = match &config_path {
         Some(path) => Config::load(path)?,
         None => Config::default(),
+    };
+    let web_config = if web.is_some() || config.web.enabled {
+        Some(
+            syncmgr_web::WebConfig::from_settings(&config.web, web)
+                .map_err(|e| usage(e.to_string()))?,
+        )
+    } else {
+        None
     };
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -44,7 +53,40 @@ pub async fn run(
         max_concurrent,
         without_os_triggers: false,
     };
-    syncmgr_manager::daemon::run(home, options, shutdown).await?;
+    // The lock first: a second daemon fails on it, not on the port.
+    let mut daemon = syncmgr_manager::daemon::bind(home.clone(), options)?;
+    let dashboard = match web_config {
+        Some(config) => match syncmgr_web::bind(config).await {
+            Ok(bound) => {
+                daemon.set_web(bound.info());
+                Some(bound)
+            }
+            // Asked for on the command line: that is an error.
+            Err(e) if web.is_some() => return Err(e.into()),
+            // The configured address is taken (another home's daemon):
+            // the daemon runs without its dashboard, and says so.
+            Err(e) => {
+                tracing::warn!(error = %e, "the dashboard is not served");
+                None
+            }
+        },
+        None => None,
+    };
+    let stop_web = tokio_util::sync::CancellationToken::new();
+    let web_task = dashboard.map(|bound| {
+        let (home, stop) = (home.clone(), stop_web.clone());
+        tokio::spawn(async move {
+            if let Err(e) = bound.serve(home, stop).await {
+                tracing::error!(error = %e, "the dashboard stopped");
+            }
+        })
+    });
+    let result = daemon.run(shutdown).await;
+    stop_web.cancel();
+    if let Some(task) = web_task {
+        let _ = task.await;
+    }
+    result?;
     Ok(exit_codes::SUCCESS)
 }
 
@@ -183,4 +225,44 @@ pub async fn events(home: &Home, json: bool, out: Stdout) -> anyhow::Result<i32>
             _ = terminate.recv() => return Ok(exit_codes::SUCCESS),
         }
     }
+}
+
+/// `syncmgr dashboard`: a one-time login link to the running daemon's
+/// dashboard, printed and (unless `--no-open`, or with no desktop) opened.
+pub async fn dashboard(home: &Home, no_open: bool, out: &mut Stdout) -> anyhow::Result<i32> {
+    let Some(mut connection) = client::connect(home).await? else {
+        return Err(ManagerError::NoDaemon.into());
+    };
+    connection.request(&api::DaemonRequest::Status {}).await?;
+    let status: api::Status = connection
+        .next()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the daemon did not answer"))?;
+    let Some(web) = status.daemon.and_then(|d| d.web) else {
+        anyhow::bail!(
+            "the daemon serves no dashboard: set [web] enabled = true (and [web] listen) in config.toml, or start it with `syncmgr daemon --web 127.0.0.1:8734`"
+        );
+    };
+    let url = syncmgr_web::login_url(home, &web.url).await?;
+    writeln!(out, "{url}")?;
+    let desktop = std::env::var_os("DISPLAY").is_some()
+        || std::env::var_os("WAYLAND_DISPLAY").is_some()
+        || cfg!(target_os = "macos");
+    if !no_open && desktop {
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
+        // The link is printed whether or not the opener works.
+        if let Err(e) = std::process::Command::new(opener)
+            .arg(&url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+        {
+            crate::output::warn(&format!("cannot open a browser ({opener}: {e})"));
+        }
+    }
+    Ok(exit_codes::SUCCESS)
 }

@@ -131,9 +131,12 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
         Command::Daemon {
             uninstall: true, ..
         } => daemon::uninstall(&mut out),
-        Command::Daemon { max_concurrent, .. } => {
-            daemon::run(home, cli.home.as_deref(), max_concurrent).await
-        }
+        Command::Daemon {
+            max_concurrent,
+            web,
+            ..
+        } => daemon::run(home, cli.home.as_deref(), max_concurrent, web.as_deref()).await,
+        Command::Dashboard { no_open } => daemon::dashboard(&home, no_open, &mut out).await,
         Command::Schedule { action } => schedule::run(&home, &store, action, &mut out)
             .await
             .map(|()| ok),
