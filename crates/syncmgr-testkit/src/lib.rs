@@ -2,10 +2,12 @@
 //! the least a manager could do, used as the baseline the real manager and
 //! the SDKs are measured against; building workspace binaries from a test
 //! ([`cargo_build`], [`build_test_handler`]); hermetic [`git`]; private
-//! D-Bus buses with mock services ([`dbus`]). (The scripted
+//! D-Bus buses with mock services ([`dbus`]); a bare HTTP client for the
+//! dashboard ([`http`]). (The scripted
 //! handler itself is the `syncmgr-test-handler` binary of this package.)
 
 pub mod dbus;
+pub mod http;
 mod support;
 
 pub use support::{build_test_handler, cargo_build, git, test_profile_dir};

@@ -1,6 +1,6 @@
 // Sync Center's page script: follows the event stream and sends the
 // buttons' requests. Every text from the server is set with textContent
-// (never innerHTML); state goes in data-* attributes.
+// (never parsed as HTML); state goes in data-* attributes.
 "use strict";
 
 const csrf = document.querySelector('meta[name="csrf"]').content;

@@ -258,10 +258,17 @@ fn handler_section(
         .iter()
         .filter(|r| r.handler == reg.name && !r.flags.hidden);
     let choices = model.choices.get(&reg.name);
+    // The handler's own name for itself (`handlerInfo`), when it listed items.
+    let display = model
+        .items
+        .iter()
+        .find(|r| r.handler == reg.name)
+        .map(|r| r.handler_name.as_str());
     html! {
         article.handler data-handler=(reg.name) data-state=(state.map_or("idle", |s| s.state.as_str())) {
             div.handler-head {
                 h3 { (reg.name) }
+                @if let Some(display) = display { span.display-name { (display) } }
                 @if let Some(d) = &reg.description { span.description { (d) } }
                 span.reg-state { (state.map_or("idle", |s| s.state.as_str())) }
                 @if let Some(s) = state {

@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::util::{PATIENCE, TestHome, wait_until};
 
 /// The schemas of `docs/cli.md`, by name.
-fn schemas() -> BTreeMap<String, Value> {
+pub fn schemas() -> BTreeMap<String, Value> {
     let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md");
     let text = fs::read_to_string(&doc).expect("docs/cli.md");
     let mut out = BTreeMap::new();
@@ -42,7 +42,12 @@ fn schemas() -> BTreeMap<String, Value> {
 
 /// Checks `value` against `schema`; returns what does not match, with the
 /// path to it.
-fn check(all: &BTreeMap<String, Value>, schema: &Value, value: &Value, at: &str) -> Vec<String> {
+pub fn check(
+    all: &BTreeMap<String, Value>,
+    schema: &Value,
+    value: &Value,
+    at: &str,
+) -> Vec<String> {
     let mut errors = Vec::new();
     if let Some(name) = schema.get("$ref").and_then(Value::as_str) {
         let target = all
@@ -208,11 +213,12 @@ fn every_documented_json_shape_matches_real_output() {
     conforms(&all, &mut used, "status", &status);
     assert_eq!(status["daemon"], Value::Null, "{status:#}");
     home.start_daemon();
+    // The dashboard follows the events too: one watcher of its own.
+    let watchers = || home.json(&["status", "--json"])["daemon"]["watchers"].clone();
+    assert!(wait_until(PATIENCE, || watchers() == 1));
     let mut watcher = home.cmd(["events", "--json"]).spawn();
     // Its first event must be the `queued` below: wait until it follows.
-    assert!(wait_until(PATIENCE, || {
-        home.json(&["status", "--json"])["daemon"]["watchers"] == 1
-    }));
+    assert!(wait_until(PATIENCE, || watchers() == 2));
     let accepted = home.json(&["sync", "chatty", "--detach", "--json"]);
     conforms(&all, &mut used, "accepted", &accepted);
     let status = home.json(&["status", "--json"]);
@@ -249,6 +255,57 @@ fn every_documented_json_shape_matches_real_output() {
         conforms(&all, &mut used, &format!("event.{kind}"), event);
     }
     assert!(used.contains("event.queued"), "{seen:#?}");
+
+    // The web API's own shapes: answers, and the bodies it takes.
+    let web = crate::dashboard::Web::of(&mut home);
+    let health = syncmgr_testkit::http::request(&web.address, "GET", "/api/health", &[], None);
+    conforms(&all, &mut used, "health", &health.json());
+    conforms(
+        &all,
+        &mut used,
+        "loginUrl",
+        &web.ok("POST", "/api/v1/login-token", None),
+    );
+    home.register(
+        "slow",
+        &["--items", "a", "--steps", "400", "--step-ms", "25"],
+    );
+    let sync = serde_json::json!({"targets": ["slow"], "event": null});
+    conforms(&all, &mut used, "syncRequest", &sync);
+    conforms(
+        &all,
+        &mut used,
+        "sessionRef",
+        &web.ok("POST", "/api/v1/sync", Some(&sync)),
+    );
+    let cancel = serde_json::json!({"targets": ["slow"]});
+    conforms(&all, &mut used, "cancelRequest", &cancel);
+    let mut cancelled = None;
+    assert!(wait_until(PATIENCE, || {
+        let reply = web.call("POST", "/api/v1/cancel", Some(&cancel));
+        cancelled = (reply.status == 200).then(|| reply.json());
+        cancelled.is_some()
+    }));
+    conforms(&all, &mut used, "cancelReply", &cancelled.unwrap());
+    let refused = web.call("GET", "/api/v1/log?level=loud", None);
+    conforms(&all, &mut used, "apiError", &refused.json());
+    let choice =
+        serde_json::json!({"handler": "slow", "item": "a", "event": "idle", "checked": true});
+    conforms(
+        &all,
+        &mut used,
+        "choice",
+        &web.ok("PUT", "/api/v1/choices", Some(&choice)),
+    );
+    let show = serde_json::json!({"confirm": false});
+    conforms(&all, &mut used, "showRequest", &show);
+    let schedule = serde_json::json!({
+        "name": "web", "every": "1h", "cron": null, "timezone": null, "jitter": "1m",
+        "noCatchUp": true, "targets": ["slow"]
+    });
+    conforms(&all, &mut used, "newSchedule", &schedule);
+    let added = web.call("POST", "/api/v1/schedules", Some(&schedule));
+    assert_eq!(added.status, 201, "{}", added.body);
 
     let documented: BTreeSet<String> = all.keys().cloned().collect();
     let unused: Vec<&String> = documented.difference(&used).collect();

@@ -27,6 +27,9 @@
 //!   `events`, SIGTERM and SIGKILL. With `SYNCMGR_TEST_DAEMON=1` every
 //!   other test's home has a daemon too (except those about the inline
 //!   process itself).
+//! - [`dashboard`]: the web dashboard: every API route in its documented
+//!   shape, every security rule, the event stream and its replay, metrics,
+//!   the login link.
 //! - [`faults`]: handlers that misbehave (silent, crash, garbage, bad
 //!   requests, never report, failing prepare/synchronize, a missing program)
 //!   fail only their own items, with log entries saying why.
@@ -52,6 +55,7 @@ mod check_handler;
 mod choices;
 mod contract;
 mod daemon;
+mod dashboard;
 mod faults;
 mod hardening;
 mod lifecycle;

@@ -179,7 +179,8 @@ impl TestHome {
             .env_remove("SYNCMGR_LOG")
             .env("SYNCMGR_HOME", self.path())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .arg("daemon")
+            // A free port each: tests run side by side.
+            .args(["daemon", "--web", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
