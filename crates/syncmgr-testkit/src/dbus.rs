@@ -87,6 +87,25 @@ impl Bus {
         );
     }
 
+    /// Starts a dbusmock template as a session service (such as
+    /// `notification_daemon`) and waits until it answers.
+    pub fn mock_session(&mut self, python: &Path, template: &str, service: &str, path: &str) {
+        self.spawn_mock(
+            python,
+            &["--session", "-t", template],
+            "DBUS_SESSION_BUS_ADDRESS",
+            service,
+            path,
+        );
+    }
+
+    /// The methods a mock object was called with, as `busctl` prints
+    /// dbusmock's `GetCalls` (one text; tests look for names in it).
+    pub fn calls(&self, service: &str, path: &str) -> String {
+        self.busctl(&["call", service, path, MOCK, "GetCalls"])
+            .unwrap_or_default()
+    }
+
     /// Starts a bare dbusmock object (`service` at `path` with
     /// `interface`, methods and properties to add through [`MOCK`]) as a
     /// session service, and waits until it answers.

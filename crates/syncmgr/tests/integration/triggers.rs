@@ -523,3 +523,74 @@ fn gnome_s_idle_monitor_is_the_idle_source_when_it_answers() {
             .is_some_and(|s| s["outcome"] == "cancelled")
     }));
 }
+
+const NOTIFICATIONS: &str = "org.freedesktop.Notifications";
+const NOTIFICATIONS_PATH: &str = "/org/freedesktop/Notifications";
+
+/// How many `Notify` calls the mock notification server got.
+fn notifications(session: &Bus) -> usize {
+    session
+        .calls(NOTIFICATIONS, NOTIFICATIONS_PATH)
+        .matches("\"Notify\"")
+        .count()
+}
+
+#[test]
+fn a_failed_session_raises_one_notification_and_warnings_none() {
+    let Some(python) = dbusmock_python() else {
+        return;
+    };
+    let mut session = Bus::start();
+    session.mock_session(
+        &python,
+        "notification_daemon",
+        NOTIFICATIONS,
+        NOTIFICATIONS_PATH,
+    );
+    let mut home = TestHome::inline();
+    home.set_env("DBUS_SESSION_BUS_ADDRESS", &session.address);
+    // Warnings only: `log` logs a warning and information, then succeeds.
+    home.register("chatty", &["--scenario", "log", "--items", "a"]);
+    home.register("broken", &["--items", "a,b,c", "--fail", "b,c"]);
+    home.start_daemon();
+    assert!(wait_until(PATIENCE, || {
+        home.json(&["status", "--json"])["daemon"]["notifications"]["available"] == true
+    }));
+    assert_eq!(home.sync(&["chatty"]).outcome(), "succeeded");
+    assert_eq!(home.sync(&["broken"]).outcome(), "failed");
+    assert!(wait_until(PATIENCE, || notifications(&session) >= 1));
+    let calls = session.calls(NOTIFICATIONS, NOTIFICATIONS_PATH);
+    assert_eq!(
+        notifications(&session),
+        1,
+        "one, for the failed session: {calls}"
+    );
+    assert!(calls.contains("broken: 2 items failed to sync"), "{calls}");
+    assert!(
+        !calls.contains("chatty"),
+        "a warning never notifies: {calls}"
+    );
+    // Its default action opens the dashboard.
+    assert!(calls.contains("\"default\""), "{calls}");
+}
+
+#[test]
+fn without_a_notification_server_nothing_is_shown_and_status_says_so() {
+    let session = Bus::start();
+    let mut home = TestHome::inline();
+    home.set_env("DBUS_SESSION_BUS_ADDRESS", &session.address);
+    home.register("broken", &["--items", "a", "--fail", "a"]);
+    home.start_daemon();
+    assert!(wait_until(PATIENCE, || {
+        let n = home.json(&["status", "--json"])["daemon"]["notifications"].clone();
+        n["available"] == false
+            && n["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no notification server"))
+    }));
+    assert_eq!(home.sync(&["broken"]).outcome(), "failed");
+    // The daemon goes on: the next session runs as well.
+    assert_eq!(home.sync(&["broken"]).outcome(), "failed");
+    let out = home.stop_daemon();
+    assert!(out.success(), "{out:?}");
+}
