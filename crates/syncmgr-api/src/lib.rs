@@ -433,6 +433,10 @@ pub enum DaemonRequest {
         max_concurrent: usize,
         /// A cancelled handler's grace, in milliseconds.
         grace_ms: u64,
+        /// Who asks, when not the command line: `dashboard` (the
+        /// session's reason then says so).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<String>,
     },
     /// `log show`: ask the handler about a results-log entry and retry
     /// what it asks to. Answered as `sync` is; when the retry needs the

@@ -715,9 +715,19 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
             replace,
             max_concurrent,
             grace_ms,
+            via,
         } => {
+            let reason = match via.as_deref() {
+                None => requested_by(cookie.is_some()),
+                Some("dashboard") => "requested in the dashboard".to_owned(),
+                Some(other) => {
+                    let error = format!("unknown requester {other:?} (only \"dashboard\")");
+                    let _ = send(&mut write, &api::Refused { error, usage: true }).await;
+                    return;
+                }
+            };
             let ask = Ask {
-                reason: requested_by(cookie.is_some()),
+                reason,
                 show_error: None,
                 targets,
                 event,

@@ -87,6 +87,7 @@ fn detached(targets: &[&str]) -> DaemonRequest {
         replace: false,
         max_concurrent: 4,
         grace_ms: 1000,
+        via: None,
     }
 }
 
@@ -196,6 +197,7 @@ async fn bad_requests_and_unknown_targets_are_refused() {
         replace: false,
         max_concurrent: 0,
         grace_ms: 0,
+        via: None,
     };
     match ask::<SyncReply>(&home, zero).await {
         SyncReply::Refused(r) => assert!(r.error.contains("--max-concurrent"), "{}", r.error),

@@ -142,6 +142,9 @@ function onEvent(e) {
   switch (e.event) {
     case "item":
       queueItem(e);
+      if (!["succeeded", "failed", "skipped", "stopped", "deleted"].includes(e.status)) {
+        handlerState(e.handler, "running");
+      }
       break;
     case "sessionStarted":
       break;

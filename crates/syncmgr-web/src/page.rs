@@ -136,6 +136,13 @@ fn render(model: &Model, csrf: &str, after: u64, state: &AppState) -> Markup {
         .and_then(|d| d.web.as_ref())
         .is_some_and(|w| w.remote)
         || !state.address.ip().is_loopback();
+    let unavailable: Vec<&str> = model
+        .status
+        .iter()
+        .flat_map(|s| &s.triggers)
+        .filter(|t| !t.available)
+        .map(|t| t.trigger.as_str())
+        .collect();
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -168,9 +175,9 @@ fn render(model: &Model, csrf: &str, after: u64, state: &AppState) -> Markup {
                     @for problem in &model.problems {
                         p.notice.warning { (problem) }
                     }
-                    @for trigger in model.status.iter().flat_map(|s| &s.triggers).filter(|t| !t.available) {
-                        p.notice.info data-trigger=(trigger.trigger) {
-                            "Trigger " (trigger.trigger) " unavailable: " (trigger.reason)
+                    @if !unavailable.is_empty() {
+                        p.notice.info data-notice="triggers" {
+                            "Unavailable triggers: " (unavailable.join(", ")) " (see " a href="#triggers" { "Triggers" } " for why)."
                         }
                     }
                     @if let Some(n) = model.status.as_ref().and_then(|s| s.daemon.as_ref()).and_then(|d| d.notifications.as_ref()).filter(|n| !n.available) {
@@ -286,7 +293,7 @@ fn handler_section(
                 thead {
                     tr {
                         th { "Item" } th { "Status" } th { "Progress" }
-                        @for e in EVENTS { th.event title=(e.as_str()) { (e.as_str()) } }
+                        @for e in EVENTS { th.event title=(format!("the {} event", e.as_str())) { (event_label(e)) } }
                         th {}
                     }
                 }
@@ -321,6 +328,18 @@ fn handler_section(
                 }
             }
         }
+    }
+}
+
+/// A check box column's heading, as SyncMgr's settings tabs name them.
+fn event_label(event: SyncEvent) -> &'static str {
+    match event {
+        SyncEvent::Manual => "Manual",
+        SyncEvent::Scheduled => "Schedule",
+        SyncEvent::Idle => "Idle",
+        SyncEvent::Connect => "Logon/network",
+        SyncEvent::PendingDisconnect => "Logoff",
+        SyncEvent::Invoke => "Program",
     }
 }
 

@@ -334,6 +334,7 @@ async fn sync(
             replace: false,
             max_concurrent: MAX_CONCURRENT,
             grace_ms: GRACE.as_millis() as u64,
+            via: Some("dashboard".to_owned()),
         })
         .await?;
     match daemon.next::<SyncReply>().await? {

@@ -357,6 +357,7 @@ async fn run_in_daemon(
             replace,
             max_concurrent: plan.tuning.max_concurrent,
             grace_ms,
+            via: None,
         },
     };
     connection.request(&request).await?;

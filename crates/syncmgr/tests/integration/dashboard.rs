@@ -388,6 +388,7 @@ fn every_route_answers_in_its_documented_shape() {
     }));
     let history = web.ok("GET", "/api/v1/history", None);
     conforms("history", &history);
+    assert_eq!(history[0]["reason"], "requested in the dashboard");
     assert_eq!(history, home.json(&["history", "--json"]));
     let refused = web.call(
         "POST",

@@ -43,12 +43,15 @@
 //! - [`triggers`]: the operating system's triggers against private D-Bus
 //!   buses with python-dbusmock's logind, NetworkManager and UPower.
 //! - [`usage`]: bad usage and bad input exit 2 with a clear message.
+//! - [`browser`]: the dashboard in headless Chromium over WebDriver:
+//!   live progress, Stop, a per-trigger box, a confirmed guard; screenshots.
 //! - [`builtins`]: the built-in folder and command handlers through
 //!   `register`, and `syncmgr demo`.
 //! - [`check_handler`]: `syncmgr check-handler` passes every example handler
 //!   (Rust SDK, Python SDK, none), fails each misbehaviour of the test
 //!   handler on the rule it breaks, in bounded time.
 
+mod browser;
 mod builtins;
 mod cancel;
 mod check_handler;

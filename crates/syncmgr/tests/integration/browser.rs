@@ -1,0 +1,266 @@
+//! The dashboard in a real browser: Debian's headless Chromium driven over
+//! WebDriver (`chromedriver`, fantoccini), against a real daemon with a
+//! slow test handler. It sees a progress bar advance from the event
+//! stream, stops one item and finds it `stopped` in the history, ticks a
+//! per-trigger box and finds it in `items --json`, acts on a guard entry
+//! and confirms, and saves a screenshot of each view under
+//! `target/<profile>/screenshots/`. Waits are CSS selectors on the page's
+//! `data-*` state, each with a deadline.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::dashboard::Web;
+use crate::util::{PATIENCE, TestHome, wait_until};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "chromedriver";
+
+/// `chromedriver` on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts chromedriver and a headless Chromium session; `None` when the
+/// browser is missing and `SYNCMGR_TEST_SKIP_TOOLS` allows that.
+async fn browser() -> Option<(Driver, Client)> {
+    if !syncmgr_testkit::require_tool(CHROMEDRIVER) || !syncmgr_testkit::require_tool(CHROMIUM) {
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let profile = tempfile::tempdir().expect("a browser profile");
+    let driver = Driver {
+        child,
+        port,
+        _profile: profile,
+    };
+    assert!(
+        wait_until(PATIENCE, || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "chromedriver did not listen"
+    );
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-quic",
+                "--window-size=1280,900",
+                format!("--user-data-dir={}", driver._profile.path().display()),
+            ]
+        }
+    });
+    let Value::Object(capabilities) = capabilities else {
+        unreachable!()
+    };
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session");
+    Some((driver, client))
+}
+
+fn screenshots() -> PathBuf {
+    let dir = syncmgr_testkit::test_profile_dir().join("screenshots");
+    fs::create_dir_all(&dir).expect("the screenshots directory");
+    dir
+}
+
+async fn shoot(client: &Client, name: &str) {
+    let png = client.screenshot().await.expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    fs::write(screenshots().join(format!("{name}.png")), png).expect("save the screenshot");
+}
+
+/// Waits for an element matching `css`.
+async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
+    match client
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(css))
+        .await
+    {
+        Ok(element) => element,
+        Err(e) => {
+            let source = client.source().await.unwrap_or_default();
+            panic!("no {css} within {PATIENCE:?} ({e}); the page:\n{source}");
+        }
+    }
+}
+
+async fn click(client: &Client, css: &str) {
+    wait_for(client, css)
+        .await
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+/// `data-pct` of an item row.
+async fn pct(client: &Client, row: &str) -> u64 {
+    wait_for(client, row)
+        .await
+        .attr("data-pct")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_a_browser() {
+    let mut home = TestHome::inline();
+    home.register(
+        "slow",
+        &["--items", "a,b", "--steps", "2000", "--step-ms", "20"],
+    );
+    let (src, dst) = (home.path().join("src"), home.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    for f in ["a", "b", "c", "d"] {
+        fs::write(src.join(f), f).unwrap();
+    }
+    home.ok(&[
+        "register",
+        "files",
+        "--folder",
+        src.to_str().unwrap(),
+        dst.to_str().unwrap(),
+        "--delete",
+    ]);
+    let web = Web::of(&mut home);
+    let Some((_driver, client)) = browser().await else {
+        return;
+    };
+    let link = home
+        .ok(&["dashboard", "--no-open"])
+        .stdout
+        .trim()
+        .to_owned();
+    client.goto(&link).await.expect("open the login link");
+    wait_for(&client, "#connection[data-state=\"live\"]").await;
+    assert_eq!(
+        client.current_url().await.unwrap().path(),
+        "/",
+        "the login link leads to the page"
+    );
+    shoot(&client, "dashboard-main").await;
+
+    // Sync one item: its progress bar advances from the event stream.
+    let row_a = "tr.item[data-handler=\"slow\"][data-item=\"a\"]";
+    click(&client, &format!("{row_a} button[data-action=\"sync\"]")).await;
+    wait_for(
+        &client,
+        &format!("{row_a}[data-state=\"updating\"]:not([data-pct=\"0\"])"),
+    )
+    .await;
+    let first = pct(&client, row_a).await;
+    let deadline = Instant::now() + PATIENCE;
+    while pct(&client, row_a).await <= first {
+        assert!(
+            Instant::now() < deadline,
+            "the progress bar did not advance past {first}%"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shoot(&client, "dashboard-progress").await;
+
+    // Stop it: the row ends `stopped`, and so does the history.
+    click(&client, &format!("{row_a} button[data-action=\"stop\"]")).await;
+    wait_for(&client, &format!("{row_a}[data-state=\"stopped\"]")).await;
+    wait_for(&client, "#history-rows tr[data-outcome=\"cancelled\"]").await;
+    let history = home.json(&["history", "--json"]);
+    assert_eq!(history[0]["counts"]["stopped"], 1, "{history:#}");
+    shoot(&client, "dashboard-stopped").await;
+
+    // A per-trigger box: ticked in the page, stored for that event.
+    let before = home.json(&["items", "slow", "--event", "scheduled", "--json"]);
+    let was = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["item"] == "b")
+        .unwrap()["checked"]
+        .as_bool()
+        .unwrap();
+    let box_b = "tr.item[data-handler=\"slow\"][data-item=\"b\"] input[data-event=\"scheduled\"]";
+    click(&client, box_b).await;
+    wait_for(&client, &format!("{box_b}[data-saved=\"yes\"]")).await;
+    let after = home.json(&["items", "slow", "--event", "scheduled", "--json"]);
+    let now = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["item"] == "b")
+        .unwrap()["checked"]
+        .as_bool()
+        .unwrap();
+    assert_eq!(now, !was, "{after:#}");
+
+    // A guard entry: act on it, read the guard's question, confirm.
+    let run = |web: &Web| {
+        let id =
+            web.ok("POST", "/api/v1/sync", Some(&json!({"targets": ["files"]})))["session"].clone();
+        assert!(wait_until(PATIENCE, || {
+            let last = web.ok("GET", "/api/v1/history?limit=1", None);
+            last[0]["id"] == id && !last[0]["outcome"].is_null()
+        }));
+    };
+    run(&web);
+    for f in ["a", "b", "c"] {
+        fs::remove_file(src.join(f)).unwrap();
+    }
+    run(&web);
+    let entry = "#log-entries li.entry[data-level=\"error\"]";
+    wait_for(&client, entry).await;
+    click(&client, &format!("{entry} summary")).await;
+    click(&client, &format!("{entry} button[data-action=\"show\"]")).await;
+    let question = wait_for(&client, "dialog#confirm[open] #confirm-text").await;
+    let text = question.text().await.unwrap();
+    assert!(text.contains("deletes 3 files of the 4"), "{text}");
+    shoot(&client, "dashboard-confirm").await;
+    assert!(dst.join("a").exists(), "nothing before the confirmation");
+    click(&client, "button[data-action=\"confirm-yes\"]").await;
+    assert!(
+        wait_until(PATIENCE, || !dst.join("a").exists()),
+        "the confirmed retry deletes"
+    );
+
+    // A phone's width.
+    client.set_window_size(390, 844).await.unwrap();
+    shoot(&client, "dashboard-phone").await;
+    client.close().await.expect("close the browser");
+}
