@@ -55,6 +55,7 @@ ERRORS = {
     "401": answer("No or wrong credentials", "apiError"),
     "403": answer("Refused: Host, origin or CSRF", "apiError"),
     "409": answer("Not now (nothing running, a guard asks)", "apiError"),
+    "413": answer("The request body is too large", "apiError"),
     "503": answer("No daemon answers", "apiError"),
 }
 
@@ -65,6 +66,8 @@ def op(summary, ok, body=None, params=None, errors=("400", "401", "403")):
         out["responses"][code] = ERRORS[code]
     if body:
         out["requestBody"] = json_body(body)
+        out["responses"]["413"] = ERRORS["413"]
+        out["responses"].setdefault("400", ERRORS["400"])
     if params:
         out["parameters"] = params
     return out
@@ -122,7 +125,10 @@ def document():
             params=[path_param("id", {"type": "integer", "format": "int64"})])},
         "/api/v1/log/{id}/show": {"post": op(
             "Acts on an entry (asks its handler, retries); a guarded retry needs `confirm`",
-            {"200": answer("The session that acted on it", "sessionRef")},
+            {"200": answer("The session that acted on it", "sessionRef"),
+             "202": answer("The session, queued behind another of its registration: "
+                           "it acts when it starts (a question it asks then is answered "
+                           "with `confirm`)", "sessionRef")},
             body="showRequest",
             params=[path_param("id", {"type": "integer", "format": "int64"})],
             errors=("400", "401", "403", "409", "503"))},

@@ -118,8 +118,16 @@ impl From<ManagerError> for Failure {
 }
 
 impl From<JsonRejection> for Failure {
+    /// A body too large is 413; any other bad body (not JSON, not the
+    /// shape, no `Content-Type: application/json`) is 400, as every other
+    /// bad input.
     fn from(e: JsonRejection) -> Failure {
-        Failure::new(e.status(), format!("bad request body: {}", e.body_text()))
+        let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Failure::new(status, format!("bad request body: {}", e.body_text()))
     }
 }
 
@@ -412,9 +420,11 @@ async fn delete_log(
 async fn show_error(
     State(state): State<Arc<AppState>>,
     id: Result<Path<i64>, PathRejection>,
-    body: axum::body::Bytes,
-) -> Answer<api::SessionRef> {
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, Failure> {
     let Path(id) = id?;
+    let body =
+        body.map_err(|e| Failure::new(e.status(), format!("bad request body: {}", e.body_text())))?;
     // No body at all is `{}`.
     let confirm = if body.is_empty() {
         false
@@ -445,29 +455,69 @@ async fn show_error(
         }
         None => return Err(Failure::internal("the daemon did not answer", &"show")),
     };
-    // Follow until the session asks its question or ends.
-    while let Some(line) = daemon.next::<serde_json::Value>().await? {
-        if let Ok(ask) = serde_json::from_value::<api::ConfirmAsk>(line.clone()) {
-            daemon.answer(confirm).await?;
-            if confirm {
-                return Ok(Json(api::SessionRef { session }));
-            }
-            return Err(Failure {
-                status: StatusCode::CONFLICT,
-                body: api::ApiError {
-                    error: format!(
-                        "{} needs your confirmation before it retries",
-                        ask.confirm.handler
-                    ),
-                    confirm: Some(ask.confirm),
-                },
-            });
+    // The question, if the retry needs one, comes as the session starts
+    // (before any item moves); a session queued behind another of its
+    // registration starts later. A task follows it to its end either way
+    // (and answers the question), and this request waits a little for
+    // the question.
+    let (told, question) = tokio::sync::oneshot::channel();
+    tokio::spawn(follow_show(daemon, confirm, told));
+    let asked = match tokio::time::timeout(SHOW_WAIT, question).await {
+        Ok(Ok(asked)) => asked,
+        // The follower went (the daemon closed): nothing was asked.
+        Ok(Err(_)) => None,
+        Err(_) => {
+            let queued = (StatusCode::ACCEPTED, Json(api::SessionRef { session }));
+            return Ok(queued.into_response());
         }
-        if line.get("event").and_then(|e| e.as_str()) == Some("sessionFinished") {
-            break;
+    };
+    match asked {
+        Some(question) if !confirm => Err(Failure {
+            status: StatusCode::CONFLICT,
+            body: api::ApiError {
+                error: format!(
+                    "{} needs your confirmation before it retries",
+                    question.handler
+                ),
+                confirm: Some(question),
+            },
+        }),
+        _ => Ok(Json(api::SessionRef { session }).into_response()),
+    }
+}
+
+/// How long `log/{id}/show` waits for the session's question.
+const SHOW_WAIT: Duration = Duration::from_secs(5);
+
+/// Follows a `log show` session to its end: says whether it asked a
+/// question (as soon as it is asked, or `None` once an item moves without
+/// one) and answers the question with `confirm`.
+async fn follow_show(
+    mut daemon: client::Connection,
+    confirm: bool,
+    told: tokio::sync::oneshot::Sender<Option<api::ConfirmQuestion>>,
+) {
+    let mut told = Some(told);
+    while let Ok(Some(line)) = daemon.next::<serde_json::Value>().await {
+        if let Ok(ask) = serde_json::from_value::<api::ConfirmAsk>(line.clone()) {
+            if daemon.answer(confirm).await.is_err() {
+                return;
+            }
+            if let Some(told) = told.take() {
+                let _ = told.send(Some(ask.confirm));
+            }
+            continue;
+        }
+        let event = line.get("event").and_then(|e| e.as_str());
+        if matches!(event, Some("item" | "sessionFinished"))
+            && let Some(told) = told.take()
+        {
+            let _ = told.send(None);
+        }
+        if event == Some("sessionFinished") {
+            return;
         }
     }
-    Ok(Json(api::SessionRef { session }))
 }
 
 #[derive(Debug, Deserialize)]
