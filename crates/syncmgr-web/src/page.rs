@@ -293,7 +293,10 @@ fn handler_section(
                 thead {
                     tr {
                         th { "Item" } th { "Status" } th { "Progress" }
-                        @for e in EVENTS { th.event title=(format!("the {} event", e.as_str())) { (event_label(e)) } }
+                        @for e in EVENTS {
+                            @let opted = !e.needs_opt_in() || reg.events.iter().any(|x| x == e.as_str());
+                            th.event title=(if opted { format!("sync on the {} event", e.as_str()) } else { format!("{} did not opt in to {} (register --events {})", reg.name, e.as_str(), e.as_str()) }) { (event_label(e)) }
+                        }
                         th {}
                     }
                 }
@@ -315,8 +318,7 @@ fn handler_section(
                                 };
                                 @let opted = !event.needs_opt_in() || reg.events.iter().any(|e| e == event.as_str());
                                 td.event {
-                                    input type="checkbox" data-event=(event.as_str()) checked[checked] disabled[!opted]
-                                        title=(if opted { format!("sync {} on {}", row.name, event.as_str()) } else { format!("{} did not opt in to {} (register --events)", reg.name, event.as_str()) });
+                                    input type="checkbox" data-event=(event.as_str()) checked[checked] disabled[!opted] aria-label=(event_label(event));
                                 }
                             }
                             td.buttons {
