@@ -84,7 +84,12 @@ fn syncmgr(bins: &Bins, home: &Path, args: &[&str]) -> Result<String> {
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()?;
-    ensure!(out.status.success(), "syncmgr {} failed: {}", args.join(" "), out.status);
+    ensure!(
+        out.status.success(),
+        "syncmgr {} failed: {}",
+        args.join(" "),
+        out.status
+    );
     Ok(String::from_utf8(out.stdout)?)
 }
 
@@ -115,10 +120,21 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(10));
         }
         let status: Value = serde_json::from_str(&syncmgr(bins, home, &["status", "--json"])?)?;
-        let url = status["daemon"]["web"]["url"].as_str().context("no dashboard")?;
-        let address = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
-        let key = std::fs::read_to_string(home.join("api-key"))?.trim().to_owned();
-        Ok(Daemon { child, address, key })
+        let url = status["daemon"]["web"]["url"]
+            .as_str()
+            .context("no dashboard")?;
+        let address = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let key = std::fs::read_to_string(home.join("api-key"))?
+            .trim()
+            .to_owned();
+        Ok(Daemon {
+            child,
+            address,
+            key,
+        })
     }
 
     fn bearer(&self) -> String {
@@ -126,7 +142,13 @@ impl Daemon {
     }
 
     fn get(&self, path: &str) -> http::Response {
-        http::request(&self.address, "GET", path, &[("Authorization", &self.bearer())], None)
+        http::request(
+            &self.address,
+            "GET",
+            path,
+            &[("Authorization", &self.bearer())],
+            None,
+        )
     }
 }
 
@@ -154,7 +176,10 @@ fn load() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     format!(
         "load average {}",
-        text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
 
@@ -211,7 +236,11 @@ fn sse(bins: &Bins) -> Result<()> {
     let items: Vec<String> = (0..ITEMS).map(|i| format!("i{i}")).collect();
     let items = items.join(",");
     let handler = bins.testkit.to_str().context("path")?;
-    syncmgr(bins, home.path(), &["register", "many", "--", handler, "--items", &items])?;
+    syncmgr(
+        bins,
+        home.path(),
+        &["register", "many", "--", handler, "--items", &items],
+    )?;
     let daemon = Daemon::start(bins, home.path())?;
     let pid = daemon.child.id();
     let tick = 1000.0 / ticks_per_second() as f64;
@@ -220,20 +249,32 @@ fn sse(bins: &Bins) -> Result<()> {
     syncmgr(bins, home.path(), &["sync", "many"])?;
     for round in 0..SSE_ROUNDS * 2 {
         let with = round % 2 == 1;
-        let readers = if with { subscribe(&daemon, SUBSCRIBERS)? } else { Vec::new() };
+        let readers = if with {
+            subscribe(&daemon, SUBSCRIBERS)?
+        } else {
+            Vec::new()
+        };
         let before = cpu_ticks(pid)?;
         let started = Instant::now();
         syncmgr(bins, home.path(), &["sync", "many"])?;
         let wall = started.elapsed().as_secs_f64();
         let mut received = Vec::new();
         for reader in readers {
-            received.push(reader.join().map_err(|_| anyhow::anyhow!("a reader panicked"))?);
+            received.push(
+                reader
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a reader panicked"))?,
+            );
         }
         let cpu = (cpu_ticks(pid)? - before) as f64 * tick;
         println!(
             "round {round}: {} subscribers: daemon CPU {cpu:.0} ms, wall {wall:.2} s{}",
             if with { SUBSCRIBERS } else { 0 },
-            if with { format!(", events per subscriber {received:?}") } else { String::new() }
+            if with {
+                format!(", events per subscriber {received:?}")
+            } else {
+                String::new()
+            }
         );
         if with { some.push(cpu) } else { none.push(cpu) }
     }
@@ -253,7 +294,9 @@ struct Browser {
 }
 
 async fn browser() -> Result<Browser> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let driver = Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -280,12 +323,11 @@ async fn browser() -> Result<Browser> {
     }) else {
         bail!("capabilities")
     };
-    let client = fantoccini::ClientBuilder::new(
-        hyper_util::client::legacy::connect::HttpConnector::new(),
-    )
-    .capabilities(capabilities)
-    .connect(&format!("http://127.0.0.1:{port}"))
-    .await?;
+    let client =
+        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await?;
     Ok(Browser {
         driver,
         client,
@@ -347,8 +389,13 @@ async fn latency(bins: &Bins) -> Result<()> {
         bins,
         home.path(),
         &[
-            "register", "clock", "--", "python3", script.to_str().context("path")?,
-            sdk.to_str().context("path")?, &samples,
+            "register",
+            "clock",
+            "--",
+            "python3",
+            script.to_str().context("path")?,
+            sdk.to_str().context("path")?,
+            &samples,
         ],
     )?;
     let _daemon = Daemon::start(bins, home.path())?;
@@ -373,7 +420,9 @@ async fn latency(bins: &Bins) -> Result<()> {
         .await?;
     browser
         .client
-        .find(fantoccini::Locator::Css("tr.item[data-handler=\"clock\"] button[data-action=\"sync\"]"))
+        .find(fantoccini::Locator::Css(
+            "tr.item[data-handler=\"clock\"] button[data-action=\"sync\"]",
+        ))
         .await?
         .click()
         .await?;
@@ -381,9 +430,14 @@ async fn latency(bins: &Bins) -> Result<()> {
         .client
         .wait()
         .at_most(Duration::from_secs(120))
-        .for_element(fantoccini::Locator::Css("tr.item[data-handler=\"clock\"][data-state=\"succeeded\"]"))
+        .for_element(fantoccini::Locator::Css(
+            "tr.item[data-handler=\"clock\"][data-state=\"succeeded\"]",
+        ))
         .await?;
-    let values = browser.client.execute("return window.latencies;", vec![]).await?;
+    let values = browser
+        .client
+        .execute("return window.latencies;", vec![])
+        .await?;
     let mut ms: Vec<f64> = values
         .as_array()
         .context("latencies")?
@@ -408,7 +462,18 @@ async fn page(bins: &Bins) -> Result<()> {
     let home = home()?;
     let items: Vec<String> = (0..PAGE_ITEMS).map(|i| format!("i{i}")).collect();
     let handler = bins.testkit.to_str().context("path")?;
-    syncmgr(bins, home.path(), &["register", "many", "--", handler, "--items", &items.join(",")])?;
+    syncmgr(
+        bins,
+        home.path(),
+        &[
+            "register",
+            "many",
+            "--",
+            handler,
+            "--items",
+            &items.join(","),
+        ],
+    )?;
     syncmgr(bins, home.path(), &["sync", "many"])?;
     let daemon = Daemon::start(bins, home.path())?;
     let html = daemon.get("/").body.len();
