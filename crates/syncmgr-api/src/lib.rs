@@ -458,6 +458,23 @@ pub enum DaemonRequest {
     /// Read `config.toml` and the schedules again (as SIGHUP does);
     /// answered by an [`Ack`].
     Reload {},
+    /// Cancel `targets` (`NAME`, `NAME/ITEM`; none for everything) in the
+    /// sessions still queued: each is applied as the session starts (its
+    /// items end `stopped`). Running sessions are reached through their
+    /// control sockets. Answered by a [`QueuedCancel`].
+    Cancel {
+        /// `NAME` or `NAME/ITEM`.
+        targets: Vec<String>,
+    },
+}
+
+/// What a [`DaemonRequest::Cancel`] reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedCancel {
+    /// The queued sessions that will apply a cancel, by id.
+    pub sessions: Vec<String>,
+    /// Per target: whether a queued session has it.
+    pub matched: Vec<bool>,
 }
 
 /// A request done: `{"ok": true}`.

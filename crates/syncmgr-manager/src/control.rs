@@ -149,8 +149,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// What `syncmgr cancel` achieved.
 #[derive(Debug, Default)]
 pub struct CancelReport {
-    /// Running sessions reached.
-    pub sessions: usize,
+    /// The sessions reached, by id.
+    pub sessions: std::collections::BTreeSet<String>,
     /// Targets that matched something in at least one session.
     pub matched: Vec<bool>,
     /// Sockets of sessions that did not answer in time.
@@ -196,7 +196,7 @@ async fn ask(stream: UnixStream, targets: &[CancelTarget]) -> Result<Vec<bool>> 
 /// nobody listens on any more (a crashed manager's) are removed.
 pub async fn send_cancels(runtime_dir: &Path, targets: &[CancelTarget]) -> Result<CancelReport> {
     let mut report = CancelReport {
-        sessions: 0,
+        sessions: std::collections::BTreeSet::new(),
         matched: vec![false; targets.len()],
         unanswered: Vec::new(),
     };
@@ -234,7 +234,7 @@ pub async fn send_cancels(runtime_dir: &Path, targets: &[CancelTarget]) -> Resul
         };
         match tokio::time::timeout(ANSWER_TIMEOUT, ask(stream, targets)).await {
             Ok(Ok(matched)) => {
-                report.sessions += 1;
+                report.sessions.insert(session_of(&path));
                 for (all, one) in report.matched.iter_mut().zip(matched) {
                     *all |= one;
                 }
@@ -251,7 +251,7 @@ pub async fn send_cancels(runtime_dir: &Path, targets: &[CancelTarget]) -> Resul
 /// the handler never had are bad input ([`ManagerError::Usage`]); nothing
 /// running to cancel, or a session that did not answer, is
 /// [`ManagerError::NotNow`].
-pub async fn cancel(runtime_dir: &Path, store: &Store, targets: &[String]) -> Result<usize> {
+pub async fn cancel(home: &crate::Home, store: &Store, targets: &[String]) -> Result<usize> {
     let parsed: Vec<_> = if targets.is_empty() {
         vec![CancelTarget::All]
     } else {
@@ -266,7 +266,27 @@ pub async fn cancel(runtime_dir: &Path, store: &Store, targets: &[String]) -> Re
             crate::plan::registration(store, name)?;
         }
     }
-    let report = send_cancels(runtime_dir, &parsed).await?;
+    // Sessions still queued in the daemon have no control socket yet: the
+    // daemon applies the cancel as they start.
+    let queued = match crate::client::connect(home).await? {
+        Some(mut daemon) => {
+            daemon
+                .request(&api::DaemonRequest::Cancel {
+                    targets: targets.to_vec(),
+                })
+                .await?;
+            daemon.next::<api::QueuedCancel>().await?
+        }
+        None => None,
+    };
+    let mut report = send_cancels(&home.runtime, &parsed).await?;
+    if let Some(queued) = queued {
+        // A session that started in between may count both ways: once.
+        report.sessions.extend(queued.sessions);
+        for (all, one) in report.matched.iter_mut().zip(queued.matched) {
+            *all |= one;
+        }
+    }
     let mut never_listed = Vec::new();
     let mut not_running = Vec::new();
     for (target, matched) in parsed.iter().zip(&report.matched) {
@@ -286,7 +306,7 @@ pub async fn cancel(runtime_dir: &Path, store: &Store, targets: &[String]) -> Re
             CancelTarget::All => {}
         }
     }
-    if report.sessions == 0 && report.unanswered.is_empty() {
+    if report.sessions.is_empty() && report.unanswered.is_empty() {
         return Err(ManagerError::NotNow(
             "no running session in this home".to_owned(),
         ));
@@ -315,7 +335,7 @@ pub async fn cancel(runtime_dir: &Path, store: &Store, targets: &[String]) -> Re
             not_running.join(", ")
         )));
     }
-    Ok(report.sessions)
+    Ok(report.sessions.len())
 }
 
 #[cfg(test)]

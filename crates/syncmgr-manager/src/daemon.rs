@@ -150,6 +150,9 @@ struct Entry {
     control: Option<SessionControl>,
     /// A cancel that came while it was queued: applied as it starts.
     cancel_asked: bool,
+    /// Cancels of some of its items or handlers that came while it was
+    /// queued: applied as it starts.
+    cancels: Vec<CancelTarget>,
     /// `log show`: the entry, and who confirms the retry (never joined).
     show_error: Option<(i64, Arc<RemoteConfirm>)>,
     /// Clients following this session.
@@ -533,6 +536,9 @@ async fn run_session(shared: Arc<Shared>, id: Arc<str>, request: SessionRequest)
             if entry.cancel_asked {
                 run.control().cancel(&CancelTarget::All);
             }
+            for target in entry.cancels.drain(..) {
+                run.control().cancel(&target);
+            }
         }
     }
     // The end is told once the session is recorded and its control socket
@@ -707,6 +713,16 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
             send(&mut write, &api::Ack { ok: true }).await
         }
         DaemonRequest::Events {} => watch(&shared, &mut write, lines).await,
+        DaemonRequest::Cancel { targets } => match cancel_queued(&shared, &targets) {
+            Ok(reply) => send(&mut write, &reply).await,
+            Err(e) => {
+                let refused = api::Refused {
+                    error: e.to_string(),
+                    usage: true,
+                };
+                send(&mut write, &refused).await
+            }
+        },
         DaemonRequest::Sync {
             targets,
             event,
@@ -1075,6 +1091,7 @@ fn queue(
         running: false,
         control: None,
         cancel_asked: false,
+        cancels: Vec::new(),
         show_error: ask.show_error.clone(),
         followers: follower.into_iter().collect(),
         started: None,
@@ -1613,6 +1630,47 @@ fn cancel(shared: &Arc<Shared>, id: &str) {
             control.cancel(&CancelTarget::All);
         }
     }
+}
+
+/// Cancels `targets` in the queued sessions (applied as each starts).
+fn cancel_queued(shared: &Arc<Shared>, targets: &[String]) -> Result<api::QueuedCancel> {
+    let parsed: Vec<CancelTarget> = if targets.is_empty() {
+        vec![CancelTarget::All]
+    } else {
+        targets
+            .iter()
+            .map(|t| crate::control::parse_target(t))
+            .collect::<Result<_>>()?
+    };
+    let mut matched = vec![false; parsed.len()];
+    let mut sessions = Vec::new();
+    let mut state = shared.state();
+    // Not yet controllable: queued, or starting (its control socket not
+    // bound yet). Both apply the cancel as they get their control.
+    for entry in state.sessions.iter_mut().filter(|e| e.control.is_none()) {
+        let mut touched = false;
+        for (target, hit) in parsed.iter().zip(matched.iter_mut()) {
+            let has = match target {
+                CancelTarget::All => true,
+                CancelTarget::Handler(name) | CancelTarget::Item { handler: name, .. } => {
+                    entry.jobs.iter().any(|(reg, _)| &reg.name == name)
+                }
+            };
+            if has {
+                *hit = true;
+                touched = true;
+                if matches!(target, CancelTarget::All) {
+                    entry.cancel_asked = true;
+                } else {
+                    entry.cancels.push(target.clone());
+                }
+            }
+        }
+        if touched {
+            sessions.push(entry.id.to_string());
+        }
+    }
+    Ok(api::QueuedCancel { sessions, matched })
 }
 
 fn unfollow(shared: &Arc<Shared>, id: &str, feed: &Feed) {

@@ -161,6 +161,21 @@ async fn requests_queue_coalesce_and_end_with_the_daemon() {
         .expect("slow");
     assert_eq!(slow.state, "running");
 
+    // A cancel reaches the queued session (applied as it starts) and only
+    // the targets it has; a bad target is refused.
+    let cancel = |targets: &[&str]| DaemonRequest::Cancel {
+        targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+    };
+    let told: api::QueuedCancel = ask(&home, cancel(&["slow/a", "nobody"])).await;
+    assert_eq!(told.sessions, [queued.clone()]);
+    assert_eq!(told.matched, [true, false]);
+    let refused: api::Refused = ask(&home, cancel(&["slow/"])).await;
+    assert!(
+        refused.usage && refused.error.contains("empty item"),
+        "{}",
+        refused.error
+    );
+
     // Stopping: the queued session is dropped, the running one cancelled
     // and recorded; nothing is left in the daemon's home but the store.
     daemon.stop().await.expect("a clean stop");

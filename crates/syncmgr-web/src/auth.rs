@@ -62,16 +62,22 @@ pub fn api_key(path: &Path) -> Result<String, WebError> {
         Err(e) => return Err(WebError::io(path, e)),
     }
     let key = random_token()?;
+    // Written whole, then renamed into place: a reader (`syncmgr
+    // dashboard`) never sees a half-written key.
+    let partial = path.with_extension("partial");
+    let _ = fs::remove_file(&partial);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|e| WebError::io(path, e))?;
-    writeln!(file, "{key}").map_err(|e| WebError::io(path, e))?;
+        .open(&partial)
+        .map_err(|e| WebError::io(&partial, e))?;
+    writeln!(file, "{key}").map_err(|e| WebError::io(&partial, e))?;
     // `mode` is filtered by the umask; make sure.
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-        .map_err(|e| WebError::io(path, e))?;
+    fs::set_permissions(&partial, fs::Permissions::from_mode(0o600))
+        .map_err(|e| WebError::io(&partial, e))?;
+    file.sync_all().map_err(|e| WebError::io(&partial, e))?;
+    fs::rename(&partial, path).map_err(|e| WebError::io(path, e))?;
     Ok(key)
 }
 

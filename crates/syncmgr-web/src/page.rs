@@ -143,6 +143,11 @@ fn render(model: &Model, csrf: &str, after: u64, state: &AppState) -> Markup {
         .filter(|t| !t.available)
         .map(|t| t.trigger.as_str())
         .collect();
+    let actionable = model
+        .log
+        .iter()
+        .filter(|e| e.actionable && e.level == "error")
+        .count();
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -174,6 +179,12 @@ fn render(model: &Model, csrf: &str, after: u64, state: &AppState) -> Markup {
                     }
                     @for problem in &model.problems {
                         p.notice.warning { (problem) }
+                    }
+                    @if actionable > 0 {
+                        p.notice.warning data-notice="actionable" {
+                            (actionable) (if actionable == 1 { " result needs" } else { " results need" })
+                            " your attention (a guard that refused, a failure to retry): see " a href="#log" { "Results" } "."
+                        }
                     }
                     @if !unavailable.is_empty() {
                         p.notice.info data-notice="triggers" {

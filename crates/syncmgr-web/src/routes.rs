@@ -367,11 +367,11 @@ async fn cancel(
     body: Result<Json<api::CancelRequest>, JsonRejection>,
 ) -> Answer<api::CancelReply> {
     let Json(request) = body?;
-    let runtime = state.home.runtime.clone();
+    let home = state.home.clone();
     let handle = tokio::runtime::Handle::current();
     let sessions = with_store(&state, move |store| {
         handle.block_on(syncmgr_manager::control::cancel(
-            &runtime,
+            &home,
             store,
             &request.targets,
         ))

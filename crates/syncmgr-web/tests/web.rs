@@ -478,20 +478,33 @@ fn the_api_runs_sessions_and_reads_the_store() {
         server.call("POST", "/api/v1/cancel", Some(nobody)).status,
         400
     );
-    let session = server.ok("POST", "/api/v1/sync", Some(slow))["session"].clone();
-    let mut told = Value::Null;
+    // A session queued (nothing runs yet, or behind another of the same
+    // registration) is stopped as it starts.
+    let first = server.ok("POST", "/api/v1/sync", Some(slow.clone()))["session"].clone();
+    let item = json!({"targets": ["slow/nap"]});
+    let stopped = server.ok("POST", "/api/v1/cancel", Some(item.clone()));
+    assert_eq!(stopped, json!({"sessions": 1}));
+    let row = server.finished(&first);
+    assert_eq!(row["outcome"], "cancelled", "{row}");
+    assert_eq!(row["counts"]["succeeded"], 0, "{row}");
+    // One running and one queued behind it: both are told.
+    let running = server.ok("POST", "/api/v1/sync", Some(slow.clone()))["session"].clone();
     assert!(wait_until(|| {
-        let item = json!({"targets": ["slow/nap"]});
-        let reply = server.call("POST", "/api/v1/cancel", Some(item));
-        told = if reply.status == 200 {
-            reply.json()
-        } else {
-            Value::Null
-        };
-        !told.is_null()
+        let status = server.ok("GET", "/api/v1/status", None);
+        status["sessions"][0]["state"] == "running" && status["sessions"][0]["id"] == running
     }));
-    assert_eq!(told, json!({"sessions": 1}));
-    assert_eq!(server.finished(&session)["counts"]["stopped"], 1);
+    let queued = server.ok("POST", "/api/v1/sync", Some(slow))["session"].clone();
+    assert_ne!(queued, running);
+    let told = server.ok("POST", "/api/v1/cancel", Some(item));
+    assert_eq!(told, json!({"sessions": 2}));
+    assert!(wait_until(|| {
+        let history = server.ok("GET", "/api/v1/history?limit=2", None);
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["outcome"] == "cancelled" && s["counts"]["succeeded"] == 0)
+    }));
     let history = server.ok("GET", "/api/v1/history?limit=2", None);
     assert_eq!(history.as_array().unwrap().len(), 2);
     assert_eq!(
@@ -723,6 +736,8 @@ fn metrics_count_what_happened_and_the_page_shows_it() {
         assert!(body.contains(needle), "{needle} missing from the page");
     }
     assert_eq!(body.matches("<script").count(), 1, "no inline script");
+    // The command handler's failures are not actionable: no notice.
+    assert!(!body.contains("data-notice=\"actionable\""));
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub async fn cancel(
     targets: &[String],
     out: &mut Stdout,
 ) -> anyhow::Result<i32> {
-    let sessions = syncmgr_manager::control::cancel(&home.runtime, store, targets).await?;
+    let sessions = syncmgr_manager::control::cancel(home, store, targets).await?;
     writeln!(
         out,
         "cancel sent to {sessions} running session{}",

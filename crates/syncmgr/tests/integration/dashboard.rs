@@ -730,6 +730,13 @@ fn acting_on_a_guard_entry_needs_an_explicit_confirmation() {
         .find(|e| e["actionable"] == true)
         .unwrap_or_else(|| panic!("a guard entry in {log:#}"));
     let show = format!("/api/v1/log/{}/show", entry["id"]);
+    // The page says something needs the user.
+    let browser = web.browser();
+    assert!(
+        browser.page.body.contains("data-notice=\"actionable\""),
+        "{}",
+        browser.page.body
+    );
 
     // Without the confirmation: the guard's explanation, and nothing done.
     let asked = web.call("POST", &show, Some(&json!({})));
