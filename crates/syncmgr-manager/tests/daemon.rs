@@ -167,7 +167,7 @@ async fn requests_queue_coalesce_and_end_with_the_daemon() {
         targets: targets.iter().map(|t| (*t).to_owned()).collect(),
     };
     let told: api::QueuedCancel = ask(&home, cancel(&["slow/a", "nobody"])).await;
-    assert_eq!(told.sessions, [queued.clone()]);
+    assert_eq!(told.sessions, std::slice::from_ref(&queued));
     assert_eq!(told.matched, [true, false]);
     let refused: api::Refused = ask(&home, cancel(&["slow/"])).await;
     assert!(
