@@ -220,3 +220,63 @@ impl EventStream {
         panic!("no such event within {within:?}; saw {seen:#?}");
     }
 }
+
+/// A logged-in browser: its `Cookie` header, its CSRF token and the page
+/// it was shown.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// `syncmgr_session=...`.
+    pub cookie: String,
+    /// The page's `<meta name="csrf">`.
+    pub csrf: String,
+    /// The page (`GET /`) right after logging in.
+    pub page: Response,
+}
+
+/// Logs in as `syncmgr dashboard` lets a browser: a login link asked for
+/// with the API key, followed once (a second use must be refused), the
+/// session cookie (`HttpOnly; SameSite=Strict`) then loading the page.
+/// Panics, saying which, when a step does not hold.
+pub fn log_in(address: &str, key: &str) -> Login {
+    let bearer = format!("Bearer {key}");
+    let asked = request(
+        address,
+        "POST",
+        "/api/v1/login-token",
+        &[("Authorization", &bearer)],
+        None,
+    );
+    assert_eq!(asked.status, 200, "a login link: {}", asked.body);
+    let url = asked.json()["url"]
+        .as_str()
+        .expect("a login URL")
+        .to_owned();
+    let prefix = format!("http://{address}");
+    let path = url
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{url} is not on {address}"))
+        .to_owned();
+    assert!(path.starts_with("/login?token="), "{url}");
+    let login = request(address, "GET", &path, &[], None);
+    assert_eq!(login.status, 303, "{}", login.body);
+    assert_eq!(login.header("location"), Some("/"));
+    let set = login.header("set-cookie").expect("a session cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap_or_default().to_owned();
+    let again = request(address, "GET", &path, &[], None);
+    assert_eq!(again.status, 403, "a login link works once: {}", again.body);
+    let page = request(address, "GET", "/", &[("Cookie", &cookie)], None);
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = page
+        .body
+        .split("name=\"csrf\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page carries its CSRF token")
+        .to_owned();
+    assert_eq!(csrf.len(), 64, "{csrf}");
+    Login { cookie, csrf, page }
+}

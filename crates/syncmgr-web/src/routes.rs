@@ -117,6 +117,18 @@ impl From<ManagerError> for Failure {
     }
 }
 
+impl From<api::Refused> for Failure {
+    /// The daemon refused: bad input (400), or not now (409).
+    fn from(refused: api::Refused) -> Failure {
+        let status = if refused.usage {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::CONFLICT
+        };
+        Failure::new(status, refused.error)
+    }
+}
+
 impl From<JsonRejection> for Failure {
     /// A body too large is 413; any other bad body (not JSON, not the
     /// shape, no `Content-Type: application/json`) is 400, as every other
@@ -349,14 +361,7 @@ async fn sync(
         Some(SyncReply::Accepted(accepted)) => Ok(Json(api::SessionRef {
             session: accepted.session,
         })),
-        Some(SyncReply::Refused(refused)) => Err(Failure::new(
-            if refused.usage {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::CONFLICT
-            },
-            refused.error,
-        )),
+        Some(SyncReply::Refused(refused)) => Err(refused.into()),
         None => Err(Failure::internal("the daemon did not answer", &"sync")),
     }
 }
@@ -445,14 +450,7 @@ async fn show_error(
         .await?;
     let session = match daemon.next::<SyncReply>().await? {
         Some(SyncReply::Accepted(accepted)) => accepted.session,
-        Some(SyncReply::Refused(refused)) => {
-            let status = if refused.usage {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::CONFLICT
-            };
-            return Err(Failure::new(status, refused.error));
-        }
+        Some(SyncReply::Refused(refused)) => return Err(refused.into()),
         None => return Err(Failure::internal("the daemon did not answer", &"show")),
     };
     // The question, if the retry needs one, comes as the session starts

@@ -165,35 +165,8 @@ impl Server {
 
     /// Logs a browser in: its `Cookie` header and CSRF token.
     fn log_in(&self) -> (String, String) {
-        let url = self.ok("POST", "/api/v1/login-token", None)["url"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        assert!(url.starts_with(&format!("http://{}/login?token=", self.address)));
-        let path = &url[url.find("/login").unwrap()..];
-        let login = self.get(path);
-        assert_eq!(login.status, 303, "{}", login.body);
-        assert_eq!(login.header("location"), Some("/"));
-        let set = login.header("set-cookie").unwrap();
-        assert!(
-            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
-            "{set}"
-        );
-        let cookie = set.split(';').next().unwrap().to_owned();
-        assert_eq!(self.get(path).status, 403, "a login token works once");
-        let page = self.request("GET", "/", &[("Cookie", &cookie)], None);
-        assert_eq!(page.status, 200);
-        let csrf = page
-            .body
-            .split("name=\"csrf\" content=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_owned();
-        assert_eq!(csrf.len(), 64);
-        (cookie, csrf)
+        let login = http::log_in(&self.address, &self.key);
+        (login.cookie, login.csrf)
     }
 
     /// Waits for the session to be the newest and ended; its history row.

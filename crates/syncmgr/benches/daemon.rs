@@ -26,11 +26,13 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a report for people
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -72,14 +74,6 @@ fn main() -> Result<()> {
 struct Bins {
     syncmgr: PathBuf,
     testkit: PathBuf,
-}
-
-/// A private home, removed at the end.
-fn home() -> Result<tempfile::TempDir> {
-    Ok(tempfile::Builder::new()
-        .prefix("smd")
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir_in("/tmp")?)
 }
 
 fn syncmgr(bins: &Bins, home: &Path, args: &[&str]) -> Result<()> {
@@ -149,22 +143,6 @@ impl Drop for Daemon {
     }
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn load() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    format!(
-        "load average {}",
-        text.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    )
-}
-
 fn timed(bins: &Bins, home: &Path, args: &[&str]) -> Result<f64> {
     let started = Instant::now();
     syncmgr(bins, home, args)?;
@@ -175,7 +153,7 @@ fn timed(bins: &Bins, home: &Path, args: &[&str]) -> Result<f64> {
 /// 10,000-item handler: two homes with the same registrations, one with a
 /// daemon, runs alternating.
 fn sync(bins: &Bins) -> Result<()> {
-    let (inline, through) = (home()?, home()?);
+    let (inline, through) = (home("smd")?, home("smd")?);
     let many: Vec<String> = (0..10_000).map(|i| format!("i{i:05}")).collect();
     let many = many.join(",");
     let testkit = bins.testkit.display().to_string();
@@ -227,31 +205,9 @@ fn sync(bins: &Bins) -> Result<()> {
     Ok(())
 }
 
-/// CPU ticks (user + system) of a process, from `/proc/PID/stat`.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').context("stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11).context("utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-fn ticks_per_second() -> u64 {
-    // sysconf(_SC_CLK_TCK) without unsafe: `getconf`, else Linux's 100.
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
-}
-
 /// A daemon with five schedules, none due, over a minute.
 fn idle(bins: &Bins) -> Result<()> {
-    let home = home()?;
+    let home = home("smd")?;
     let testkit = bins.testkit.display().to_string();
     syncmgr(
         bins,
@@ -350,7 +306,7 @@ fn session(socket: &Path) -> Result<()> {
 
 /// 10,000 sessions back to back, sampled every 1,000.
 fn soak(bins: &Bins) -> Result<()> {
-    let home = home()?;
+    let home = home("smd")?;
     let (src, dst) = (home.path().join("src"), home.path().join("dst"));
     std::fs::create_dir(&src)?;
     std::fs::write(src.join("file"), b"data")?;
@@ -444,7 +400,7 @@ fn triggers(bins: &Bins) -> Result<()> {
     bus.mock(&python, "logind", LOGIND, LOGIND_PATH);
     bus.mock(&python, "networkmanager", NM, NM_PATH);
     bus.mock(&python, "upower", UPOWER, UPOWER_PATH);
-    let home = home()?;
+    let home = home("smd")?;
     let testkit = bins.testkit.display().to_string();
     syncmgr(
         bins,

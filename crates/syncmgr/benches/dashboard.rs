@@ -20,11 +20,13 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a report for people
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::*;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
@@ -67,13 +69,6 @@ fn main() -> Result<()> {
 struct Bins {
     syncmgr: PathBuf,
     testkit: PathBuf,
-}
-
-fn home() -> Result<tempfile::TempDir> {
-    Ok(tempfile::Builder::new()
-        .prefix("smw")
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir_in("/tmp")?)
 }
 
 fn syncmgr(bins: &Bins, home: &Path, args: &[&str]) -> Result<String> {
@@ -161,45 +156,10 @@ impl Drop for Daemon {
     }
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn percentile(values: &mut [f64], p: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     let at = ((values.len() as f64 - 1.0) * p).round() as usize;
     values[at]
-}
-
-fn load() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    format!(
-        "load average {}",
-        text.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    )
-}
-
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').context("stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11).context("utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-fn ticks_per_second() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
 }
 
 /// Subscribers that read the event stream until the session's end.
@@ -232,7 +192,7 @@ fn subscribe(daemon: &Daemon, n: usize) -> Result<Vec<std::thread::JoinHandle<us
 
 fn sse(bins: &Bins) -> Result<()> {
     println!("\n## sse: a {ITEMS}-item session, {SUBSCRIBERS} event-stream subscribers vs none");
-    let home = home()?;
+    let home = home("smw")?;
     let items: Vec<String> = (0..ITEMS).map(|i| format!("i{i}")).collect();
     let items = items.join(",");
     let handler = bins.testkit.to_str().context("path")?;
@@ -380,7 +340,7 @@ serve(Clock())
 
 async fn latency(bins: &Bins) -> Result<()> {
     println!("\n## latency: a handler's progress to the browser's DOM");
-    let home = home()?;
+    let home = home("smw")?;
     let script = home.path().join("clock.py");
     std::fs::write(&script, LATENCY_HANDLER)?;
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/python");
@@ -459,7 +419,7 @@ async fn latency(bins: &Bins) -> Result<()> {
 
 async fn page(bins: &Bins) -> Result<()> {
     println!("\n## page: {PAGE_ITEMS} items");
-    let home = home()?;
+    let home = home("smw")?;
     let items: Vec<String> = (0..PAGE_ITEMS).map(|i| format!("i{i}")).collect();
     let handler = bins.testkit.to_str().context("path")?;
     syncmgr(

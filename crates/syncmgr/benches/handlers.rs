@@ -44,6 +44,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::*;
+
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use syncmgr_core::{
@@ -130,13 +133,6 @@ fn main() -> Result<()> {
     report.print();
     println!("{}", load());
     Ok(())
-}
-
-/// The load average, to judge how quiet the machine was.
-fn load() -> String {
-    let avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let avg: Vec<&str> = avg.split_whitespace().take(3).collect();
-    format!("load average (1, 5, 15 min): {}", avg.join(" "))
 }
 
 // ---------------------------------------------------------------------------
@@ -255,11 +251,6 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown".into());
     format!("machine: {cpus} CPUs, {model}")
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// The `q` quantile (nearest rank) of sorted values.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::dashboard::Web;
+use crate::dashboard::{Web, mirror_with_delete, trip_the_guard};
 use crate::util::{PATIENCE, TestHome, wait_until};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -141,6 +141,16 @@ async fn pct(client: &Client, row: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether `items --json` says `handler/item` is checked for `event`.
+fn checked(home: &TestHome, handler: &str, item: &str, event: &str) -> bool {
+    let rows = home.json(&["items", handler, "--event", event, "--json"]);
+    let row = rows
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["item"] == item))
+        .unwrap_or_else(|| panic!("no {handler}/{item} in {rows:#}"));
+    row["checked"].as_bool().expect("checked is a boolean")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_a_browser() {
     let mut home = TestHome::inline();
@@ -148,19 +158,7 @@ async fn the_dashboard_in_a_browser() {
         "slow",
         &["--items", "a,b", "--steps", "2000", "--step-ms", "20"],
     );
-    let (src, dst) = (home.path().join("src"), home.path().join("dst"));
-    fs::create_dir(&src).unwrap();
-    for f in ["a", "b", "c", "d"] {
-        fs::write(src.join(f), f).unwrap();
-    }
-    home.ok(&[
-        "register",
-        "files",
-        "--folder",
-        src.to_str().unwrap(),
-        dst.to_str().unwrap(),
-        "--delete",
-    ]);
+    let (src, dst) = mirror_with_delete(&home);
     let web = Web::of(&mut home);
     let Some((_driver, client)) = browser().await else {
         return;
@@ -207,43 +205,14 @@ async fn the_dashboard_in_a_browser() {
     shoot(&client, "dashboard-stopped").await;
 
     // A per-trigger box: ticked in the page, stored for that event.
-    let before = home.json(&["items", "slow", "--event", "scheduled", "--json"]);
-    let was = before
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["item"] == "b")
-        .unwrap()["checked"]
-        .as_bool()
-        .unwrap();
+    let was = checked(&home, "slow", "b", "scheduled");
     let box_b = "tr.item[data-handler=\"slow\"][data-item=\"b\"] input[data-event=\"scheduled\"]";
     click(&client, box_b).await;
     wait_for(&client, &format!("{box_b}[data-saved=\"yes\"]")).await;
-    let after = home.json(&["items", "slow", "--event", "scheduled", "--json"]);
-    let now = after
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["item"] == "b")
-        .unwrap()["checked"]
-        .as_bool()
-        .unwrap();
-    assert_eq!(now, !was, "{after:#}");
+    assert_eq!(checked(&home, "slow", "b", "scheduled"), !was);
 
     // A guard entry: act on it, read the guard's question, confirm.
-    let run = |web: &Web| {
-        let id =
-            web.ok("POST", "/api/v1/sync", Some(&json!({"targets": ["files"]})))["session"].clone();
-        assert!(wait_until(PATIENCE, || {
-            let last = web.ok("GET", "/api/v1/history?limit=1", None);
-            last[0]["id"] == id && !last[0]["outcome"].is_null()
-        }));
-    };
-    run(&web);
-    for f in ["a", "b", "c"] {
-        fs::remove_file(src.join(f)).unwrap();
-    }
-    run(&web);
+    trip_the_guard(&web, &src, &dst);
     let entry = "#log-entries li.entry[data-level=\"error\"]";
     wait_for(&client, entry).await;
     click(&client, &format!("{entry} summary")).await;

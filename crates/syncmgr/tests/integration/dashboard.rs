@@ -75,42 +75,56 @@ impl Web {
 
     /// Logs a browser in: its cookie header and CSRF token.
     pub fn browser(&self) -> Browser {
-        let link = self.ok("POST", "/api/v1/login-token", None)["url"]
-            .as_str()
-            .expect("a login URL")
-            .to_owned();
-        let path = link
-            .split_once(&self.address)
-            .map(|(_, p)| p.to_owned())
-            .unwrap_or_else(|| panic!("{link} is not on {}", self.address));
-        let login = http::request(&self.address, "GET", &path, &[], None);
-        assert_eq!(login.status, 303, "{}", login.body);
-        let cookie = login
-            .header("set-cookie")
-            .expect("a session cookie")
-            .to_owned();
-        assert!(cookie.contains("HttpOnly"), "{cookie}");
-        assert!(cookie.contains("SameSite=Strict"), "{cookie}");
-        let cookie = cookie.split(';').next().unwrap().to_owned();
-        // The token works once.
-        let again = http::request(&self.address, "GET", &path, &[], None);
-        assert_eq!(again.status, 403, "a used login link: {}", again.body);
-        let page = http::request(&self.address, "GET", "/", &[("Cookie", &cookie)], None);
-        assert_eq!(page.status, 200, "{}", page.body);
-        let csrf = page
-            .body
-            .split("name=\"csrf\" content=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("the page carries its CSRF token")
-            .to_owned();
+        let login = http::log_in(&self.address, &self.key);
         Browser {
             address: self.address.clone(),
-            cookie,
-            csrf,
-            page,
+            cookie: login.cookie,
+            csrf: login.csrf,
+            page: login.page,
         }
     }
+}
+
+/// A folder mirror `files` (with `--delete`) of four files: its source and
+/// target.
+pub fn mirror_with_delete(home: &TestHome) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (src, dst) = (home.path().join("src"), home.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    for f in ["a", "b", "c", "d"] {
+        fs::write(src.join(f), f).unwrap();
+    }
+    home.ok(&[
+        "register",
+        "files",
+        "--folder",
+        src.to_str().unwrap(),
+        dst.to_str().unwrap(),
+        "--delete",
+    ]);
+    (src, dst)
+}
+
+/// Runs a session of `targets` through the API and waits for its end.
+pub fn run_to_end(web: &Web, targets: &[&str]) -> Value {
+    let id = web.ok("POST", "/api/v1/sync", Some(&json!({"targets": targets})))["session"].clone();
+    let mut last = Value::Null;
+    assert!(wait_until(PATIENCE, || {
+        last = web.ok("GET", "/api/v1/history?limit=1", None)[0].clone();
+        last["id"] == id && !last["outcome"].is_null()
+    }));
+    last
+}
+
+/// Syncs `files` once, deletes three of its four sources and syncs again:
+/// the mass-delete guard refuses (an actionable entry) and the target
+/// keeps its files.
+pub fn trip_the_guard(web: &Web, src: &std::path::Path, dst: &std::path::Path) {
+    run_to_end(web, &["files"]);
+    for f in ["a", "b", "c"] {
+        fs::remove_file(src.join(f)).unwrap();
+    }
+    assert_eq!(run_to_end(web, &["files"])["outcome"], "failed");
+    assert!(dst.join("a").exists(), "the guard held");
 }
 
 /// A logged-in browser.
@@ -694,34 +708,9 @@ fn the_dashboard_command_prints_a_one_time_login_link() {
 #[test]
 fn acting_on_a_guard_entry_needs_an_explicit_confirmation() {
     let mut home = TestHome::inline();
-    let (src, dst) = (home.path().join("src"), home.path().join("dst"));
-    fs::create_dir(&src).unwrap();
-    for f in ["a", "b", "c", "d"] {
-        fs::write(src.join(f), f).unwrap();
-    }
-    home.ok(&[
-        "register",
-        "files",
-        "--folder",
-        src.to_str().unwrap(),
-        dst.to_str().unwrap(),
-        "--delete",
-    ]);
+    let (src, dst) = mirror_with_delete(&home);
     let web = Web::of(&mut home);
-    let run = |web: &Web| {
-        let id =
-            web.ok("POST", "/api/v1/sync", Some(&json!({"targets": ["files"]})))["session"].clone();
-        assert!(wait_until(PATIENCE, || {
-            let last = web.ok("GET", "/api/v1/history?limit=1", None);
-            last[0]["id"] == id && !last[0]["outcome"].is_null()
-        }));
-    };
-    run(&web);
-    for f in ["a", "b", "c"] {
-        fs::remove_file(src.join(f)).unwrap();
-    }
-    run(&web);
-    assert!(dst.join("a").exists(), "the guard held");
+    trip_the_guard(&web, &src, &dst);
     let log = web.ok("GET", "/api/v1/log?level=error&handler=files", None);
     let entry = log
         .as_array()
