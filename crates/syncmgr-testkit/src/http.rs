@@ -280,3 +280,52 @@ pub fn log_in(address: &str, key: &str) -> Login {
     assert_eq!(csrf.len(), 64, "{csrf}");
     Login { cookie, csrf, page }
 }
+
+/// The dashboard's API, reached with the home's API key.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+    /// The key (the file `api-key` in the home).
+    pub key: String,
+}
+
+impl Api {
+    /// `Bearer KEY`.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.key)
+    }
+
+    /// A request with the API key.
+    pub fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Response {
+        let body = body.map(serde_json::Value::to_string);
+        request(
+            &self.address,
+            method,
+            path,
+            &[("Authorization", &self.bearer())],
+            body.as_deref(),
+        )
+    }
+
+    /// A request that must succeed (2xx); its JSON (`null` for no body).
+    pub fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> serde_json::Value {
+        let response = self.call(method, path, body);
+        assert!(
+            (200..300).contains(&response.status),
+            "{method} {path}: {} {}",
+            response.status,
+            response.body
+        );
+        if response.body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            response.json()
+        }
+    }
+}

@@ -133,34 +133,24 @@ impl Server {
         self.request("GET", path, &[], None)
     }
 
+    fn api(&self) -> http::Api {
+        http::Api {
+            address: self.address.clone(),
+            key: self.key.clone(),
+        }
+    }
+
     fn bearer(&self) -> String {
-        format!("Bearer {}", self.key)
+        self.api().bearer()
     }
 
     /// With the API key.
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Response {
-        let body = body.map(|b| b.to_string());
-        self.request(
-            method,
-            path,
-            &[("Authorization", &self.bearer())],
-            body.as_deref(),
-        )
+        self.api().call(method, path, body.as_ref())
     }
 
     fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let response = self.call(method, path, body);
-        assert!(
-            (200..300).contains(&response.status),
-            "{method} {path}: {} {}",
-            response.status,
-            response.body
-        );
-        if response.body.is_empty() {
-            Value::Null
-        } else {
-            response.json()
-        }
+        self.api().ok(method, path, body.as_ref())
     }
 
     /// Logs a browser in: its `Cookie` header and CSRF token.

@@ -42,14 +42,7 @@ const SOAK_SESSIONS: usize = 10_000;
 const SOAK_STEP: usize = 1_000;
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let sections = ["sync", "idle", "soak", "triggers"];
-    let wanted: Vec<&str> = sections
-        .iter()
-        .copied()
-        .filter(|s| args.iter().any(|a| a == s))
-        .collect();
-    let run = |s: &str| wanted.is_empty() || wanted.contains(&s);
+    let run = selected(&["sync", "idle", "soak", "triggers"]);
     let syncmgr = PathBuf::from(env!("CARGO_BIN_EXE_syncmgr"));
     let profile = syncmgr.parent().context("target dir")?.to_path_buf();
     let testkit = syncmgr_testkit::build_test_handler(&profile);

@@ -40,14 +40,7 @@ const PAGE_ITEMS: usize = 1_000;
 const PAGE_LOADS: usize = 5;
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let sections = ["sse", "latency", "page"];
-    let wanted: Vec<&str> = sections
-        .iter()
-        .copied()
-        .filter(|s| args.iter().any(|a| a == s))
-        .collect();
-    let run = |s: &str| wanted.is_empty() || wanted.contains(&s);
+    let run = selected(&["sse", "latency", "page"]);
     let syncmgr = PathBuf::from(env!("CARGO_BIN_EXE_syncmgr"));
     let profile = syncmgr.parent().context("target dir")?.to_path_buf();
     let testkit = syncmgr_testkit::build_test_handler(&profile);
@@ -307,6 +300,11 @@ impl Browser {
 async fn log_in(bins: &Bins, home: &Path, browser: &Browser) -> Result<()> {
     let link = syncmgr(bins, home, &["dashboard", "--no-open"])?;
     browser.client.goto(link.trim()).await?;
+    live(browser).await
+}
+
+/// Waits until the page follows the event stream.
+async fn live(browser: &Browser) -> Result<()> {
     browser
         .client
         .wait()
@@ -453,12 +451,7 @@ async fn page(bins: &Bins) -> Result<()> {
     let mut served = Vec::new();
     for _ in 0..PAGE_LOADS {
         browser.client.refresh().await?;
-        browser
-            .client
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(fantoccini::Locator::Css("#connection[data-state=\"live\"]"))
-            .await?;
+        live(&browser).await?;
         let timing = browser
             .client
             .execute(

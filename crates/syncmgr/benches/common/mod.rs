@@ -52,3 +52,15 @@ pub fn home(prefix: &str) -> Result<tempfile::TempDir> {
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in("/tmp")?)
 }
+
+/// Which of a bench's `sections` to run: those named on its command line,
+/// or all when none is.
+pub fn selected(sections: &[&'static str]) -> impl Fn(&str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let wanted: Vec<&'static str> = sections
+        .iter()
+        .copied()
+        .filter(|s| args.iter().any(|a| a == s))
+        .collect();
+    move |s: &str| wanted.is_empty() || wanted.contains(&s)
+}

@@ -14,9 +14,14 @@ use crate::contract::{check, schemas};
 use crate::util::{PATIENCE, TestHome, wait_until};
 
 /// The dashboard of a home's daemon, reached with its API key.
-pub struct Web {
-    pub address: String,
-    pub key: String,
+pub struct Web(pub http::Api);
+
+impl std::ops::Deref for Web {
+    type Target = http::Api;
+
+    fn deref(&self) -> &http::Api {
+        &self.0
+    }
 }
 
 impl Web {
@@ -38,39 +43,7 @@ impl Web {
             .expect("the daemon wrote the API key")
             .trim()
             .to_owned();
-        Web { address, key }
-    }
-
-    fn bearer(&self) -> String {
-        format!("Bearer {}", self.key)
-    }
-
-    /// A request with the API key.
-    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
-        let body = body.map(Value::to_string);
-        http::request(
-            &self.address,
-            method,
-            path,
-            &[("Authorization", &self.bearer())],
-            body.as_deref(),
-        )
-    }
-
-    /// A request that must succeed; its JSON.
-    pub fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let response = self.call(method, path, body);
-        assert!(
-            (200..300).contains(&response.status),
-            "{method} {path}: {} {}",
-            response.status,
-            response.body
-        );
-        if response.body.is_empty() {
-            Value::Null
-        } else {
-            response.json()
-        }
+        Web(http::Api { address, key })
     }
 
     /// Logs a browser in: its cookie header and CSRF token.
