@@ -51,6 +51,7 @@ fn register(home: &Home, name: &str, items: &[(&str, &[&str])]) {
 struct Server {
     address: String,
     key: String,
+    home: Home,
     stop: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -111,6 +112,7 @@ impl Server {
         let server = Server {
             address,
             key,
+            home,
             stop,
             thread: Some(thread),
             _dir: dir,
@@ -728,4 +730,48 @@ fn a_configured_host_name_is_allowed_and_remote_addresses_need_allow_remote() {
     let local = WebConfig::from_settings(&remote, Some("127.0.0.1:9")).unwrap();
     assert_eq!(local.listen.to_string(), "127.0.0.1:9", "--web wins");
     assert!(WebConfig::from_settings(&remote, Some("nowhere")).is_err());
+}
+
+#[test]
+fn the_command_line_gets_a_login_link_with_the_key() {
+    let server = Server::start(defaults, no_setup);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dashboard = format!("http://{}/", server.address);
+    let link = runtime
+        .block_on(syncmgr_web::login_url(&server.home, &dashboard))
+        .expect("a login link");
+    let prefix = format!("http://{}/login?token=", server.address);
+    assert!(link.starts_with(&prefix), "{link}");
+    let login = server.get(&link[link.find("/login").unwrap()..]);
+    assert_eq!(login.status, 303, "the link logs in");
+    // Not a dashboard's address, nothing listening, a wrong key file.
+    let bad = runtime.block_on(syncmgr_web::login_url(&server.home, "ftp://x/"));
+    assert!(
+        bad.unwrap_err()
+            .to_string()
+            .contains("not a dashboard address")
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nobody = format!("http://127.0.0.1:{port}/");
+    let gone = runtime.block_on(syncmgr_web::login_url(&server.home, &nobody));
+    assert!(
+        gone.unwrap_err()
+            .to_string()
+            .contains("cannot reach the dashboard")
+    );
+    std::fs::write(
+        server.home.state.join("api-key"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    let refused = runtime.block_on(syncmgr_web::login_url(&server.home, &dashboard));
+    let refused = refused.unwrap_err().to_string();
+    assert!(
+        refused.contains("the dashboard refused") && refused.contains("401"),
+        "{refused}"
+    );
 }
