@@ -110,9 +110,13 @@ impl Sessions {
 
     /// A new login token, good once within [`LOGIN_TOKEN_LIFETIME`].
     pub fn login_token(&self) -> Result<String, WebError> {
+        self.login_token_at(Instant::now())
+    }
+
+    /// [`login_token`](Self::login_token) at `now` (tests pass the clock).
+    fn login_token_at(&self, now: Instant) -> Result<String, WebError> {
         let token = random_token()?;
         let mut inner = self.inner();
-        let now = Instant::now();
         inner
             .logins
             .retain(|(_, made)| now.duration_since(*made) < LOGIN_TOKEN_LIFETIME);
@@ -126,7 +130,11 @@ impl Sessions {
     /// Uses a login token up: a new session's cookie value, or `None` when
     /// the token is unknown, used or expired.
     pub fn log_in(&self, token: &str) -> Result<Option<String>, WebError> {
-        let now = Instant::now();
+        self.log_in_at(token, Instant::now())
+    }
+
+    /// [`log_in`](Self::log_in) at `now`.
+    fn log_in_at(&self, token: &str, now: Instant) -> Result<Option<String>, WebError> {
         let mut inner = self.inner();
         let Some(at) = inner.logins.iter().position(|(t, made)| {
             same_secret(t, token) && now.duration_since(*made) < LOGIN_TOKEN_LIFETIME
@@ -168,6 +176,7 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_login_token_works_once() {
@@ -178,6 +187,49 @@ mod tests {
         assert!(sessions.log_in(&token).unwrap().is_none(), "second use");
         assert!(sessions.log_in("0000").unwrap().is_none());
         assert!(sessions.session("nope").is_none());
+    }
+
+    #[test]
+    fn a_login_token_expires_and_a_guess_never_works() {
+        let sessions = Sessions::default();
+        let start = Instant::now();
+        let token = sessions.login_token_at(start).unwrap();
+        assert!(
+            sessions.log_in_at("00", start).unwrap().is_none(),
+            "a wrong token, while a good one waits"
+        );
+        let almost = start + LOGIN_TOKEN_LIFETIME - Duration::from_millis(1);
+        let late = start + LOGIN_TOKEN_LIFETIME;
+        assert!(
+            sessions.log_in_at(&token, late).unwrap().is_none(),
+            "expired"
+        );
+        let token = sessions.login_token_at(start).unwrap();
+        assert!(
+            sessions.log_in_at(&token, almost).unwrap().is_some(),
+            "just in time"
+        );
+    }
+
+    #[test]
+    fn outstanding_login_tokens_are_bounded_and_expired_ones_dropped() {
+        let sessions = Sessions::default();
+        let start = Instant::now();
+        let first = sessions.login_token_at(start).unwrap();
+        let mut last = String::new();
+        for _ in 0..MAX_LOGIN_TOKENS {
+            last = sessions.login_token_at(start).unwrap();
+        }
+        assert_eq!(sessions.inner().logins.len(), MAX_LOGIN_TOKENS);
+        assert!(
+            sessions.log_in_at(&first, start).unwrap().is_none(),
+            "the oldest went"
+        );
+        // A token made later drops the expired ones.
+        let later = start + LOGIN_TOKEN_LIFETIME;
+        sessions.login_token_at(later).unwrap();
+        assert_eq!(sessions.inner().logins.len(), 1);
+        assert!(sessions.log_in_at(&last, later).unwrap().is_none());
     }
 
     #[test]
