@@ -268,4 +268,98 @@ mod tests {
         ));
         assert!(!text.contains("item=\"sent\"} "), "{text}");
     }
+
+    fn value_of(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    }
+
+    #[test]
+    fn the_last_success_is_the_time_the_session_ended() {
+        let metrics = Metrics::new();
+        let before = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        metrics.observe(&finished(
+            "s",
+            "succeeded",
+            &[("mail", "inbox", "succeeded")],
+        ));
+        let after = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        let text = metrics.render(None, 0);
+        let at = value_of(
+            &text,
+            "syncmgr_item_last_success_timestamp_seconds{handler=\"mail\",item=\"inbox\"}",
+        );
+        assert!(before <= at && at <= after, "{before} <= {at} <= {after}");
+        // A session whose start was not seen counts under `unknown`.
+        assert!(
+            text.contains("syncmgr_sessions_total{trigger=\"unknown\",outcome=\"succeeded\"} 1")
+        );
+        assert!(
+            text.contains("syncmgr_session_duration_seconds_count 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn states_and_backoffs_come_from_the_status() {
+        let metrics = Metrics::new();
+        let registration =
+            |name: &str, state: &str, backoff: Option<&str>| api::RegistrationState {
+                name: name.to_owned(),
+                state: state.to_owned(),
+                last_session: None,
+                next_run: None,
+                next_reason: None,
+                backoff_until: backoff.map(str::to_owned),
+            };
+        let status = api::Status {
+            daemon: None,
+            sessions: Vec::new(),
+            registrations: vec![
+                registration("mail", "backoff", Some("2026-12-06T12:00:00.500Z")),
+                registration("docs", "running", None),
+            ],
+            triggers: Vec::new(),
+        };
+        let text = metrics.render(Some(&status), 0);
+        for (series, value) in [
+            (
+                "syncmgr_registration_state{handler=\"mail\",state=\"backoff\"}",
+                1.0,
+            ),
+            (
+                "syncmgr_registration_state{handler=\"mail\",state=\"idle\"}",
+                0.0,
+            ),
+            (
+                "syncmgr_registration_state{handler=\"docs\",state=\"running\"}",
+                1.0,
+            ),
+            (
+                "syncmgr_registration_state{handler=\"docs\",state=\"backoff\"}",
+                0.0,
+            ),
+        ] {
+            assert_eq!(value_of(&text, series), value, "{series}");
+        }
+        let until = chrono::DateTime::parse_from_rfc3339("2026-12-06T12:00:00.500Z").unwrap();
+        let expected = until.timestamp() as f64 + 0.5;
+        let backoff = value_of(
+            &text,
+            "syncmgr_backoff_until_timestamp_seconds{handler=\"mail\"}",
+        );
+        assert_eq!(backoff, expected);
+        assert!(!text.contains("syncmgr_backoff_until_timestamp_seconds{handler=\"docs\"}"));
+        // The next scrape starts afresh: a registration gone is gone.
+        let text = metrics.render(
+            Some(&api::Status {
+                registrations: Vec::new(),
+                ..status
+            }),
+            0,
+        );
+        assert!(!text.contains("handler=\"mail\""), "{text}");
+    }
 }
