@@ -376,7 +376,13 @@ async fn serve_bound(
 
     let shared = Arc::new(Shared {
         notifier: crate::notify::Notifier::new(
-            config.config.notifications && !config.without_os_triggers,
+            if !config.config.notifications {
+                Err("turned off ([notifications] enabled = false)".to_owned())
+            } else if config.without_os_triggers {
+                Err("not used by this host (it keeps off the desktop's bus)".to_owned())
+            } else {
+                Ok(())
+            },
             web.as_ref().map(|w| w.url.clone()),
         ),
         web,

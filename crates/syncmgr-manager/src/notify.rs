@@ -90,13 +90,12 @@ trait Notifications {
 }
 
 impl Notifier {
-    /// A notifier; `enabled` false (`[notifications] enabled = false`)
-    /// never shows anything.
-    pub fn new(enabled: bool, dashboard: Option<String>) -> Notifier {
-        let reason = if enabled {
-            "not tried yet"
-        } else {
-            "turned off ([notifications] enabled = false)"
+    /// A notifier; `Err(why)` for one that never shows anything (turned
+    /// off in `config.toml`, or a host that keeps off the desktop's bus).
+    pub fn new(enabled: Result<(), String>, dashboard: Option<String>) -> Notifier {
+        let (enabled, reason) = match enabled {
+            Ok(()) => (true, "not tried yet".to_owned()),
+            Err(why) => (false, why),
         };
         Notifier {
             inner: Arc::new(Inner {
@@ -104,7 +103,7 @@ impl Notifier {
                 dashboard,
                 availability: Mutex::new(Availability {
                     available: false,
-                    reason: reason.to_owned(),
+                    reason,
                 }),
                 #[cfg(target_os = "linux")]
                 shown: Mutex::new(HashMap::new()),
@@ -297,7 +296,10 @@ mod tests {
 
     #[test]
     fn a_disabled_notifier_says_so() {
-        let off = Notifier::new(false, None);
+        let off = Notifier::new(
+            Err("turned off ([notifications] enabled = false)".to_owned()),
+            None,
+        );
         assert!(!off.availability().available);
         assert!(off.availability().reason.contains("enabled = false"));
     }

@@ -117,7 +117,10 @@ impl Server {
             thread: Some(thread),
             _dir: dir,
         };
-        assert!(wait_until(|| server.get("/api/health").status == 200));
+        let loopback = [("Host", "127.0.0.1")];
+        assert!(wait_until(|| {
+            server.request("GET", "/api/health", &loopback, None).status == 200
+        }));
         server
     }
 
@@ -774,4 +777,203 @@ fn the_command_line_gets_a_login_link_with_the_key() {
         refused.contains("the dashboard refused") && refused.contains("401"),
         "{refused}"
     );
+}
+
+/// A folder mirror of four files, with `--delete`: its source and target.
+fn mirror(home: &Home, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (src, dst) = (dir.join("src"), dir.join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    for f in ["a", "b", "c", "d"] {
+        std::fs::write(src.join(f), f).unwrap();
+    }
+    let config = json!({"pairs": [{"source": src, "target": dst}], "delete": true});
+    let store = Store::open(&home.database()).expect("store");
+    store
+        .register(&Registration::builtin("files", "folder", config))
+        .expect("register");
+    (src, dst)
+}
+
+#[test]
+fn a_guarded_retry_asks_and_goes_ahead_only_when_confirmed() {
+    let outside = tempfile::tempdir().unwrap();
+    let mut folders = None;
+    let server = Server::start(defaults, |home| {
+        folders = Some(mirror(home, outside.path()))
+    });
+    let (src, dst) = folders.unwrap();
+    let files = json!({"targets": ["files"]});
+    let first = server.ok("POST", "/api/v1/sync", Some(files.clone()))["session"].clone();
+    assert_eq!(server.finished(&first)["outcome"], "succeeded");
+    for f in ["a", "b", "c"] {
+        std::fs::remove_file(src.join(f)).unwrap();
+    }
+    let refused = server.ok("POST", "/api/v1/sync", Some(files))["session"].clone();
+    assert_eq!(server.finished(&refused)["outcome"], "failed");
+    assert!(dst.join("a").exists(), "the guard held");
+    let log = server.ok("GET", "/api/v1/log?level=error", None);
+    let entry = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["actionable"] == true)
+        .unwrap_or_else(|| panic!("an actionable entry in {log}"));
+    let show = format!("/api/v1/log/{}/show", entry["id"]);
+
+    // The page says a result needs the user.
+    let (cookie, _) = server.log_in();
+    let page = server
+        .request("GET", "/", &[("Cookie", &cookie)], None)
+        .body;
+    assert!(page.contains("data-notice=\"actionable\""), "{page}");
+    assert!(page.contains("1 result needs your attention"), "{page}");
+
+    // Asked without a confirmation: the guard's question, nothing done.
+    let asked = server.call("POST", &show, Some(json!({})));
+    assert_eq!(asked.status, 409, "{}", asked.body);
+    let question = asked.json();
+    assert_eq!(question["confirm"]["handler"], "files");
+    assert!(
+        question["confirm"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("deletes 3 files of the 4"),
+        "{question}"
+    );
+    let declined = server.ok("GET", "/api/v1/history?limit=1", None)[0]["id"].clone();
+    server.finished(&declined);
+    assert!(dst.join("a").exists(), "not confirmed: nothing deleted");
+    // Confirmed: the retry deletes, and the entry is used up.
+    let retry = server.ok("POST", &show, Some(json!({"confirm": true})));
+    assert!(retry["session"].is_string(), "{retry}");
+    assert!(
+        wait_until(|| !dst.join("a").exists()),
+        "the confirmed retry deletes"
+    );
+    assert!(wait_until(|| server
+        .call("POST", &show, Some(json!({})))
+        .status
+        == 400));
+    // No body at all is no confirmation.
+    assert_eq!(server.call("POST", &show, None).status, 400);
+}
+
+#[test]
+fn the_page_shows_each_part_of_the_home() {
+    let outside = tempfile::tempdir().unwrap();
+    let server = Server::start(defaults, |home| {
+        register(home, "slow", &[("nap", &["sleep", "30"])]);
+        mirror(home, outside.path());
+    });
+    let hourly = json!({"name": "hourly", "every": "1h", "targets": ["slow"]});
+    assert_eq!(
+        server
+            .call("POST", "/api/v1/schedules", Some(hourly))
+            .status,
+        201
+    );
+    let nightly = json!({"name": "nightly", "cron": "0 3 * * *", "timezone": "UTC"});
+    assert_eq!(
+        server
+            .call("POST", "/api/v1/schedules", Some(nightly))
+            .status,
+        201
+    );
+    // A body well inside the limit is read (and refused for what it says).
+    let many: Vec<String> = (0..2000).map(|i| format!("h{i}")).collect();
+    let big = server.call("POST", "/api/v1/sync", Some(json!({"targets": many})));
+    assert_eq!(big.status, 400, "{}", big.body);
+    // A running item is shown as it is.
+    server.ok("POST", "/api/v1/sync", Some(json!({"targets": ["slow"]})));
+    let mut status = Value::Null;
+    assert!(
+        wait_until(|| {
+            status = server.ok("GET", "/api/v1/status", None);
+            status["sessions"][0]["items"][0]["status"] == "updatingIndeterminate"
+        }),
+        "{status:#}"
+    );
+    let (cookie, _) = server.log_in();
+    let page = server
+        .request("GET", "/", &[("Cookie", &cookie)], None)
+        .body;
+    // One article per handler, each with its own items and display name.
+    let articles: Vec<&str> = page.split("<article class=\"handler\"").skip(1).collect();
+    assert_eq!(articles.len(), 2, "{page}");
+    let (files, slow) = (articles[0], articles[1]);
+    assert!(files.starts_with(" data-handler=\"files\""), "{files}");
+    assert!(slow.starts_with(" data-handler=\"slow\""), "{slow}");
+    assert!(
+        slow.contains("data-item=\"nap\" data-state=\"updatingIndeterminate\""),
+        "{slow}"
+    );
+    assert!(!files.contains("data-item=\"nap\""), "{files}");
+    assert!(
+        files.contains("<span class=\"display-name\">Folder mirror</span>"),
+        "{files}"
+    );
+    assert!(!slow.contains("Folder mirror"), "{slow}");
+    for label in ["Manual", "Schedule", "Idle", "Logon/network", "Logoff"] {
+        assert!(page.contains(&format!(">{label}</th>")), "{label}");
+    }
+    // The schedules, both kinds.
+    assert!(page.contains("data-schedule=\"hourly\""));
+    assert!(page.contains("every 1h"), "{page}");
+    assert!(page.contains("cron 0 3 * * * (UTC)"), "{page}");
+    // No OS triggers in this daemon: they are unavailable, manual is not.
+    let notice = page
+        .split("data-notice=\"triggers\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .expect("the triggers notice");
+    assert!(
+        notice.contains("idle") && notice.contains("logon"),
+        "{notice}"
+    );
+    assert!(
+        !notice.contains("manual") && !notice.contains("schedule"),
+        "{notice}"
+    );
+    assert!(!page.contains("reachable from other machines"), "loopback");
+    assert!(!page.contains("data-notice=\"actionable\""));
+}
+
+#[test]
+fn a_dashboard_others_can_reach_says_so() {
+    let server = Server::start(
+        |web| {
+            web.listen = "0.0.0.0:0".to_owned();
+            web.allow_remote = true;
+        },
+        no_setup,
+    );
+    let host = [("Host", "127.0.0.1")];
+    let status = server.request(
+        "GET",
+        "/api/v1/status",
+        &[host[0], ("X-API-Key", &server.key)],
+        None,
+    );
+    assert_eq!(status.json()["daemon"]["web"]["remote"], true);
+    let bearer = server.bearer();
+    let asked = server.request(
+        "POST",
+        "/api/v1/login-token",
+        &[host[0], ("Authorization", &bearer)],
+        None,
+    );
+    let url = asked.json()["url"].as_str().unwrap().to_owned();
+    let path = &url[url.find("/login").unwrap()..];
+    let login = server.request("GET", path, &host, None);
+    let cookie = login
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = server
+        .request("GET", "/", &[host[0], ("Cookie", &cookie)], None)
+        .body;
+    assert!(page.contains("reachable from other machines"), "{page}");
 }
