@@ -565,6 +565,18 @@ fn schedules_are_added_listed_and_removed() {
         let refused = server.call("POST", "/api/v1/schedules", Some(bad.clone()));
         assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
     }
+    // The daemon is told at once: a schedule added here fires within its
+    // period (its timer would otherwise look again only within a minute).
+    let tick = json!({"name": "tick", "every": "1s", "targets": ["quick"]});
+    let added = server.call("POST", "/api/v1/schedules", Some(tick));
+    assert_eq!(added.status, 201);
+    assert!(wait_until(|| {
+        let history = server.ok("GET", "/api/v1/history", None);
+        let history = history.as_array().unwrap();
+        history.iter().any(|s| s["reason"] == "schedule tick")
+    }));
+    let removed = server.call("DELETE", "/api/v1/schedules/tick", None);
+    assert_eq!(removed.status, 204);
     assert_eq!(
         server
             .call("DELETE", "/api/v1/schedules/hourly", None)
