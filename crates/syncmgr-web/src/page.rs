@@ -129,13 +129,8 @@ fn render(model: &Model, csrf: &str, after: u64, state: &AppState) -> Markup {
             _ => None,
         })
         .collect();
-    let remote = model
-        .status
-        .as_ref()
-        .and_then(|s| s.daemon.as_ref())
-        .and_then(|d| d.web.as_ref())
-        .is_some_and(|w| w.remote)
-        || !state.address.ip().is_loopback();
+    // What `status` reports as `web.remote`, from the same address.
+    let remote = !state.address.ip().is_loopback();
     let unavailable: Vec<&str> = model
         .status
         .iter()
