@@ -278,6 +278,20 @@ pub fn schedules(store: &Store, now: DateTime<Utc>) -> Result<Vec<api::ScheduleR
         .collect())
 }
 
+/// When a schedule runs, for people: `every 15m`, `cron "0 3 * * *" in UTC`.
+pub fn schedule_when(row: &api::ScheduleRow) -> String {
+    match (&row.every, &row.cron) {
+        (Some(every), _) => format!("every {every}"),
+        (_, Some(cron)) => format!(
+            "cron {cron:?}{}",
+            row.timezone
+                .as_ref()
+                .map_or_else(String::new, |tz| format!(" in {tz}"))
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Adds a schedule after checking it: a name, exactly one of `every` and
 /// `cron`, targets that exist now. Returns its first run.
 pub fn add_schedule(store: &Store, new: &api::NewSchedule) -> Result<Option<DateTime<Utc>>> {

@@ -98,15 +98,31 @@ impl WebConfig {
 }
 
 /// A bound dashboard, not yet serving.
-#[derive(Debug)]
 pub struct Bound {
     listener: tokio::net::TcpListener,
     address: SocketAddr,
     config: WebConfig,
+    key: String,
 }
 
-/// Binds the dashboard's address.
-pub async fn bind(config: WebConfig) -> Result<Bound, WebError> {
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Bound")
+            .field("address", &self.address)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds the dashboard's address, and makes sure the home's API key
+/// exists: once `status` shows the dashboard, `syncmgr dashboard` can use
+/// it.
+pub async fn bind(config: WebConfig, home: &Home) -> Result<Bound, WebError> {
+    let key_path = home.state.join("api-key");
+    let key = tokio::task::spawn_blocking(move || auth::api_key(&key_path))
+        .await
+        .map_err(|e| WebError::Setup(format!("cannot read the API key: {e}")))??;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| WebError::Address(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -117,6 +133,7 @@ pub async fn bind(config: WebConfig) -> Result<Bound, WebError> {
         listener,
         address,
         config,
+        key,
     })
 }
 
@@ -141,10 +158,6 @@ impl Bound {
 
     /// Serves until `shutdown` is cancelled (open event streams end then).
     pub async fn serve(self, home: Home, shutdown: CancellationToken) -> Result<(), WebError> {
-        let key_path = home.state.join("api-key");
-        let key = tokio::task::spawn_blocking(move || auth::api_key(&key_path))
-            .await
-            .map_err(|e| WebError::Setup(format!("cannot read the API key: {e}")))??;
         if self.info().remote {
             tracing::warn!(
                 address = %self.address,
@@ -155,7 +168,7 @@ impl Bound {
             events: events::Events::new(),
             metrics: metrics::Metrics::new(),
             sessions: auth::Sessions::default(),
-            key,
+            key: self.key,
             address: self.address,
             config: self.config,
             home,
@@ -174,7 +187,6 @@ impl Bound {
 }
 
 /// What every request handler shares.
-#[derive(Debug)]
 struct AppState {
     home: Home,
     config: WebConfig,
@@ -184,6 +196,16 @@ struct AppState {
     events: events::Events,
     metrics: metrics::Metrics,
     shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key or the sessions' secrets.
+        f.debug_struct("AppState")
+            .field("address", &self.address)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `syncmgr dashboard`: asks the running dashboard for a one-time login

@@ -384,17 +384,7 @@ fn history_row(s: &api::Session) -> Markup {
 }
 
 fn schedule_row(s: &api::ScheduleRow) -> Markup {
-    let when = match (&s.every, &s.cron) {
-        (Some(every), _) => format!("every {every}"),
-        (_, Some(cron)) => format!(
-            "cron {cron}{}",
-            s.timezone
-                .as_deref()
-                .map(|t| format!(" ({t})"))
-                .unwrap_or_default()
-        ),
-        _ => String::new(),
-    };
+    let when = views::schedule_when(s);
     html! {
         li data-schedule=(s.name) {
             strong { (s.name) } " " (when) " — "

@@ -90,7 +90,9 @@ impl Server {
                         ..DaemonConfig::default()
                     };
                     let mut bound = daemon::bind(home.clone(), options).expect("the daemon binds");
-                    let dashboard = syncmgr_web::bind(web).await.expect("the dashboard binds");
+                    let dashboard = syncmgr_web::bind(web, &home)
+                        .await
+                        .expect("the dashboard binds");
                     bound.set_web(dashboard.info());
                     ready.send(dashboard.address().to_string()).expect("ready");
                     let serving = tokio::spawn(dashboard.serve(home, stop.clone()));
@@ -931,7 +933,7 @@ fn the_page_shows_each_part_of_the_home() {
     // The schedules, both kinds.
     assert!(page.contains("data-schedule=\"hourly\""));
     assert!(page.contains("every 1h"), "{page}");
-    assert!(page.contains("cron 0 3 * * * (UTC)"), "{page}");
+    assert!(page.contains("cron &quot;0 3 * * *&quot; in UTC"), "{page}");
     // No OS triggers in this daemon: they are unavailable, manual is not.
     let notice = page
         .split("data-notice=\"triggers\"")

@@ -56,7 +56,7 @@ pub async fn run(
     // The lock first: a second daemon fails on it, not on the port.
     let mut daemon = syncmgr_manager::daemon::bind(home.clone(), options)?;
     let dashboard = match web_config {
-        Some(config) => match syncmgr_web::bind(config).await {
+        Some(config) => match syncmgr_web::bind(config, &home).await {
             Ok(bound) => {
                 daemon.set_web(bound.info());
                 Some(bound)

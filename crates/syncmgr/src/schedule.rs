@@ -61,16 +61,7 @@ fn list(store: &Store, json: bool, out: &mut Stdout) -> anyhow::Result<()> {
         writeln!(out, "no schedules (add one with `syncmgr schedule add`)")?;
     }
     for row in rows {
-        let when = match (&row.every, &row.cron) {
-            (Some(every), _) => format!("every {every}"),
-            (_, Some(cron)) => format!(
-                "cron {cron:?}{}",
-                row.timezone
-                    .as_ref()
-                    .map_or_else(String::new, |tz| format!(" in {tz}"))
-            ),
-            _ => String::new(),
-        };
+        let when = views::schedule_when(&row);
         let targets = if row.targets.is_empty() {
             "every handler".to_owned()
         } else {

@@ -678,54 +678,6 @@ fn the_dashboard_command_prints_a_one_time_login_link() {
     assert_eq!(again.status, 403, "single use");
 }
 
-#[test]
-fn acting_on_a_guard_entry_needs_an_explicit_confirmation() {
-    let mut home = TestHome::inline();
-    let (src, dst) = mirror_with_delete(&home);
-    let web = Web::of(&mut home);
-    trip_the_guard(&web, &src, &dst);
-    let log = web.ok("GET", "/api/v1/log?level=error&handler=files", None);
-    let entry = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["actionable"] == true)
-        .unwrap_or_else(|| panic!("a guard entry in {log:#}"));
-    let show = format!("/api/v1/log/{}/show", entry["id"]);
-    // The page says something needs the user.
-    let browser = web.browser();
-    assert!(
-        browser.page.body.contains("data-notice=\"actionable\""),
-        "{}",
-        browser.page.body
-    );
-
-    // Without the confirmation: the guard's explanation, and nothing done.
-    let asked = web.call("POST", &show, Some(&json!({})));
-    assert_eq!(asked.status, 409, "{}", asked.body);
-    let question = asked.json();
-    assert_eq!(question["confirm"]["handler"], "files");
-    assert!(
-        question["confirm"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("deletes 3 files of the 4"),
-        "{question:#}"
-    );
-    assert!(dst.join("a").exists(), "not confirmed: nothing deleted");
-
-    // With it: the retry goes ahead, once.
-    web.ok("POST", &show, Some(&json!({"confirm": true})));
-    assert!(
-        wait_until(PATIENCE, || !dst.join("a").exists()),
-        "the confirmed retry deletes"
-    );
-    assert!(wait_until(PATIENCE, || web
-        .call("POST", &show, Some(&json!({"confirm": true})))
-        .status
-        == 400));
-}
-
 /// schemathesis (PyPI, pinned by `scripts/test` in a virtual environment):
 /// `SYNCMGR_TEST_SCHEMATHESIS`, or `None` when `SYNCMGR_TEST_SKIP_TOOLS`
 /// lists `schemathesis`.
