@@ -138,11 +138,30 @@ pub async fn status(
         return Ok(exit_codes::SUCCESS);
     }
     match &status.daemon {
-        Some(d) => writeln!(
-            out,
-            "daemon: running (pid {}, since {}, version {})",
-            d.pid, d.started, d.version
-        )?,
+        Some(d) => {
+            writeln!(
+                out,
+                "daemon: running (pid {}, since {}, version {})",
+                d.pid, d.started, d.version
+            )?;
+            match &d.web {
+                Some(web) => writeln!(
+                    out,
+                    "dashboard: {}{} (`syncmgr dashboard` opens it)",
+                    web.url,
+                    if web.remote {
+                        ", reachable from other machines"
+                    } else {
+                        ""
+                    }
+                )?,
+                None => writeln!(out, "dashboard: not served")?,
+            }
+            if let Some(n) = &d.notifications {
+                let state = if n.available { "on" } else { "off" };
+                writeln!(out, "notifications: {state} ({})", n.reason)?;
+            }
+        }
         None => writeln!(out, "daemon: not running")?,
     }
     for session in &status.sessions {

@@ -666,6 +666,17 @@ fn the_dashboard_command_prints_a_one_time_login_link() {
         .assert_code(1)
         .assert_stderr_contains("no daemon runs");
     let web = Web::of(&mut home);
+    let status = home.ok(&["status"]);
+    let line = format!(
+        "dashboard: http://{}/ (`syncmgr dashboard` opens it)",
+        web.address
+    );
+    assert!(status.stdout.contains(&line), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("notifications: off (no session bus"),
+        "{}",
+        status.stdout
+    );
     let out = home.ok(&["dashboard", "--no-open"]);
     let link = out.stdout.trim().to_owned();
     let prefix = format!("http://{}/login?token=", web.address);
