@@ -194,7 +194,17 @@ mod tests {
         assert_eq!(first.path(), path);
         assert!(FileLock::try_exclusive(&path).unwrap().is_none());
         drop(first);
-        assert!(FileLock::try_exclusive(&path).unwrap().is_some());
+        // A child another test forks at this moment holds a copy of the
+        // descriptor until its `exec` closes it (close-on-exec): the lock is
+        // free again within that window, so poll with a deadline.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while FileLock::try_exclusive(&path).unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lock stayed taken"
+            );
+            std::thread::yield_now();
+        }
     }
 
     #[test]
