@@ -302,6 +302,10 @@ pub struct Bound {
     config: DaemonConfig,
     lock: FileLock,
     listener: UnixListener,
+    /// SIGHUP, watched from before the socket listens: a reload asked as
+    /// soon as the daemon answers must not find SIGHUP's default action
+    /// (termination) still in place.
+    hangup: tokio::signal::unix::Signal,
     pid: u32,
     web: Option<api::WebInfo>,
 }
@@ -319,6 +323,8 @@ pub fn bind(home: Home, config: DaemonConfig) -> Result<Bound> {
             .unwrap_or(0);
         return Err(ManagerError::DaemonRunning { pid });
     };
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| ManagerError::io("cannot watch for SIGHUP", e))?;
     let pid = std::process::id();
     let pid_path = home.daemon_pid();
     fs::write(&pid_path, format!("{pid}\n"))
@@ -336,6 +342,7 @@ pub fn bind(home: Home, config: DaemonConfig) -> Result<Bound> {
         config,
         lock,
         listener,
+        hangup,
         pid,
         web: None,
     })
@@ -355,10 +362,11 @@ impl Bound {
             config,
             lock: _lock,
             listener,
+            hangup,
             pid,
             web,
         } = self;
-        serve_bound(home, config, listener, pid, web, shutdown).await
+        serve_bound(home, config, listener, hangup, pid, web, shutdown).await
     }
 }
 
@@ -366,6 +374,7 @@ async fn serve_bound(
     home: Home,
     config: DaemonConfig,
     listener: UnixListener,
+    mut hangup: tokio::signal::unix::Signal,
     pid: u32,
     web: Option<api::WebInfo>,
     shutdown: impl Future<Output = ()>,
@@ -403,8 +412,6 @@ async fn serve_bound(
     tokio::spawn(async move { notifier.start().await });
     let timer = tokio::spawn(timer(Arc::clone(&shared)));
     let triggers = tokio::spawn(trigger_loop(Arc::clone(&shared)));
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| ManagerError::io("cannot watch for SIGHUP", e))?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
