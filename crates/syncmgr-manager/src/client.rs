@@ -103,3 +103,37 @@ impl Connection {
             .map_err(|e| ManagerError::io("cannot send the cancel to the daemon", e))
     }
 }
+
+/// A status answer, or the daemon's refusal (it could not read the store).
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum StatusLine {
+    Status(Box<syncmgr_api::Status>),
+    Refused(syncmgr_api::Refused),
+}
+
+/// The running daemon's status (`status --json`); `None` when no daemon
+/// runs. A refusal is [`ManagerError::NotNow`] with the daemon's words.
+pub async fn status(home: &Home) -> Result<Option<syncmgr_api::Status>> {
+    let Some(mut connection) = connect(home).await? else {
+        return Ok(None);
+    };
+    connection.request(&DaemonRequest::Status {}).await?;
+    match connection.next::<StatusLine>().await? {
+        Some(StatusLine::Status(status)) => Ok(Some(*status)),
+        Some(StatusLine::Refused(refused)) => Err(ManagerError::NotNow(refused.error)),
+        None => Err(ManagerError::NotNow(
+            "the daemon closed the connection without an answer".to_owned(),
+        )),
+    }
+}
+
+/// Tells a running daemon to read its settings and schedules again (they
+/// changed); nothing to do when none runs.
+pub async fn reload(home: &Home) -> Result<()> {
+    if let Some(mut connection) = connect(home).await? {
+        connection.request(&DaemonRequest::Reload {}).await?;
+        let _: Option<syncmgr_api::Ack> = connection.next().await?;
+    }
+    Ok(())
+}

@@ -51,7 +51,12 @@ async fn model(state: &AppState) -> Result<Model, Failure> {
     let mut model = with_store(state, move |store| {
         let registrations = views::registrations(store)?;
         let names: Vec<String> = registrations.iter().map(|r| r.name.clone()).collect();
-        let found = handle.block_on(views::items(store, &names, SyncEvent::Manual, 4))?;
+        let found = handle.block_on(views::items(
+            store,
+            &names,
+            SyncEvent::Manual,
+            crate::routes::ITEMS_CONCURRENCY,
+        ))?;
         let mut choices: HashMap<String, HashMap<String, HashMap<SyncEvent, bool>>> =
             HashMap::new();
         for reg in &names {

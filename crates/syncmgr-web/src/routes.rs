@@ -28,7 +28,7 @@ const MAX_BODY: usize = 64 * 1024;
 const MAX_CONCURRENT: usize = 4;
 const GRACE: Duration = Duration::from_secs(5);
 /// How many handlers are asked for their items at once.
-const ITEMS_CONCURRENCY: usize = 4;
+pub(crate) const ITEMS_CONCURRENCY: usize = 4;
 
 const OPENAPI: &str = include_str!("../assets/openapi.json");
 const SCRIPT: &str = include_str!("../assets/app.js");
@@ -269,16 +269,10 @@ async fn login_token(
 
 /// The daemon's status (the `status --json` object).
 pub async fn daemon_status(state: &AppState) -> Result<api::Status, Failure> {
-    let mut daemon = client::connect(&state.home)
-        .await?
-        .ok_or(ManagerError::NoDaemon)?;
-    daemon.request(&DaemonRequest::Status {}).await?;
-    match daemon.next::<serde_json::Value>().await? {
-        Some(value) => match serde_json::from_value::<api::Status>(value.clone()) {
-            Ok(status) => Ok(status),
-            Err(_) => Err(Failure::internal("the daemon's status", &value)),
-        },
-        None => Err(Failure::internal("the daemon's status", &"no answer")),
+    match client::status(&state.home).await {
+        Ok(Some(status)) => Ok(status),
+        Ok(None) => Err(ManagerError::NoDaemon.into()),
+        Err(e) => Err(Failure::internal("the daemon's status", &e)),
     }
 }
 
@@ -542,11 +536,7 @@ async fn schedules(State(state): State<Arc<AppState>>) -> Answer<Vec<api::Schedu
 
 /// Tells the daemon the schedules changed.
 async fn reload(state: &AppState) -> Result<(), Failure> {
-    if let Some(mut daemon) = client::connect(&state.home).await? {
-        daemon.request(&DaemonRequest::Reload {}).await?;
-        let _: Option<api::Ack> = daemon.next().await?;
-    }
-    Ok(())
+    Ok(client::reload(&state.home).await?)
 }
 
 async fn add_schedule(

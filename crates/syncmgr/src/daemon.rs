@@ -122,15 +122,8 @@ pub async fn status(
     json: bool,
     out: &mut Stdout,
 ) -> anyhow::Result<i32> {
-    let status = match client::connect(home).await? {
-        Some(mut connection) => {
-            connection.request(&api::DaemonRequest::Status {}).await?;
-            match connection.next::<StatusLine>().await? {
-                Some(StatusLine::Status(status)) => status,
-                Some(StatusLine::Refused(refused)) => anyhow::bail!("{}", refused.error),
-                None => anyhow::bail!("the daemon closed the connection without an answer"),
-            }
-        }
+    let status = match client::status(home).await? {
+        Some(status) => status,
         None => status_of(store, None, chrono::Utc::now())?,
     };
     if json {
@@ -204,13 +197,6 @@ pub async fn status(
     Ok(exit_codes::SUCCESS)
 }
 
-#[derive(Debug, serde::Deserialize)]
-#[serde(untagged)]
-enum StatusLine {
-    Status(api::Status),
-    Refused(api::Refused),
-}
-
 /// `syncmgr events`: follows the daemon until it stops or the user
 /// interrupts.
 pub async fn events(home: &Home, json: bool, out: Stdout) -> anyhow::Result<i32> {
@@ -249,14 +235,9 @@ pub async fn events(home: &Home, json: bool, out: Stdout) -> anyhow::Result<i32>
 /// `syncmgr dashboard`: a one-time login link to the running daemon's
 /// dashboard, printed and (unless `--no-open`, or with no desktop) opened.
 pub async fn dashboard(home: &Home, no_open: bool, out: &mut Stdout) -> anyhow::Result<i32> {
-    let Some(mut connection) = client::connect(home).await? else {
+    let Some(status) = client::status(home).await? else {
         return Err(ManagerError::NoDaemon.into());
     };
-    connection.request(&api::DaemonRequest::Status {}).await?;
-    let status: api::Status = connection
-        .next()
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the daemon did not answer"))?;
     let Some(web) = status.daemon.and_then(|d| d.web) else {
         anyhow::bail!(
             "the daemon serves no dashboard: set [web] enabled = true (and [web] listen) in config.toml, or start it with `syncmgr daemon --web 127.0.0.1:8734`"

@@ -80,9 +80,5 @@ fn list(store: &Store, json: bool, out: &mut Stdout) -> anyhow::Result<()> {
 
 /// Tells a running daemon that the schedules changed.
 async fn poke(home: &Home) -> anyhow::Result<()> {
-    if let Some(mut connection) = client::connect(home).await? {
-        connection.request(&api::DaemonRequest::Reload {}).await?;
-        let _: Option<api::Ack> = connection.next().await?;
-    }
-    Ok(())
+    Ok(client::reload(home).await?)
 }
