@@ -12,8 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 use syncmgr_core::{
-    ItemResult as CoreItemResult, ItemSnapshot, LogEntry as CoreLogEntry, SessionEvent,
-    SessionSummary, StatusCounts, Timestamp,
+    ConflictReport, ConflictVersion as CoreConflictVersion, ItemResult as CoreItemResult,
+    ItemSnapshot, LogEntry as CoreLogEntry, SessionEvent, SessionSummary, StatusCounts, Timestamp,
 };
 
 /// A time as every shape writes it: RFC 3339, UTC, milliseconds.
@@ -128,6 +128,45 @@ pub enum Event {
         /// session.
         error_id: Option<String>,
     },
+    /// A handler reported a conflict; it is in the store.
+    #[serde(rename_all = "camelCase")]
+    Conflict {
+        /// Its id (`syncmgr conflicts show ID`).
+        id: i64,
+        /// Registration name.
+        handler: String,
+        /// The item.
+        item: String,
+        /// The handler's id for it.
+        conflict_id: String,
+        /// What conflicts.
+        text: String,
+        /// The versions to choose from.
+        versions: Vec<ConflictVersion>,
+    },
+    /// A conflict left the store: resolved by the handler, or the user's
+    /// decision was applied.
+    #[serde(rename_all = "camelCase")]
+    ConflictResolved {
+        /// Registration name.
+        handler: String,
+        /// The item.
+        item: String,
+        /// The handler's id for it.
+        conflict_id: String,
+    },
+    /// The handler could not apply the user's decision; the conflict stays.
+    #[serde(rename_all = "camelCase")]
+    ConflictRefused {
+        /// Registration name.
+        handler: String,
+        /// The item.
+        item: String,
+        /// The handler's id for it.
+        conflict_id: String,
+        /// Why, in the handler's words.
+        reason: String,
+    },
     /// The last line.
     #[serde(rename_all = "camelCase")]
     SessionFinished {
@@ -195,6 +234,34 @@ impl Event {
                 handler: handler.clone(),
                 error_id: error_id.clone(),
             },
+            SessionEvent::Conflict { id, conflict } => Event::Conflict {
+                id: *id,
+                handler: conflict.handler.clone(),
+                item: conflict.report.item.clone(),
+                conflict_id: conflict.report.conflict_id.clone(),
+                text: conflict.report.text.clone(),
+                versions: versions(&conflict.report.versions),
+            },
+            SessionEvent::ConflictResolved {
+                handler,
+                item,
+                conflict_id,
+            } => Event::ConflictResolved {
+                handler: handler.clone(),
+                item: item.clone(),
+                conflict_id: conflict_id.clone(),
+            },
+            SessionEvent::ConflictRefused {
+                handler,
+                item,
+                conflict_id,
+                reason,
+            } => Event::ConflictRefused {
+                handler: handler.clone(),
+                item: item.clone(),
+                conflict_id: conflict_id.clone(),
+                reason: reason.clone(),
+            },
             SessionEvent::Finished(summary) => Event::finished(summary),
             _ => return None,
         })
@@ -221,6 +288,108 @@ impl Event {
             failed_handlers: summary.failed_handlers.clone(),
         }
     }
+}
+
+/// One version of a conflict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictVersion {
+    /// Which version, for people.
+    pub label: String,
+    /// Its size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// When it was last modified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<String>,
+    /// More about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+fn versions(versions: &[CoreConflictVersion]) -> Vec<ConflictVersion> {
+    versions
+        .iter()
+        .map(|v| ConflictVersion {
+            label: v.label.clone(),
+            size: v.size,
+            modified: v.modified.map(time),
+            detail: v.detail.clone(),
+        })
+        .collect()
+}
+
+/// An open conflict: an element of `conflicts --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conflict {
+    /// The store's id (`conflicts show ID`, `conflicts resolve ID`).
+    pub id: i64,
+    /// Registration name.
+    pub handler: String,
+    /// The item.
+    pub item: String,
+    /// The handler's id for it.
+    pub conflict_id: String,
+    /// What conflicts.
+    pub text: String,
+    /// The versions, in the handler's order (`--keep N` counts from 0).
+    pub versions: Vec<ConflictVersion>,
+    /// When it was first reported.
+    pub detected: String,
+    /// The session that reported it last.
+    pub session: String,
+    /// Why the last decision on it was not applied; `null` when none was
+    /// refused.
+    pub reason: Option<String>,
+}
+
+impl Conflict {
+    /// The shape of a stored conflict: its id, handler and report, when
+    /// it was first reported, the session that reported it last, and why
+    /// the last decision on it was refused.
+    pub fn new(
+        id: i64,
+        handler: &str,
+        report: &ConflictReport,
+        detected: Timestamp,
+        session: &str,
+        reason: Option<&str>,
+    ) -> Self {
+        Conflict {
+            id,
+            handler: handler.to_owned(),
+            item: report.item.clone(),
+            conflict_id: report.conflict_id.clone(),
+            text: report.text.clone(),
+            versions: versions(&report.versions),
+            detected: time(detected),
+            session: session.to_owned(),
+            reason: reason.map(str::to_owned),
+        }
+    }
+}
+
+/// `conflicts show --json`: one conflict, and for text files of the
+/// two-way folder handler, a unified diff of the two versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictDetail {
+    /// The conflict.
+    #[serde(flatten)]
+    pub conflict: Conflict,
+    /// `diff -u` of the first version against the second; `null` when
+    /// the versions are not both small text files.
+    pub diff: Option<String>,
+}
+
+/// The user's decision on one stored conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    /// The conflict's id in the store.
+    pub conflict: i64,
+    /// Which version to keep (an index); `null` keeps them all.
+    pub keep: Option<usize>,
 }
 
 /// An entry of `log --json`.
@@ -446,6 +615,17 @@ pub enum DaemonRequest {
     ShowError {
         /// The entry's id.
         entry: i64,
+        /// Handlers run at once in the session.
+        max_concurrent: usize,
+        /// A cancelled handler's grace, in milliseconds.
+        grace_ms: u64,
+    },
+    /// `conflicts resolve`: asks the handlers to apply the user's
+    /// decisions, then syncs the items resolved. Answered as `sync` is.
+    #[serde(rename_all = "camelCase")]
+    Resolve {
+        /// The decisions, each on one conflict of the store.
+        decisions: Vec<Decision>,
         /// Handlers run at once in the session.
         max_concurrent: usize,
         /// A cancelled handler's grace, in milliseconds.

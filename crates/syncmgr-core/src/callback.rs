@@ -16,8 +16,9 @@ use crate::error::CallbackError;
 use crate::event::SessionEvent;
 use crate::handler::Journal;
 use crate::model::{
-    Cause, HandlerFlags, ItemStatus, LogEntry, LogLevel, LogRequest, MAX_TEXT_LEN, NewLogEntry,
-    ProgressReply, ProgressUpdate, validate_id,
+    Cause, ConflictReport, HandlerFlags, ItemStatus, LogEntry, LogLevel, LogRequest,
+    MAX_CONFLICT_VERSIONS, MAX_TEXT_LEN, NewConflict, NewLogEntry, ProgressReply, ProgressUpdate,
+    validate_id,
 };
 use crate::state;
 
@@ -31,6 +32,10 @@ const OUTPUT_BUDGET: u32 = 200;
 /// disk, and a handler looping on `logError` must not fill it.
 pub const LOG_BUDGET: u32 = 1000;
 const OUTPUT_LINE_MAX: usize = 1024;
+/// How many conflicts one handler may report in one session; past it
+/// `reportConflict` is refused (one entry says so). A folder with thousands
+/// of conflicts is a folder pair set up wrongly, not a user's decision list.
+pub const CONFLICT_BUDGET: u32 = 10_000;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind; the
@@ -136,6 +141,8 @@ pub(crate) struct HandlerShared {
     output_lines: AtomicU32,
     /// `logError` calls this session (the budget).
     log_entries: AtomicU32,
+    /// `reportConflict` calls this session (the budget).
+    conflicts: AtomicU32,
     /// `establishConnection` was told to the user already.
     connection_noted: AtomicBool,
 }
@@ -158,6 +165,7 @@ impl HandlerShared {
             problems: AtomicU32::new(0),
             output_lines: AtomicU32::new(0),
             log_entries: AtomicU32::new(0),
+            conflicts: AtomicU32::new(0),
             connection_noted: AtomicBool::new(false),
         }
     }
@@ -528,6 +536,120 @@ impl HandlerCallback {
         .await;
         if let Err(e) = &result {
             self.report_problem(None, format!("refused deleteLogError: {e}"));
+        }
+        result
+    }
+
+    /// `reportConflict` (`ISyncMgrConflictStore`): stores the conflict and
+    /// returns its id in the store once it is durable. Allowed while the
+    /// handler synchronizes, for a prepared item.
+    pub async fn report_conflict(&self, report: ConflictReport) -> Result<i64, CallbackError> {
+        self.touch();
+        let result = self.record_conflict(report).await;
+        if let Err(e) = &result {
+            self.report_problem(None, format!("refused reportConflict: {e}"));
+        }
+        result
+    }
+
+    async fn record_conflict(&self, report: ConflictReport) -> Result<i64, CallbackError> {
+        let set = self.open_set("reportConflict")?;
+        if !set.ids.contains_key(&report.item) {
+            return Err(self.unprepared(set, &report.item));
+        }
+        validate_id(&report.conflict_id)
+            .map_err(|e| CallbackError::Invalid(format!("conflictId: {e}")))?;
+        if report.text.len() > MAX_TEXT_LEN {
+            return Err(CallbackError::TextTooLong(report.text.len()));
+        }
+        let n = report.versions.len();
+        if !(2..=MAX_CONFLICT_VERSIONS).contains(&n) {
+            return Err(CallbackError::Invalid(format!(
+                "a conflict has 2 to {MAX_CONFLICT_VERSIONS} versions, not {n}"
+            )));
+        }
+        for (i, version) in report.versions.iter().enumerate() {
+            if version.label.trim().is_empty() {
+                return Err(CallbackError::Invalid(format!("version {i} has no label")));
+            }
+            let longest = version
+                .label
+                .len()
+                .max(version.detail.as_ref().map_or(0, String::len));
+            if longest > MAX_TEXT_LEN {
+                return Err(CallbackError::TextTooLong(longest));
+            }
+        }
+        let n = self.handler.conflicts.fetch_add(1, Ordering::Relaxed);
+        if n >= CONFLICT_BUDGET {
+            if n == CONFLICT_BUDGET {
+                self.session.manager_log(
+                    &self.handler.name,
+                    None,
+                    LogLevel::Error,
+                    Cause::OverBudget,
+                    format!(
+                        "more than {CONFLICT_BUDGET} conflicts in one session; the rest are refused"
+                    ),
+                );
+            }
+            return Err(CallbackError::OverBudget(CONFLICT_BUDGET));
+        }
+        let conflict = NewConflict {
+            handler: self.handler.name.clone(),
+            session: self.session.id.clone(),
+            detected: chrono::Utc::now(),
+            report,
+        };
+        let id = self
+            .session
+            .journal
+            .record_conflict(conflict.clone())
+            .await
+            .map_err(|e| CallbackError::Journal(e.to_string()))?;
+        let _ = self
+            .session
+            .events
+            .send(SessionEvent::Conflict { id, conflict })
+            .await;
+        Ok(id)
+    }
+
+    /// `conflictResolved`: the handler settled a conflict by itself (the
+    /// versions became equal, or one of them went); it leaves the store.
+    pub async fn conflict_resolved(
+        &self,
+        item: &str,
+        conflict_id: &str,
+    ) -> Result<(), CallbackError> {
+        self.touch();
+        let result = async {
+            let set = self.open_set("conflictResolved")?;
+            if !set.enumerated.contains(item) {
+                return Err(CallbackError::UnknownItem(item.to_owned()));
+            }
+            let removed = self
+                .session
+                .journal
+                .remove_conflict(&self.handler.name, item, conflict_id)
+                .await
+                .map_err(|e| CallbackError::Journal(e.to_string()))?;
+            if removed {
+                let _ = self
+                    .session
+                    .events
+                    .send(SessionEvent::ConflictResolved {
+                        handler: self.handler.name.clone(),
+                        item: item.to_owned(),
+                        conflict_id: conflict_id.to_owned(),
+                    })
+                    .await;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = &result {
+            self.report_problem(None, format!("refused conflictResolved: {e}"));
         }
         result
     }

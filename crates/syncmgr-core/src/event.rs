@@ -1,8 +1,8 @@
 //! What a session tells its consumers (display, JSON output, store writer).
 
 use crate::model::{
-    HandlerInfo, ItemEnumeration, ItemResult, ItemStatus, LogEntry, SessionOutcome, StatusCounts,
-    SyncEvent,
+    HandlerInfo, ItemEnumeration, ItemResult, ItemStatus, LogEntry, NewConflict, SessionOutcome,
+    StatusCounts, SyncEvent,
 };
 
 /// The latest state of one item, as the coalesced view sees it.
@@ -76,6 +76,35 @@ pub enum SessionEvent {
         handler: String,
         /// The error id, or `None` for all of this handler's in the session.
         error_id: Option<String>,
+    },
+    /// A handler reported a conflict and it is stored.
+    Conflict {
+        /// Its id in the conflict store (`syncmgr conflicts show ID`).
+        id: i64,
+        /// The conflict.
+        conflict: NewConflict,
+    },
+    /// A conflict left the store: the handler resolved it by itself
+    /// (`conflictResolved`), or applied the user's decision.
+    ConflictResolved {
+        /// Registration name.
+        handler: String,
+        /// The item.
+        item: String,
+        /// The handler's id for the conflict.
+        conflict_id: String,
+    },
+    /// The handler could not apply the user's decision on a conflict; it
+    /// stays open.
+    ConflictRefused {
+        /// Registration name.
+        handler: String,
+        /// The item.
+        item: String,
+        /// The handler's id for the conflict.
+        conflict_id: String,
+        /// Why, in the handler's words.
+        reason: String,
     },
     /// The session is over; nothing follows.
     Finished(SessionSummary),

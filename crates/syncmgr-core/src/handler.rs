@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use crate::callback::HandlerCallback;
 use crate::error::{HandlerError, JournalError};
 use crate::model::{
-    HandlerInfo, InitializeParams, ItemEnumeration, NewLogEntry, Participation, PropertiesOutcome,
-    ShowErrorAnswer,
+    ConflictResolution, HandlerInfo, InitializeParams, ItemEnumeration, NewConflict, NewLogEntry,
+    Participation, PropertiesOutcome, ShowErrorAnswer,
 };
 
 /// A sync handler, in process or behind a child process.
@@ -91,6 +91,22 @@ pub trait Handler: Send {
         Ok(ShowErrorAnswer::default())
     }
 
+    /// `ISyncMgrResolutionHandler`: the user decided on a conflict this
+    /// handler reported. `Ok` once the decision is applied (the manager then
+    /// drops the conflict and syncs the item); an error says why not (the
+    /// conflict stays, with that reason). A handler that finds the versions
+    /// changed since it reported them refuses rather than guess.
+    async fn resolve_conflict(
+        &mut self,
+        resolution: &ConflictResolution,
+        callback: &HandlerCallback,
+    ) -> Result<(), HandlerError> {
+        let _ = (resolution, callback);
+        Err(HandlerError::Failed(
+            "this handler does not resolve conflicts".into(),
+        ))
+    }
+
     /// `SetProgressCallback(NULL)` + release: the session is over for this
     /// handler. Should return promptly; the engine bounds it anyway.
     async fn shutdown(&mut self) {}
@@ -110,8 +126,10 @@ pub trait Confirm: Send + Sync + std::fmt::Debug {
     async fn confirm(&self, handler: &str, text: &str) -> bool;
 }
 
-/// Where the results log is recorded. The engine awaits [`Journal::append`]
-/// before it answers a handler's `logError`, so an acknowledged entry is durable.
+/// Where a session's durable records go: the results log and the conflict
+/// store. The engine awaits [`Journal::append`] before it answers a
+/// handler's `logError`, and [`Journal::record_conflict`] before it answers
+/// `reportConflict`, so an acknowledged entry or conflict is durable.
 #[async_trait]
 pub trait Journal: Send + Sync + std::fmt::Debug {
     /// Records an entry; returns the id it is known by from now on.
@@ -137,6 +155,39 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
         handler: &str,
         error_id: Option<&str>,
     ) -> Result<u64, JournalError>;
+
+    /// Stores a conflict, replacing the open one with the same handler, item
+    /// and conflict id (a handler reports a conflict again at every sync
+    /// until it is resolved); returns the id it is known by.
+    async fn record_conflict(&self, conflict: NewConflict) -> Result<i64, JournalError> {
+        let _ = conflict;
+        Err(JournalError("this journal keeps no conflicts".into()))
+    }
+
+    /// Drops a conflict (resolved by the handler itself, or by the user's
+    /// decision). Returns whether there was one.
+    async fn remove_conflict(
+        &self,
+        handler: &str,
+        item: &str,
+        conflict_id: &str,
+    ) -> Result<bool, JournalError> {
+        let _ = (handler, item, conflict_id);
+        Ok(false)
+    }
+
+    /// Notes why a decision on a conflict could not be applied (the handler's
+    /// reason); the conflict stays open.
+    async fn refuse_conflict(
+        &self,
+        handler: &str,
+        item: &str,
+        conflict_id: &str,
+        reason: &str,
+    ) -> Result<(), JournalError> {
+        let _ = (handler, item, conflict_id, reason);
+        Ok(())
+    }
 }
 
 /// A [`Journal`] that keeps entries in memory: for embedding without a store,
@@ -147,12 +198,23 @@ pub struct MemoryJournal {
     /// Calls that wrote (an `append` or a whole `append_batch`): what a
     /// journal on disk pays a transaction for.
     writes: std::sync::atomic::AtomicU64,
+    /// Open conflicts with their ids and refusal reasons.
+    conflicts: std::sync::Mutex<Vec<(i64, NewConflict, Option<String>)>>,
 }
 
 impl MemoryJournal {
     /// The entries recorded so far, oldest first.
     pub fn entries(&self) -> Vec<(i64, NewLogEntry)> {
         self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The open conflicts, oldest first, each with the reason its last
+    /// resolution was refused.
+    pub fn conflicts(&self) -> Vec<(i64, NewConflict, Option<String>)> {
+        self.conflicts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
@@ -209,6 +271,63 @@ impl Journal for MemoryJournal {
                 && error_id.is_none_or(|id| e.error_id.as_deref() == Some(id)))
         });
         Ok((before - entries.len()) as u64)
+    }
+
+    async fn record_conflict(&self, conflict: NewConflict) -> Result<i64, JournalError> {
+        let mut open = self
+            .conflicts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let same = |c: &NewConflict| {
+            c.handler == conflict.handler
+                && c.report.item == conflict.report.item
+                && c.report.conflict_id == conflict.report.conflict_id
+        };
+        if let Some(slot) = open.iter_mut().find(|(_, c, _)| same(c)) {
+            slot.1 = conflict;
+            slot.2 = None;
+            return Ok(slot.0);
+        }
+        let id = open.iter().map(|(id, _, _)| *id).max().unwrap_or(0) + 1;
+        open.push((id, conflict, None));
+        Ok(id)
+    }
+
+    async fn remove_conflict(
+        &self,
+        handler: &str,
+        item: &str,
+        conflict_id: &str,
+    ) -> Result<bool, JournalError> {
+        let mut open = self
+            .conflicts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = open.len();
+        open.retain(|(_, c, _)| {
+            !(c.handler == handler && c.report.item == item && c.report.conflict_id == conflict_id)
+        });
+        Ok(open.len() < before)
+    }
+
+    async fn refuse_conflict(
+        &self,
+        handler: &str,
+        item: &str,
+        conflict_id: &str,
+        reason: &str,
+    ) -> Result<(), JournalError> {
+        let mut open = self
+            .conflicts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (_, c, why) in open.iter_mut() {
+            if c.handler == handler && c.report.item == item && c.report.conflict_id == conflict_id
+            {
+                *why = Some(reason.to_owned());
+            }
+        }
+        Ok(())
     }
 }
 

@@ -27,8 +27,9 @@ pub use event::{ItemSnapshot, SessionEvent, SessionSummary};
 pub use feed::{EventFeed, FeedEvent, Popped};
 pub use handler::{Confirm, Handler, Journal, MemoryJournal};
 pub use model::{
-    Cause, HandlerFlags, HandlerInfo, InitializeParams, Item, ItemEnumeration, ItemFlags,
-    ItemResult, ItemStatus, LogEntry, LogLevel, LogRequest, NewLogEntry, Participation,
+    Cause, ConflictReport, ConflictResolution, ConflictVersion, HandlerFlags, HandlerInfo,
+    InitializeParams, Item, ItemEnumeration, ItemFlags, ItemResult, ItemStatus, Keep, LogEntry,
+    LogLevel, LogRequest, MAX_CONFLICT_VERSIONS, NewConflict, NewLogEntry, Participation,
     ProgressReply, ProgressUpdate, PropertiesOutcome, SessionOutcome, ShowErrorAnswer,
     StatusCounts, SyncEvent, Timestamp,
 };

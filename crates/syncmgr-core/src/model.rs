@@ -394,6 +394,71 @@ pub struct NewLogEntry {
     pub cause: Option<Cause>,
 }
 
+/// Most versions one conflict may have (`reportConflict`).
+pub const MAX_CONFLICT_VERSIONS: usize = 16;
+
+/// One version of a conflicted item: what Sync Center's conflict dialog
+/// shows per choice (`ISyncMgrConflictItems`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictVersion {
+    /// Which version this is, for people (`laptop: notes.txt`).
+    pub label: String,
+    /// Its size in bytes, when it has one.
+    pub size: Option<u64>,
+    /// When it was last modified, when known.
+    pub modified: Option<Timestamp>,
+    /// More about it (`modified`, `deleted`, `folder`).
+    pub detail: Option<String>,
+}
+
+/// `reportConflict`'s arguments: a handler found versions it cannot choose
+/// between (`ISyncMgrConflict`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictReport {
+    /// The item it belongs to.
+    pub item: String,
+    /// The handler's id for it: stable across sessions, unique per item.
+    pub conflict_id: String,
+    /// What conflicts, for people.
+    pub text: String,
+    /// Two or more versions, in the handler's order (what `keep` indexes).
+    pub versions: Vec<ConflictVersion>,
+}
+
+/// A conflict about to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConflict {
+    /// Registration name of the handler that reported it.
+    pub handler: String,
+    /// The session it was reported in.
+    pub session: String,
+    /// When the manager received it.
+    pub detected: Timestamp,
+    /// What the handler reported.
+    pub report: ConflictReport,
+}
+
+/// What the user keeps of a conflict (`SYNCMGR_PRESENTER_CHOICE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// `KEEP_ONE`: this version (an index into the versions); the others go.
+    One(usize),
+    /// `KEEP_MULTIPLE`: every version stays (the handler renames as needed).
+    All,
+}
+
+/// `resolveConflict`'s arguments: the user's decision on one conflict
+/// (`ISyncMgrResolutionHandler`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictResolution {
+    /// The item.
+    pub item: String,
+    /// The handler's id for the conflict.
+    pub conflict_id: String,
+    /// What to keep.
+    pub keep: Keep,
+}
+
 /// A results-log entry as recorded, with the id the journal gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {

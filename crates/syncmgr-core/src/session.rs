@@ -30,8 +30,9 @@ use crate::error::HandlerError;
 use crate::event::{ItemSnapshot, SessionEvent, SessionSummary};
 use crate::handler::{Confirm, Handler, Journal, MemoryJournal};
 use crate::model::{
-    Cause, HandlerInfo, InitializeParams, ItemEnumeration, ItemResult, ItemStatus, LogEntry,
-    LogLevel, Participation, SessionOutcome, StatusCounts, SyncEvent, validate_id,
+    Cause, ConflictResolution, HandlerInfo, InitializeParams, ItemEnumeration, ItemResult,
+    ItemStatus, LogEntry, LogLevel, Participation, SessionOutcome, StatusCounts, SyncEvent,
+    validate_id,
 };
 use crate::state;
 
@@ -93,6 +94,10 @@ pub enum Selection {
     /// `showError` for this (handler's) error id, then a retry round for the
     /// items the handler asks for.
     ShowError(String),
+    /// `resolveConflict` for each of these decisions, in order, then a sync
+    /// round of the items whose conflicts were resolved (so that the kept
+    /// version reaches every side in the same step).
+    Resolve(Vec<ConflictResolution>),
 }
 
 /// One handler's part in a session.
@@ -609,6 +614,18 @@ impl Unit {
                 .map(|i| i.id.clone())
                 .collect(),
             Selection::Items(ids) => ids,
+            Selection::Resolve(resolutions) => match self.resolve(&resolutions, &base).await {
+                Ok((items, refused)) => {
+                    outcome.failed |= refused;
+                    items
+                }
+                Err(stop) => {
+                    self.ctx.log_stop("resolveConflict", &stop);
+                    self.end(&stop).await;
+                    outcome.failed = true;
+                    return outcome;
+                }
+            },
             Selection::ShowError(error_id) => {
                 self.ctx.hs.showing_error.store(true, Ordering::Release);
                 let answer = self
@@ -672,6 +689,90 @@ impl Unit {
         }
         self.shutdown().await;
         outcome
+    }
+
+    /// `resolveConflict` for each decision. Returns the items of the
+    /// conflicts resolved (each once, to sync next) and whether the handler
+    /// refused any; `Err` when the handler stopped answering.
+    async fn resolve(
+        &mut self,
+        resolutions: &[ConflictResolution],
+        base: &HandlerCallback,
+    ) -> Result<(Vec<String>, bool), Stop> {
+        let mut items: Vec<String> = Vec::new();
+        let mut refused = false;
+        for resolution in resolutions {
+            let ctx = &self.ctx;
+            let handler = ctx.hs.name.clone();
+            let (item, conflict_id) = (&resolution.item, &resolution.conflict_id);
+            match ctx
+                .guarded(None, self.handler.resolve_conflict(resolution, base))
+                .await
+            {
+                Ok(()) => {
+                    if let Err(e) = ctx
+                        .session
+                        .journal
+                        .remove_conflict(&handler, item, conflict_id)
+                        .await
+                    {
+                        ctx.log(
+                            Some(item),
+                            LogLevel::Error,
+                            Cause::Notice,
+                            format!("conflict {conflict_id} was resolved but stays listed: {e}"),
+                        );
+                    }
+                    ctx.log(
+                        Some(item),
+                        LogLevel::Information,
+                        Cause::Notice,
+                        format!("conflict {conflict_id} resolved"),
+                    );
+                    let _ = ctx
+                        .session
+                        .events
+                        .send(SessionEvent::ConflictResolved {
+                            handler,
+                            item: item.clone(),
+                            conflict_id: conflict_id.clone(),
+                        })
+                        .await;
+                    if !items.contains(item) {
+                        items.push(item.clone());
+                    }
+                }
+                Err(Stop::Handler(e)) => {
+                    refused = true;
+                    let reason = e.to_string();
+                    // The reason is the handler's; a journal that cannot keep
+                    // it still has the conflict open, which is what matters.
+                    let _ = ctx
+                        .session
+                        .journal
+                        .refuse_conflict(&handler, item, conflict_id, &reason)
+                        .await;
+                    ctx.log(
+                        Some(item),
+                        LogLevel::Error,
+                        Cause::CallFailed,
+                        format!("conflict {conflict_id} was not resolved: {reason}"),
+                    );
+                    let _ = ctx
+                        .session
+                        .events
+                        .send(SessionEvent::ConflictRefused {
+                            handler,
+                            item: item.clone(),
+                            conflict_id: conflict_id.clone(),
+                            reason,
+                        })
+                        .await;
+                }
+                Err(stop) => return Err(stop),
+            }
+        }
+        Ok((items, refused))
     }
 
     /// initialize, getHandlerInfo, enumItems. `Ok(None)`: the handler declined.

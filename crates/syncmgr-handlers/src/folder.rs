@@ -40,6 +40,7 @@ mod exec;
 mod mirror;
 mod plan;
 mod progress;
+pub mod two_way;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

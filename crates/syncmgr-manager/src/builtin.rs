@@ -3,6 +3,7 @@
 
 use syncmgr_core::Handler;
 use syncmgr_handlers::command::{CommandConfig, CommandHandler};
+use syncmgr_handlers::folder::two_way::{TwoWayConfig, TwoWayHandler};
 use syncmgr_handlers::folder::{FolderConfig, FolderHandler, Neighbour};
 use syncmgr_store::{HandlerKind, Registration};
 
@@ -12,28 +13,57 @@ use crate::error::ManagerError;
 pub const COMMAND: &str = "command";
 /// Kind name of the folder handler in the store.
 pub const FOLDER: &str = "folder";
+/// Kind name of the two-way folder handler in the store.
+pub const TWO_WAY: &str = "two-way";
 
-/// The folder pairs of every folder registration but `except`: what a
-/// mirror's targets must keep clear of. A stored configuration that does not
-/// decode is left out here (building that handler reports it).
+/// The folder pairs of every folder registration (mirror or two-way) but
+/// `except`: what a folder handler's written folders must keep clear of (a
+/// two-way pair counts in both directions: both its folders are written).
+/// A stored configuration that does not decode is left out here (building
+/// that handler reports it).
 pub fn folder_neighbours(registrations: &[Registration], except: &str) -> Vec<Neighbour> {
     registrations
         .iter()
         .filter(|reg| reg.name != except)
-        .filter_map(|reg| match &reg.kind {
-            HandlerKind::Builtin { kind, config } if kind == FOLDER => {
-                let config = serde_json::from_value::<FolderConfig>(config.clone()).ok()?;
-                Some((reg.name.clone(), config))
+        .flat_map(|reg| {
+            let owner = format!("handler {}", reg.name);
+            match &reg.kind {
+                HandlerKind::Builtin { kind, config } if kind == FOLDER => {
+                    serde_json::from_value::<FolderConfig>(config.clone())
+                        .map(|config| {
+                            config
+                                .pairs
+                                .into_iter()
+                                .map(|pair| Neighbour {
+                                    owner: owner.clone(),
+                                    pair,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                }
+                HandlerKind::Builtin { kind, config } if kind == TWO_WAY => {
+                    serde_json::from_value::<TwoWayConfig>(config.clone())
+                        .map(|config| config.neighbours(&owner))
+                        .unwrap_or_default()
+                }
+                _ => Vec::new(),
             }
-            _ => None,
-        })
-        .flat_map(|(name, config)| {
-            config.pairs.into_iter().map(move |pair| Neighbour {
-                owner: format!("handler {name}"),
-                pair,
-            })
         })
         .collect()
+}
+
+/// For `conflicts show`: the diff of a two-way handler's conflict, when
+/// both versions are small text files.
+pub fn conflict_diff(reg: &Registration, item: &str, conflict_id: &str) -> Option<String> {
+    match &reg.kind {
+        HandlerKind::Builtin { kind, config } if kind == TWO_WAY => {
+            serde_json::from_value::<TwoWayConfig>(config.clone())
+                .ok()?
+                .diff(item, conflict_id)
+        }
+        _ => None,
+    }
 }
 
 /// The handler for a built-in registration; `registrations` are all of
@@ -58,6 +88,12 @@ pub fn build(
             let config: FolderConfig = serde_json::from_value(config.clone()).map_err(invalid)?;
             Box::new(
                 FolderHandler::new(config).with_neighbours(folder_neighbours(registrations, name)),
+            )
+        }
+        TWO_WAY => {
+            let config: TwoWayConfig = serde_json::from_value(config.clone()).map_err(invalid)?;
+            Box::new(
+                TwoWayHandler::new(config).with_neighbours(folder_neighbours(registrations, name)),
             )
         }
         other => {

@@ -720,6 +720,14 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
             let grace = Duration::from_millis(grace_ms);
             show_error(&shared, &mut write, lines, entry, max_concurrent, grace).await
         }
+        DaemonRequest::Resolve {
+            decisions,
+            max_concurrent,
+            grace_ms,
+        } => {
+            let grace = Duration::from_millis(grace_ms);
+            resolve(&shared, &mut write, lines, decisions, max_concurrent, grace).await
+        }
         DaemonRequest::Status {} => status(&shared, &mut write).await,
         DaemonRequest::Reload {} => {
             reload(&shared);
@@ -1042,6 +1050,48 @@ async fn show_error(
     follow(shared, write, lines, &id, &feed, Some(asks)).await
 }
 
+/// `conflicts resolve`: a session that asks the handlers to apply the
+/// decisions, then syncs what they resolved; followed like `sync`.
+async fn resolve(
+    shared: &Arc<Shared>,
+    write: &mut OwnedWriteHalf,
+    lines: Lines,
+    decisions: Vec<api::Decision>,
+    max_concurrent: usize,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let planned = read(shared, move |store| plan::resolve_jobs(store, &decisions)).await;
+    let jobs = match planned {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            let usage = matches!(e, ManagerError::Usage(_));
+            let refused = api::Refused {
+                error: e.to_string(),
+                usage,
+            };
+            return send(write, &SyncReply::Refused(refused)).await;
+        }
+    };
+    let ask = Ask {
+        reason: requested_by(false),
+        max_concurrent,
+        grace,
+        ..Ask::default()
+    };
+    let feed: Feed = Arc::new(EventFeed::new());
+    let queued = queue(
+        shared,
+        SyncEvent::Manual,
+        jobs,
+        &ask,
+        Some(Arc::clone(&feed)),
+    );
+    let Some(id) = accept(shared, write, queued).await? else {
+        return Ok(());
+    };
+    follow(shared, write, lines, &id, &feed, None).await
+}
+
 /// The reason of a session a command (or, with a cookie, a program) asked
 /// for.
 pub fn requested_by(program: bool) -> String {
@@ -1076,8 +1126,16 @@ fn queue(
             }
         }
     }
+    // A session that resolves conflicts is the user's one decision: it is
+    // neither merged into another nor joined by one.
+    let resolves = |jobs: &[(Registration, Selection)]| {
+        jobs.iter().any(|(_, s)| matches!(s, Selection::Resolve(_)))
+    };
+    let alone = resolves(&jobs);
     let joined = state.sessions.iter_mut().find(|e| {
         !e.running
+            && !alone
+            && !resolves(&e.jobs)
             && e.show_error.is_none()
             && ask.show_error.is_none()
             && e.event == event

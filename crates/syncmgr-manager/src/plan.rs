@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use syncmgr_core::{LogEntry, Selection, SyncEvent};
+use syncmgr_core::{ConflictResolution, Keep, LogEntry, Selection, SyncEvent};
 use syncmgr_store::{Registration, Store};
 
 use crate::error::{ManagerError, Result};
@@ -116,6 +116,55 @@ pub fn show_error_job(store: &Store, id: i64) -> Result<(LogEntry, (Registration
     }
     let reg = registration(store, &entry.entry.handler)?;
     Ok((entry, (reg, Selection::ShowError(error_id))))
+}
+
+/// `conflicts resolve`: one job per handler concerned, resolving its
+/// conflicts in the order given. An unknown conflict or version is bad
+/// input; a conflict whose reporting session still runs is not decided yet
+/// (its handler process owns it).
+pub fn resolve_jobs(store: &Store, decisions: &[syncmgr_api::Decision]) -> Result<Jobs> {
+    let mut jobs: Jobs = Vec::new();
+    for decision in decisions {
+        let id = decision.conflict;
+        let conflict = store
+            .conflict(id)?
+            .ok_or_else(|| ManagerError::usage(format!("no open conflict {id}")))?;
+        let versions = conflict.report.versions.len();
+        let keep = match decision.keep {
+            Some(n) if n >= versions => {
+                return Err(ManagerError::usage(format!(
+                    "conflict {id} has versions 0 to {}, not {n}",
+                    versions - 1
+                )));
+            }
+            Some(n) => Keep::One(n),
+            None => Keep::All,
+        };
+        if let Some(session) = store.session(&conflict.session)?
+            && session.outcome.is_none()
+        {
+            return Err(ManagerError::NotNow(format!(
+                "the session that reported conflict {id} ({}) is still running; decide when it has finished",
+                session.id
+            )));
+        }
+        let resolution = ConflictResolution {
+            item: conflict.report.item.clone(),
+            conflict_id: conflict.report.conflict_id.clone(),
+            keep,
+        };
+        match jobs
+            .iter_mut()
+            .find(|(reg, _)| reg.name == conflict.handler)
+        {
+            Some((_, Selection::Resolve(list))) => list.push(resolution),
+            _ => jobs.push((
+                registration(store, &conflict.handler)?,
+                Selection::Resolve(vec![resolution]),
+            )),
+        }
+    }
+    Ok(jobs)
 }
 
 /// The targets that name what `jobs` syncs (`NAME` for a handler's chosen

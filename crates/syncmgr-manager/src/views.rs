@@ -221,6 +221,48 @@ pub fn log(store: &Store, query: &LogQuery) -> Result<Vec<api::LogEntry>> {
         .collect())
 }
 
+/// The open conflicts (of one handler), oldest first (`conflicts --json`).
+pub fn conflicts(store: &Store, handler: Option<&str>) -> Result<Vec<api::Conflict>> {
+    if let Some(name) = handler
+        && store.registration(name)?.is_none()
+    {
+        return Err(ManagerError::usage(format!(
+            "no handler {name} is registered"
+        )));
+    }
+    Ok(store
+        .conflicts(handler)?
+        .iter()
+        .map(conflict_shape)
+        .collect())
+}
+
+fn conflict_shape(c: &syncmgr_store::ConflictRecord) -> api::Conflict {
+    api::Conflict::new(
+        c.id,
+        &c.handler,
+        &c.report,
+        c.detected,
+        &c.session,
+        c.reason.as_deref(),
+    )
+}
+
+/// One open conflict with, for the two-way folder handler's text files, a
+/// unified diff (`conflicts show --json`); an unknown id is bad input.
+pub fn conflict(store: &Store, id: i64) -> Result<api::ConflictDetail> {
+    let record = store
+        .conflict(id)?
+        .ok_or_else(|| ManagerError::usage(format!("no open conflict {id}")))?;
+    let diff = store.registration(&record.handler)?.and_then(|reg| {
+        crate::builtin::conflict_diff(&reg, &record.report.item, &record.report.conflict_id)
+    });
+    Ok(api::ConflictDetail {
+        conflict: conflict_shape(&record),
+        diff,
+    })
+}
+
 /// Deletes a results-log entry; an unknown id is bad input.
 pub fn delete_log(store: &Store, id: i64) -> Result<()> {
     if store.delete_log(id)? {

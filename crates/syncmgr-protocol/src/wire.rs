@@ -23,8 +23,9 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use syncmgr_core::{
-    CallbackError, HandlerFlags, HandlerInfo, Item, ItemEnumeration, ItemFlags, ItemStatus,
-    LogLevel, LogRequest, ProgressReply, ProgressUpdate, PropertiesOutcome, SyncEvent, Timestamp,
+    CallbackError, ConflictReport, ConflictResolution, ConflictVersion, HandlerFlags, HandlerInfo,
+    Item, ItemEnumeration, ItemFlags, ItemStatus, Keep, LogLevel, LogRequest, ProgressReply,
+    ProgressUpdate, PropertiesOutcome, SyncEvent, Timestamp,
 };
 
 use crate::errors::DecodeError;
@@ -57,6 +58,9 @@ pub mod method {
     pub const SET_ITEM_STATUS: &str = "setItemStatus";
     /// Manager → handler request: `ShowError`.
     pub const SHOW_ERROR: &str = "showError";
+    /// Manager → handler request: `ISyncMgrResolutionHandler` (the user
+    /// decided on a conflict the handler reported).
+    pub const RESOLVE_CONFLICT: &str = "resolveConflict";
     /// Manager → handler notification: the session is over, exit.
     pub const SHUTDOWN: &str = "shutdown";
     /// Handler → manager request: `Progress`.
@@ -69,6 +73,10 @@ pub mod method {
     pub const ESTABLISH_CONNECTION: &str = "establishConnection";
     /// Handler → manager request: `EnableModeless`.
     pub const ENABLE_MODELESS: &str = "enableModeless";
+    /// Handler → manager request: a conflict for the conflict store.
+    pub const REPORT_CONFLICT: &str = "reportConflict";
+    /// Handler → manager notification: the handler settled a conflict itself.
+    pub const CONFLICT_RESOLVED: &str = "conflictResolved";
 }
 
 /// JSON-RPC error codes: the four standard ones the manager uses, and the
@@ -990,6 +998,136 @@ pub struct EnableModelessParams {
 pub struct EnableModelessResult {
     /// Whether the handler may show its dialog now.
     pub allowed: bool,
+}
+
+/// One version in `reportConflict`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireConflictVersion {
+    /// Which version, for people.
+    pub label: String,
+    /// Size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Last modified (RFC 3339).
+    #[serde(default, with = "opt_rfc3339", skip_serializing_if = "Option::is_none")]
+    pub modified: Option<Timestamp>,
+    /// More about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// `reportConflict` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportConflictParams {
+    /// The item.
+    pub item: String,
+    /// The handler's id for the conflict (stable, unique per item).
+    pub conflict_id: String,
+    /// What conflicts, for people.
+    pub text: String,
+    /// Two or more versions.
+    pub versions: Vec<WireConflictVersion>,
+}
+
+impl From<ReportConflictParams> for ConflictReport {
+    fn from(p: ReportConflictParams) -> Self {
+        ConflictReport {
+            item: p.item,
+            conflict_id: p.conflict_id,
+            text: p.text,
+            versions: p
+                .versions
+                .into_iter()
+                .map(|v| ConflictVersion {
+                    label: v.label,
+                    size: v.size,
+                    modified: v.modified,
+                    detail: v.detail,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&ConflictReport> for ReportConflictParams {
+    fn from(r: &ConflictReport) -> Self {
+        ReportConflictParams {
+            item: r.item.clone(),
+            conflict_id: r.conflict_id.clone(),
+            text: r.text.clone(),
+            versions: r
+                .versions
+                .iter()
+                .map(|v| WireConflictVersion {
+                    label: v.label.clone(),
+                    size: v.size,
+                    modified: v.modified,
+                    detail: v.detail.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `conflictResolved` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictResolvedParams {
+    /// The item.
+    pub item: String,
+    /// The handler's id for the conflict.
+    pub conflict_id: String,
+}
+
+/// `resolveConflict` params: `keep` is `"one"` (with `version`, an index
+/// into the reported versions) or `"all"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolveConflictParams {
+    /// The item.
+    pub item: String,
+    /// The handler's id for the conflict.
+    pub conflict_id: String,
+    /// `"one"` or `"all"`.
+    pub keep: String,
+    /// With `keep: "one"`: which version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<usize>,
+}
+
+impl From<&ConflictResolution> for ResolveConflictParams {
+    fn from(r: &ConflictResolution) -> Self {
+        let (keep, version) = match r.keep {
+            Keep::One(i) => ("one", Some(i)),
+            Keep::All => ("all", None),
+        };
+        ResolveConflictParams {
+            item: r.item.clone(),
+            conflict_id: r.conflict_id.clone(),
+            keep: keep.to_owned(),
+            version,
+        }
+    }
+}
+
+impl TryFrom<ResolveConflictParams> for ConflictResolution {
+    type Error = String;
+
+    fn try_from(p: ResolveConflictParams) -> Result<Self, String> {
+        let keep = match (p.keep.as_str(), p.version) {
+            ("one", Some(i)) => Keep::One(i),
+            ("one", None) => return Err("keep \"one\" needs a version".to_owned()),
+            ("all", None) => Keep::All,
+            ("all", Some(_)) => return Err("keep \"all\" takes no version".to_owned()),
+            (other, _) => return Err(format!("keep must be \"one\" or \"all\", not {other:?}")),
+        };
+        Ok(ConflictResolution {
+            item: p.item,
+            conflict_id: p.conflict_id,
+            keep,
+        })
+    }
 }
 
 #[cfg(test)]

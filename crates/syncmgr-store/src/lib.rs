@@ -1,6 +1,7 @@
 //! The syncmgr store: one SQLite database (WAL mode) holding the handler
 //! registrations, the user's per-event item choices, the items seen and when
-//! each last succeeded, the results log, and the session history.
+//! each last succeeded, the results log, the session history, the schedules
+//! and the open conflicts.
 //!
 //! - [`Store`] is the database through one connection, with a synchronous
 //!   method per operation; the CLI uses it directly.
@@ -27,8 +28,8 @@ mod writer;
 pub use error::StoreError;
 pub use store::Store;
 pub use types::{
-    HandlerKind, KnownItem, LogFilter, Registration, Retention, ScheduleRecord, ScheduleWhen,
-    SessionRecord,
+    ConflictRecord, HandlerKind, KnownItem, LogFilter, Registration, Retention, ScheduleRecord,
+    ScheduleWhen, SessionRecord,
 };
 pub use writer::StoreWriter;
 

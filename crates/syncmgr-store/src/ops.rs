@@ -16,14 +16,14 @@ use chrono::DateTime;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use syncmgr_core::{
-    ItemEnumeration, ItemResult, LogEntry, LogLevel, NewLogEntry, SessionOutcome, StatusCounts,
-    SyncEvent, Timestamp,
+    ConflictReport, ConflictVersion, ItemEnumeration, ItemResult, LogEntry, LogLevel, NewConflict,
+    NewLogEntry, SessionOutcome, StatusCounts, SyncEvent, Timestamp,
 };
 
 use crate::error::{OpError, StoreError};
 use crate::types::{
-    HandlerKind, KnownItem, LogFilter, PROCESS_KIND, Registration, Retention, ScheduleRecord,
-    ScheduleWhen, SessionRecord, severity,
+    ConflictRecord, HandlerKind, KnownItem, LogFilter, PROCESS_KIND, Registration, Retention,
+    ScheduleRecord, ScheduleWhen, SessionRecord, severity,
 };
 
 pub(crate) type OpResult<T> = Result<T, OpError>;
@@ -799,4 +799,150 @@ pub(crate) fn prune(conn: &Connection, keep: &Retention) -> OpResult<(usize, usi
         [millis(keep.information_before)],
     )?;
     Ok((sessions, entries))
+}
+// ---------------------------------------------------------------------------
+// Conflicts
+// ---------------------------------------------------------------------------
+
+const CONFLICT_COLUMNS: &str =
+    "id, handler, item, conflict_id, text, versions, detected, session, reason";
+
+/// The versions as the JSON array stored in `conflicts.versions`.
+fn encode_versions(versions: &[ConflictVersion]) -> String {
+    let array: Vec<serde_json::Value> = versions
+        .iter()
+        .map(|v| {
+            let mut object = serde_json::Map::new();
+            object.insert("label".into(), v.label.clone().into());
+            if let Some(size) = v.size {
+                object.insert("size".into(), size.into());
+            }
+            if let Some(modified) = v.modified {
+                object.insert("modified".into(), millis(modified).into());
+            }
+            if let Some(detail) = &v.detail {
+                object.insert("detail".into(), detail.clone().into());
+            }
+            serde_json::Value::Object(object)
+        })
+        .collect();
+    serde_json::Value::Array(array).to_string()
+}
+
+fn decode_versions(column: usize, text: &str) -> rusqlite::Result<Vec<ConflictVersion>> {
+    let fail = |what: &str| bad(column, Type::Text, format!("conflict versions: {what}"));
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| fail(&e.to_string()))?;
+    let array = value.as_array().ok_or_else(|| fail("not an array"))?;
+    array
+        .iter()
+        .map(|v| {
+            let label = v
+                .get("label")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| fail("a version without a label"))?;
+            let modified = match v.get("modified") {
+                None => None,
+                Some(ms) => Some(
+                    ms.as_i64()
+                        .and_then(DateTime::from_timestamp_millis)
+                        .ok_or_else(|| fail("a modification time out of range"))?,
+                ),
+            };
+            Ok(ConflictVersion {
+                label: label.to_owned(),
+                size: v.get("size").and_then(serde_json::Value::as_u64),
+                modified,
+                detail: v
+                    .get("detail")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned),
+            })
+        })
+        .collect()
+}
+
+fn conflict_from_row(row: &Row<'_>) -> rusqlite::Result<ConflictRecord> {
+    let versions: String = row.get(5)?;
+    Ok(ConflictRecord {
+        id: row.get(0)?,
+        handler: row.get(1)?,
+        report: ConflictReport {
+            item: row.get(2)?,
+            conflict_id: row.get(3)?,
+            text: row.get(4)?,
+            versions: decode_versions(5, &versions)?,
+        },
+        detected: get_time(row, 6)?,
+        session: row.get(7)?,
+        reason: row.get(8)?,
+    })
+}
+
+/// Stores a conflict; one reported again keeps its id and first detection
+/// time and loses the reason of an earlier refusal.
+pub(crate) fn record_conflict(conn: &Connection, c: &NewConflict) -> OpResult<i64> {
+    Ok(conn
+        .prepare_cached(
+            "INSERT INTO conflicts (handler, item, conflict_id, text, versions, detected, session)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (handler, item, conflict_id) DO UPDATE SET
+                 text = excluded.text, versions = excluded.versions,
+                 session = excluded.session, reason = NULL
+             RETURNING id",
+        )?
+        .query_row(
+            params![
+                c.handler,
+                c.report.item,
+                c.report.conflict_id,
+                c.report.text,
+                encode_versions(&c.report.versions),
+                millis(c.detected),
+                c.session,
+            ],
+            |row| row.get(0),
+        )?)
+}
+
+pub(crate) fn remove_conflict(
+    conn: &Connection,
+    handler: &str,
+    item: &str,
+    conflict_id: &str,
+) -> OpResult<bool> {
+    Ok(conn.execute(
+        "DELETE FROM conflicts WHERE handler = ?1 AND item = ?2 AND conflict_id = ?3",
+        params![handler, item, conflict_id],
+    )? > 0)
+}
+
+pub(crate) fn refuse_conflict(
+    conn: &Connection,
+    handler: &str,
+    item: &str,
+    conflict_id: &str,
+    reason: &str,
+) -> OpResult<bool> {
+    Ok(conn.execute(
+        "UPDATE conflicts SET reason = ?4 WHERE handler = ?1 AND item = ?2 AND conflict_id = ?3",
+        params![handler, item, conflict_id, reason],
+    )? > 0)
+}
+
+pub(crate) fn conflict(conn: &Connection, id: i64) -> OpResult<Option<ConflictRecord>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE id = ?1"),
+            [id],
+            conflict_from_row,
+        )
+        .optional()?)
+}
+
+pub(crate) fn conflicts(conn: &Connection, handler: Option<&str>) -> OpResult<Vec<ConflictRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CONFLICT_COLUMNS} FROM conflicts WHERE ?1 IS NULL OR handler = ?1 ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([handler], conflict_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

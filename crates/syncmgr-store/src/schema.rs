@@ -17,9 +17,11 @@
 //! | `log` | `id` (AUTOINCREMENT: never reused) | `time`, `level`, `handler`, `item`?, `text`, `actionable` (0/1), `session`, `error_id`?, `cause`? | the results log; `cause` (v2) says why the manager wrote an entry of its own. |
 //! | `sessions` | `id` | `trigger`, `started`, `finished`?, `outcome`?, `succeeded`, `failed`, `skipped`, `stopped`, `pid` | `outcome` and `finished` are NULL while the session runs; `pid` is the manager running it. |
 //! | `session_items` | `session`, `handler`, `item` | `seq`, `status` | every prepared item's final status; `seq` keeps the preparation order. |
+//! | `schedules` (v3) | `name` | `every_ms`? or `cron` + `timezone`?, `jitter_ms`, `catch_up`, `targets`, `created`, `last_run`? | `syncmgr schedule`. |
+//! | `conflicts` (v4) | `id` (AUTOINCREMENT), unique (`handler`, `item`, `conflict_id`) | `text`, `versions` (JSON array), `detected`, `session`, `reason`? | the open conflicts; `reason` is why the last decision could not be applied. |
 //!
-//! `choices` and `known_items` reference `registrations` with `ON DELETE
-//! CASCADE`; the log and the history deliberately do not, because they outlive
+//! `choices`, `known_items` and `conflicts` reference `registrations` with
+//! `ON DELETE CASCADE` (a conflict only its handler can resolve goes with it); the log and the history deliberately do not, because they outlive
 //! the registration (`syncmgr unregister` keeps them).
 
 use rusqlite_migration::{M, Migrations};
@@ -127,6 +129,25 @@ CREATE TABLE schedules (
     created   INTEGER NOT NULL,
     last_run  INTEGER,
     CHECK ((every_ms IS NULL) != (cron IS NULL))
+) STRICT;
+"#,
+    ),
+    // v4: the conflict store (`reportConflict`, `syncmgr conflicts`). A
+    // conflict reported again keeps its row (and id); `versions` is the
+    // JSON array the handler reported.
+    M::up(
+        r#"
+CREATE TABLE conflicts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    handler     TEXT NOT NULL REFERENCES registrations (name) ON DELETE CASCADE,
+    item        TEXT NOT NULL,
+    conflict_id TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    versions    TEXT NOT NULL,
+    detected    INTEGER NOT NULL,
+    session     TEXT NOT NULL,
+    reason      TEXT,
+    UNIQUE (handler, item, conflict_id)
 ) STRICT;
 "#,
     ),

@@ -11,14 +11,16 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use syncmgr_core::{
-    ItemEnumeration, ItemResult, LogEntry, NewLogEntry, SessionOutcome, StatusCounts, SyncEvent,
-    Timestamp,
+    ItemEnumeration, ItemResult, LogEntry, NewConflict, NewLogEntry, SessionOutcome, StatusCounts,
+    SyncEvent, Timestamp,
 };
 
 use crate::error::{OpError, StoreError};
 use crate::ops::{self, OpResult};
 use crate::schema::{APPLICATION_ID, LATEST_VERSION, MIGRATIONS};
-use crate::types::{KnownItem, LogFilter, Registration, Retention, ScheduleRecord, SessionRecord};
+use crate::types::{
+    ConflictRecord, KnownItem, LogFilter, Registration, Retention, ScheduleRecord, SessionRecord,
+};
 
 /// How long a write waits for another process's lock before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -293,6 +295,50 @@ impl Store {
     #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
     pub fn log(&self, filter: &LogFilter) -> Result<Vec<LogEntry>, StoreError> {
         self.read(|c| ops::log(c, filter))
+    }
+
+    // -- conflicts ----------------------------------------------------------
+
+    /// Stores a conflict (one reported again keeps its id); returns its id.
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub fn record_conflict(&self, conflict: &NewConflict) -> Result<i64, StoreError> {
+        self.write(|c| ops::record_conflict(c, conflict))
+    }
+
+    /// Drops a conflict. `false` = there was none.
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub fn remove_conflict(
+        &self,
+        handler: &str,
+        item: &str,
+        conflict_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.write(|c| ops::remove_conflict(c, handler, item, conflict_id))
+    }
+
+    /// Notes why a decision on a conflict was not applied. `false` = there
+    /// is no such conflict.
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub fn refuse_conflict(
+        &self,
+        handler: &str,
+        item: &str,
+        conflict_id: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.write(|c| ops::refuse_conflict(c, handler, item, conflict_id, reason))
+    }
+
+    /// One open conflict by id.
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub fn conflict(&self, id: i64) -> Result<Option<ConflictRecord>, StoreError> {
+        self.read(|c| ops::conflict(c, id))
+    }
+
+    /// The open conflicts (of one handler), oldest first.
+    #[tracing::instrument(level = "trace", skip_all, err(level = "debug"))]
+    pub fn conflicts(&self, handler: Option<&str>) -> Result<Vec<ConflictRecord>, StoreError> {
+        self.read(|c| ops::conflicts(c, handler))
     }
 
     // -- sessions -----------------------------------------------------------

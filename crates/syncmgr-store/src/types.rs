@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use syncmgr_core::{LogLevel, SessionOutcome, StatusCounts, SyncEvent, Timestamp};
+use syncmgr_core::{ConflictReport, LogLevel, SessionOutcome, StatusCounts, SyncEvent, Timestamp};
 
 /// A registered handler (`RegisterSyncMgrHandler`).
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +77,24 @@ pub struct LogFilter {
     pub handler: Option<String>,
     /// Only entries logged in this session.
     pub session: Option<String>,
+}
+
+/// An open conflict in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictRecord {
+    /// The store's id (`syncmgr conflicts show ID`).
+    pub id: i64,
+    /// When it was first reported.
+    pub detected: Timestamp,
+    /// The session that reported it last.
+    pub session: String,
+    /// Registration name of its handler.
+    pub handler: String,
+    /// What the handler reported (last).
+    pub report: ConflictReport,
+    /// Why the last decision on it could not be applied, in the handler's
+    /// words.
+    pub reason: Option<String>,
 }
 
 /// One sync session in the history.

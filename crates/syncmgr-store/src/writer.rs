@@ -15,8 +15,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use syncmgr_core::{
-    ItemEnumeration, ItemResult, Journal, JournalError, NewLogEntry, SessionOutcome, StatusCounts,
-    Timestamp,
+    ItemEnumeration, ItemResult, Journal, JournalError, NewConflict, NewLogEntry, SessionOutcome,
+    StatusCounts, Timestamp,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -48,7 +48,28 @@ enum Message {
     Close(oneshot::Sender<Result<(), StoreError>>),
 }
 
+/// A change to the conflict store.
+enum ConflictOp {
+    Record(NewConflict),
+    Remove {
+        handler: String,
+        item: String,
+        conflict_id: String,
+    },
+    Refuse {
+        handler: String,
+        item: String,
+        conflict_id: String,
+        reason: String,
+    },
+}
+
 enum Write {
+    Conflict {
+        op: ConflictOp,
+        /// The id for `Record`; 1 or 0 (changed a row or not) otherwise.
+        reply: Reply<i64>,
+    },
     Append {
         entry: NewLogEntry,
         reply: Reply<i64>,
@@ -141,6 +162,47 @@ impl StoreWriter {
             reply,
         })
         .await
+    }
+
+    /// [`Store::record_conflict`].
+    pub async fn record_conflict(&self, conflict: NewConflict) -> Result<i64, StoreError> {
+        self.call(|reply| Write::Conflict {
+            op: ConflictOp::Record(conflict),
+            reply,
+        })
+        .await
+    }
+
+    /// [`Store::remove_conflict`].
+    pub async fn remove_conflict(
+        &self,
+        handler: &str,
+        item: &str,
+        conflict_id: &str,
+    ) -> Result<bool, StoreError> {
+        let op = ConflictOp::Remove {
+            handler: handler.to_owned(),
+            item: item.to_owned(),
+            conflict_id: conflict_id.to_owned(),
+        };
+        Ok(self.call(|reply| Write::Conflict { op, reply }).await? > 0)
+    }
+
+    /// [`Store::refuse_conflict`].
+    pub async fn refuse_conflict(
+        &self,
+        handler: &str,
+        item: &str,
+        conflict_id: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let op = ConflictOp::Refuse {
+            handler: handler.to_owned(),
+            item: item.to_owned(),
+            conflict_id: conflict_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        Ok(self.call(|reply| Write::Conflict { op, reply }).await? > 0)
     }
 
     /// [`Store::delete_log`]: removes one entry by its id.
@@ -242,6 +304,36 @@ impl Journal for StoreWriter {
             .await
             .map_err(|e| JournalError(e.chain_to_string()))
     }
+
+    async fn record_conflict(&self, conflict: NewConflict) -> Result<i64, JournalError> {
+        StoreWriter::record_conflict(self, conflict)
+            .await
+            .map_err(|e| JournalError(e.chain_to_string()))
+    }
+
+    async fn remove_conflict(
+        &self,
+        handler: &str,
+        item: &str,
+        conflict_id: &str,
+    ) -> Result<bool, JournalError> {
+        StoreWriter::remove_conflict(self, handler, item, conflict_id)
+            .await
+            .map_err(|e| JournalError(e.chain_to_string()))
+    }
+
+    async fn refuse_conflict(
+        &self,
+        handler: &str,
+        item: &str,
+        conflict_id: &str,
+        reason: &str,
+    ) -> Result<(), JournalError> {
+        StoreWriter::refuse_conflict(self, handler, item, conflict_id, reason)
+            .await
+            .map(drop)
+            .map_err(|e| JournalError(e.chain_to_string()))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -273,6 +365,24 @@ impl Write {
             (r.is_ok(), Done::new(reply, r))
         }
         match self {
+            Write::Conflict { op, reply } => {
+                let result = match op {
+                    ConflictOp::Record(conflict) => ops::record_conflict(conn, &conflict),
+                    ConflictOp::Remove {
+                        handler,
+                        item,
+                        conflict_id,
+                    } => ops::remove_conflict(conn, &handler, &item, &conflict_id).map(i64::from),
+                    ConflictOp::Refuse {
+                        handler,
+                        item,
+                        conflict_id,
+                        reason,
+                    } => ops::refuse_conflict(conn, &handler, &item, &conflict_id, &reason)
+                        .map(i64::from),
+                };
+                done(reply, result, path)
+            }
             Write::Append { entry, reply } => done(reply, ops::append_log(conn, &entry), path),
             Write::AppendBatch { entries, reply } => {
                 let ids = entries
@@ -335,7 +445,7 @@ impl Write {
             let _ = reply.send(Err(error));
         }
         match self {
-            Write::Append { reply, .. } => send(reply, error),
+            Write::Append { reply, .. } | Write::Conflict { reply, .. } => send(reply, error),
             Write::AppendBatch { reply, .. } => send(reply, error),
             Write::DeleteLogFor { reply, .. } => send(reply, error),
             Write::SetLastUpdate { reply, .. } | Write::DeleteLog { reply, .. } => {

@@ -180,6 +180,48 @@ pub fn sync_file_system(_file: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// How [`rename_swap`] and [`rename_new`] ended when the system cannot do
+/// the atomic kind of rename (no `renameat2`, or a file system without
+/// it): the caller falls back to a plain way.
+pub fn rename_unsupported(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(code) if code == rustix::io::Errno::INVAL.raw_os_error()
+        || code == rustix::io::Errno::NOSYS.raw_os_error()
+        || code == rustix::io::Errno::OPNOTSUPP.raw_os_error())
+}
+
+/// Swaps two existing entries atomically (`renameat2(RENAME_EXCHANGE)`):
+/// at no moment is either name missing. Either may be a directory.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn rename_swap(a: &Path, b: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(Into::into)
+}
+
+/// See the Linux version; elsewhere always "unsupported".
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn rename_swap(_a: &Path, _b: &Path) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(
+        rustix::io::Errno::NOSYS.raw_os_error(),
+    ))
+}
+
+/// Renames `from` to `to` only if `to` does not exist
+/// (`renameat2(RENAME_NOREPLACE)`): `AlreadyExists` otherwise, with nothing
+/// replaced.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE).map_err(Into::into)
+}
+
+/// See the Linux version: here a hard link then an unlink, which also never
+/// replaces (directories cannot be moved this way).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::hard_link(from, to)?;
+    std::fs::remove_file(from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

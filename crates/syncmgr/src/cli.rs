@@ -51,6 +51,8 @@ pub enum Command {
     },
     /// The results log, or an action on one entry.
     Log(LogArgs),
+    /// The open conflicts, one of them, or a decision on them.
+    Conflicts(ConflictsArgs),
     /// Run a handler program through the whole protocol and check every rule;
     /// exit 0 only when it conforms.
     CheckHandler {
@@ -171,6 +173,14 @@ pub struct RegisterArgs {
     /// Folder handler: compare file contents, not size and modification time.
     #[arg(long)]
     pub checksum: bool,
+    /// Built-in two-way folder sync: keep A and B equal both ways, one item
+    /// per pair; conflicts go to `syncmgr conflicts`. Repeat for more pairs.
+    #[arg(long = "two-way", num_args = 2, value_names = ["A", "B"])]
+    pub two_way: Vec<PathBuf>,
+    /// Two-way sync: how long what a sync replaced or deleted stays in each
+    /// folder's `.syncmgr/trash` (default 30 days).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, requires = "two_way")]
+    pub keep_trash: Option<Duration>,
 }
 
 /// `syncmgr items`.
@@ -338,6 +348,68 @@ pub enum LogAction {
         /// Log entry id.
         id: i64,
     },
+}
+
+/// `syncmgr conflicts`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ConflictsArgs {
+    /// An action on conflicts.
+    #[command(subcommand)]
+    pub action: Option<ConflictsAction>,
+    /// One JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Only this handler's conflicts.
+    #[arg(long, value_name = "NAME")]
+    pub handler: Option<String>,
+}
+
+/// `syncmgr conflicts show|resolve`.
+#[derive(Debug, Subcommand)]
+pub enum ConflictsAction {
+    /// One conflict with its versions (and a diff of two text files).
+    Show {
+        /// Conflict id.
+        id: i64,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the handler to apply a decision, then sync the item.
+    Resolve(ResolveArgs),
+}
+
+/// `syncmgr conflicts resolve`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
+#[command(group(clap::ArgGroup::new("decision").required(true).args(["keep", "keep_all", "keep_newer"])))]
+pub struct ResolveArgs {
+    /// Conflict id.
+    pub id: Option<i64>,
+    /// Every open conflict (of `--handler`).
+    #[arg(long)]
+    pub all: bool,
+    /// Only this handler's conflicts (with `--all`).
+    #[arg(long, value_name = "NAME", requires = "all")]
+    pub handler: Option<String>,
+    /// Keep version N (as `conflicts show` numbers them); the others go.
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    pub keep: Option<usize>,
+    /// Keep every version (the handler renames as needed).
+    #[arg(long)]
+    pub keep_all: bool,
+    /// Keep the most recently modified version of each (with `--all`).
+    #[arg(long, requires = "all")]
+    pub keep_newer: bool,
+    /// Go ahead without asking (needed without a terminal to ask on).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Newline-delimited JSON events on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub tuning: SessionTuning,
 }
 
 /// A duration argument in the project's one syntax (`90s`, `1h30m`), or a

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use syncmgr_api as api;
 use syncmgr_core::{LogEntry, SyncEvent};
+use syncmgr_handlers::folder::two_way::{self, TwoWayConfig, TwoWayPair};
 use syncmgr_handlers::folder::{FolderConfig, FolderPair};
+use syncmgr_manager::Home;
 use syncmgr_manager::builtin;
 use syncmgr_manager::views;
 use syncmgr_store::{HandlerKind, Registration, Store};
@@ -57,8 +59,52 @@ fn folder_kind(args: &RegisterArgs, registrations: &[Registration]) -> anyhow::R
     })
 }
 
+/// `register --two-way A B ... [--keep-trash DURATION]`, checked against
+/// the folders of every other registration. The pairs' archives live in the
+/// home (`two-way/NAME/`).
+fn two_way_kind(
+    home: &Home,
+    args: &RegisterArgs,
+    registrations: &[Registration],
+) -> anyhow::Result<HandlerKind> {
+    if !args.parsers.is_empty() || args.delete || args.checksum {
+        return Err(usage(
+            "--parser goes with --command, and --delete/--checksum with --folder",
+        ));
+    }
+    let keep_trash = args.keep_trash.unwrap_or(two_way::DEFAULT_KEEP_TRASH);
+    if keep_trash < Duration::from_secs(60) {
+        return Err(usage("--keep-trash must be at least 1m"));
+    }
+    let mut config = TwoWayConfig {
+        pairs: args
+            .two_way
+            .chunks(2)
+            .map(|pair| TwoWayPair {
+                a: pair[0].clone(),
+                b: pair[1].clone(),
+            })
+            .collect(),
+        archive: home.state.join("two-way").join(&args.name),
+        keep_trash_secs: keep_trash.as_secs(),
+    };
+    config.make_absolute(&std::env::current_dir()?);
+    config
+        .validate(&builtin::folder_neighbours(registrations, &args.name))
+        .map_err(|e| usage(e.to_string()))?;
+    Ok(HandlerKind::Builtin {
+        kind: builtin::TWO_WAY.to_owned(),
+        config: serde_json::to_value(&config)?,
+    })
+}
+
 /// `syncmgr register`.
-pub fn register(store: &Store, args: RegisterArgs, out: &mut Stdout) -> anyhow::Result<()> {
+pub fn register(
+    home: &Home,
+    store: &Store,
+    args: RegisterArgs,
+    out: &mut Stdout,
+) -> anyhow::Result<()> {
     validate_name(&args.name)?;
     let events = match &args.events {
         None => Vec::new(),
@@ -87,7 +133,7 @@ pub fn register(store: &Store, args: RegisterArgs, out: &mut Stdout) -> anyhow::
             )));
         }
     };
-    let kind = handler_kind(store, &args)?;
+    let kind = handler_kind(home, store, &args)?;
     let registration = Registration {
         name: args.name.clone(),
         description: args.description,
@@ -108,24 +154,28 @@ pub fn register(store: &Store, args: RegisterArgs, out: &mut Stdout) -> anyhow::
 
 /// What `register` registers: a program, or a built-in handler with its
 /// configuration (exactly one of them).
-fn handler_kind(store: &Store, args: &RegisterArgs) -> anyhow::Result<HandlerKind> {
+fn handler_kind(home: &Home, store: &Store, args: &RegisterArgs) -> anyhow::Result<HandlerKind> {
     let command = !args.commands.is_empty() || args.command_file.is_some();
     let folder = !args.folders.is_empty();
+    let two_way = !args.two_way.is_empty();
     let program = !args.argv.is_empty();
-    match (program, command, folder) {
-        (true, false, false) => {}
-        (false, true, false) => return command_kind(args),
-        (false, false, true) => {
+    match (program, command, folder, two_way) {
+        (true, false, false, false) => {}
+        (false, true, false, false) => return command_kind(args),
+        (false, false, true, false) => {
             return folder_kind(args, &store.registrations()?);
         }
-        (false, false, false) => {
+        (false, false, false, true) => {
+            return two_way_kind(home, args, &store.registrations()?);
+        }
+        (false, false, false, false) => {
             return Err(usage(
-                "register needs a handler: a program after `--` (e.g. `syncmgr register mail -- /usr/bin/mail-handler`), `--command`, or `--folder`",
+                "register needs a handler: a program after `--` (e.g. `syncmgr register mail -- /usr/bin/mail-handler`), `--command`, `--folder` or `--two-way`",
             ));
         }
         _ => {
             return Err(usage(
-                "register takes one kind of handler: a program after `--`, `--command`, or `--folder`",
+                "register takes one kind of handler: a program after `--`, `--command`, `--folder` or `--two-way`",
             ));
         }
     }

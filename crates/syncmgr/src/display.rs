@@ -226,6 +226,36 @@ fn event_line(event: &Event) -> Option<String> {
             reason,
             time,
         } => format!("trigger {trigger} fired at {time}: {reason}"),
+        Event::Conflict {
+            id,
+            handler,
+            item,
+            text,
+            ..
+        } => format!(
+            "conflict #{id} {}: {}  (decide: syncmgr conflicts show {id})",
+            escape(&format!("{handler}/{item}")),
+            escape(text)
+        ),
+        Event::ConflictResolved {
+            handler,
+            item,
+            conflict_id,
+        } => format!(
+            "conflict resolved {}: {}",
+            escape(&format!("{handler}/{item}")),
+            escape(conflict_id)
+        ),
+        Event::ConflictRefused {
+            handler,
+            item,
+            reason,
+            ..
+        } => format!(
+            "conflict not resolved {}: {}",
+            escape(&format!("{handler}/{item}")),
+            escape(reason)
+        ),
         Event::Item { .. } | Event::LogDeleted { .. } | Event::Queued { .. } => return None,
     })
 }

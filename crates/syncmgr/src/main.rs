@@ -5,6 +5,7 @@
 mod check;
 mod cli;
 mod commands;
+mod conflicts;
 mod control;
 mod daemon;
 mod demo;
@@ -22,7 +23,7 @@ use anyhow::Context;
 use clap::Parser;
 use syncmgr_store::Store;
 
-use crate::cli::{Cli, Command, LogAction};
+use crate::cli::{Cli, Command, ConflictsAction, LogAction};
 use crate::error::{exit_code, usage};
 use crate::output::Stdout;
 use syncmgr_manager::Home;
@@ -114,7 +115,7 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
     let mut out = Stdout::new();
     let ok = exit_codes::SUCCESS;
     match cli.command {
-        Command::Register(args) => commands::register(&store, args, &mut out).map(|()| ok),
+        Command::Register(args) => commands::register(&home, &store, args, &mut out).map(|()| ok),
         Command::Unregister { name } => commands::unregister(&store, &name, &mut out).map(|()| ok),
         Command::Handlers { json } => commands::handlers(&store, json, &mut out).map(|()| ok),
         Command::Items(args) => {
@@ -168,6 +169,47 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
                 &mut out,
             )
             .map(|()| ok),
+        },
+        Command::Conflicts(args) => match args.action {
+            None => {
+                conflicts::list(&store, args.handler.as_deref(), args.json, &mut out).map(|()| ok)
+            }
+            Some(ConflictsAction::Show { id, json }) => {
+                conflicts::show(&store, id, json, &mut out).map(|()| ok)
+            }
+            Some(ConflictsAction::Resolve(resolve)) => {
+                let (decisions, undecided) = conflicts::decisions(&store, &resolve)?;
+                for id in &undecided {
+                    output::warn(&format!(
+                        "conflict {id} left open: no version of it is newer than the others"
+                    ));
+                }
+                if decisions.is_empty() {
+                    writeln!(out, "no conflict to resolve")?;
+                    return Ok(if undecided.is_empty() {
+                        ok
+                    } else {
+                        exit_codes::FAILED
+                    });
+                }
+                let what = match decisions.as_slice() {
+                    [one] => match one.keep {
+                        Some(n) => format!("resolve conflict {} keeping version {n}", one.conflict),
+                        None => format!("resolve conflict {} keeping every version", one.conflict),
+                    },
+                    many => format!("resolve {} conflicts", many.len()),
+                };
+                if !conflicts::confirmed(&resolve, &what) {
+                    return Ok(exit_codes::FAILED);
+                }
+                let plan = run::resolve_plan(&store, decisions, resolve.json, resolve.tuning)?;
+                let code = run::run(&home, store, plan, out, false, false).await?;
+                Ok(if undecided.is_empty() {
+                    code
+                } else {
+                    code.max(exit_codes::FAILED)
+                })
+            }
         },
         Command::CheckHandler { .. } => unreachable!("handled before the home is opened"),
         Command::Demo { json } => {

@@ -41,6 +41,8 @@ pub struct Plan {
     json: bool,
     /// `log show`: the entry acted on, and whether `--yes` was given.
     entry: Option<(LogEntry, bool)>,
+    /// `conflicts resolve`: the decisions (the daemon plans them itself).
+    decisions: Option<Vec<api::Decision>>,
 }
 
 /// `syncmgr sync`: works out the plan from the targets.
@@ -56,6 +58,29 @@ pub fn sync_plan(store: &Store, args: SyncArgs) -> anyhow::Result<Plan> {
         tuning: args.tuning,
         json: args.json,
         entry: None,
+        decisions: None,
+    })
+}
+
+/// `syncmgr conflicts resolve`: the session that applies the decisions and
+/// syncs what they resolve.
+pub fn resolve_plan(
+    store: &Store,
+    decisions: Vec<api::Decision>,
+    json: bool,
+    tuning: SessionTuning,
+) -> anyhow::Result<Plan> {
+    let jobs = syncmgr_manager::plan::resolve_jobs(store, &decisions)?;
+    Ok(Plan {
+        targets: Vec::new(),
+        jobs,
+        event: SyncEvent::Manual,
+        may_bother_user: true,
+        cookie: None,
+        tuning,
+        json,
+        entry: None,
+        decisions: Some(decisions),
     })
 }
 
@@ -78,6 +103,7 @@ pub fn show_error_plan(
         tuning,
         json,
         entry: Some((entry, yes)),
+        decisions: None,
     })
 }
 
@@ -343,13 +369,18 @@ async fn run_in_daemon(
     replace: bool,
 ) -> anyhow::Result<i32> {
     let grace_ms = u64::try_from(plan.tuning.grace.as_millis()).unwrap_or(u64::MAX);
-    let request = match &plan.entry {
-        Some((entry, _)) => api::DaemonRequest::ShowError {
+    let request = match (&plan.entry, &plan.decisions) {
+        (Some((entry, _)), _) => api::DaemonRequest::ShowError {
             entry: entry.id,
             max_concurrent: plan.tuning.max_concurrent,
             grace_ms,
         },
-        None => api::DaemonRequest::Sync {
+        (None, Some(decisions)) => api::DaemonRequest::Resolve {
+            decisions: decisions.clone(),
+            max_concurrent: plan.tuning.max_concurrent,
+            grace_ms,
+        },
+        (None, None) => api::DaemonRequest::Sync {
             targets: plan.targets.clone(),
             event: Some(plan.event.as_str().to_owned()),
             cookie: plan.cookie.clone(),

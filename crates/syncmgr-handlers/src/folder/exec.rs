@@ -492,7 +492,7 @@ fn stamp_path(path: &Path, stamp: &Stamp) -> io::Result<()> {
 }
 
 /// A fresh temporary name next to `path`.
-fn temp_path(path: &Path) -> PathBuf {
+pub(super) fn temp_path(path: &Path) -> PathBuf {
     static SEED: OnceLock<u64> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     // Unique within the process by the counter; the seed (time and pid)

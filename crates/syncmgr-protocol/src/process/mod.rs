@@ -37,8 +37,9 @@ use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::value::RawValue;
 use syncmgr_core::{
-    Cause, Handler, HandlerCallback, HandlerError, HandlerInfo, InitializeParams, ItemEnumeration,
-    ItemStatus, LogLevel, Participation, PropertiesOutcome, ShowErrorAnswer,
+    Cause, ConflictResolution, Handler, HandlerCallback, HandlerError, HandlerInfo,
+    InitializeParams, ItemEnumeration, ItemStatus, LogLevel, Participation, PropertiesOutcome,
+    ShowErrorAnswer,
 };
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::{Semaphore, oneshot, watch};
@@ -538,6 +539,19 @@ impl Handler for ProcessHandler {
             retry: result.retry,
             confirm: result.confirm,
         })
+    }
+
+    async fn resolve_conflict(
+        &mut self,
+        resolution: &ConflictResolution,
+        callback: &HandlerCallback,
+    ) -> Result<(), HandlerError> {
+        self.use_callback(Some(callback));
+        let params = wire::ResolveConflictParams::from(resolution);
+        let result: Result<wire::Empty, HandlerError> =
+            self.call(method::RESOLVE_CONFLICT, &params).await;
+        self.use_callback(self.base.as_ref());
+        result.map(drop)
     }
 
     async fn shutdown(&mut self) {

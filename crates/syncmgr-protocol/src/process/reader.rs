@@ -24,9 +24,9 @@ use tokio_util::codec::FramedRead;
 use super::framing::{Frame, InlineId, Outbox, Outgoing, Sent, StdoutLines};
 use super::{Delivery, Shared};
 use crate::wire::{
-    self, DeleteLogErrorParams, Empty, EnableModelessParams, EnableModelessResult, ErrorObject,
-    EstablishConnectionParams, LogErrorParams, LogErrorResult, MAX_LINE, Message, ProgressParams,
-    ProgressResult, error_code, method,
+    self, ConflictResolvedParams, DeleteLogErrorParams, Empty, EnableModelessParams,
+    EnableModelessResult, ErrorObject, EstablishConnectionParams, LogErrorParams, LogErrorResult,
+    MAX_LINE, Message, ProgressParams, ProgressResult, ReportConflictParams, error_code, method,
 };
 
 /// How many `logError`/`deleteLogError` calls may wait for the journal at
@@ -120,11 +120,16 @@ impl Reader {
                 self.send_error(e.id.as_deref(), e.code, &e.message).await;
             }
             Ok(Message::Response { id, outcome }) => self.response(id, outcome, line, cb),
+            Ok(Message::Notification {
+                method: method::CONFLICT_RESOLVED,
+                params,
+            }) => self.conflict_resolved(params, cb).await,
             Ok(Message::Notification { method, .. }) => problem(
                 cb,
                 None,
                 format!(
-                    "the handler sent a notification {method:?}, but handlers send none; it was ignored"
+                    "the handler sent a notification {method:?}, but the only one handlers send is {:?}; it was ignored",
+                    method::CONFLICT_RESOLVED
                 ),
             ),
             Ok(Message::Request { id, method, params }) => {
@@ -195,6 +200,7 @@ impl Reader {
             method,
             method::PROGRESS
                 | method::LOG_ERROR
+                | method::REPORT_CONFLICT
                 | method::DELETE_LOG_ERROR
                 | method::ESTABLISH_CONNECTION
                 | method::ENABLE_MODELESS
@@ -224,6 +230,22 @@ impl Reader {
                 self.answer_later(Box::pin(async move {
                     match cb.log_error(p.into()).await {
                         Ok(error_id) => wire::encode_response(&id, &LogErrorResult { error_id }),
+                        Err(e) => refusal(&id, &e),
+                    }
+                }))
+                .await;
+            }
+            method::REPORT_CONFLICT => {
+                let Some(p) = self
+                    .params::<ReportConflictParams>(id, method, params, cb)
+                    .await
+                else {
+                    return;
+                };
+                let (cb, id) = (cb.clone(), id.to_owned());
+                self.answer_later(Box::pin(async move {
+                    match cb.report_conflict(p.into()).await {
+                        Ok(_) => wire::encode_response(&id, &Empty {}),
                         Err(e) => refusal(&id, &e),
                     }
                 }))
@@ -271,6 +293,35 @@ impl Reader {
                 };
                 self.send_line(line).await;
             }
+        }
+    }
+
+    /// `conflictResolved`, a notification: nothing is answered, so a bad
+    /// one is only reported. Awaited here, before the next line, so that a
+    /// `synchronize` answer right behind it cannot close the window first.
+    async fn conflict_resolved(&self, params: Option<&RawValue>, cb: Option<&HandlerCallback>) {
+        let text = params.map_or("{}", RawValue::get);
+        match serde_json::from_str::<ConflictResolvedParams>(text) {
+            Ok(p) => match cb {
+                // A refusal is logged by the callback itself.
+                Some(cb) => {
+                    let _ = cb.conflict_resolved(&p.item, &p.conflict_id).await;
+                }
+                None => problem(
+                    None,
+                    None,
+                    "conflictResolved before the session started; ignored".to_owned(),
+                ),
+            },
+            Err(e) => problem(
+                cb,
+                None,
+                format!(
+                    "invalid params for {}: {}",
+                    method::CONFLICT_RESOLVED,
+                    serde_message(&e)
+                ),
+            ),
         }
     }
 
