@@ -334,7 +334,7 @@ class _Waiter:
 
 _MAIN_LOOP_METHODS = frozenset([
     "initialize", "getHandlerInfo", "enumItems", "showProperties",
-    "prepareForSync", "synchronize", "showError",
+    "prepareForSync", "synchronize", "showError", "resolveConflict",
 ])
 
 #: How long the handler must have made no call before the background
@@ -424,6 +424,15 @@ class _Connection:
         with self._out_lock:
             self._out.write(line)
             self._out.flush()
+
+    def notify(self, method: str, params: Dict[str, Any]) -> None:
+        """Sends a notification (no answer comes)."""
+        try:
+            self._send({"jsonrpc": "2.0", "method": method, "params": params})
+        except (OSError, ValueError) as e:
+            if self._closed:
+                raise ChannelClosed() from e
+            raise
 
     def respond(self, id: Any, result: Any) -> None:
         self._send({"jsonrpc": "2.0", "id": id, "result": result})
@@ -772,6 +781,27 @@ class Manager:
             params["item"] = item
         return self._conn.call("logError", params)["errorId"]
 
+    def report_conflict(self, item: str, conflict_id: str, text: str,
+                        versions: Sequence[Dict[str, Any]]) -> None:
+        """Reports versions of ``item`` the handler cannot choose between
+        (``reportConflict``); returns once the manager stored it. Each version
+        is ``{"label": ..., "size"?: int, "modified"?: RFC 3339 text,
+        "detail"?: ...}``, two or more, in an order the handler keeps:
+        :meth:`Handler.resolve_conflict` names the one to keep by its index.
+        ``conflict_id`` is the handler's own, stable across syncs (reporting
+        it again replaces it)."""
+        self._conn.call("reportConflict", {
+            "item": item,
+            "conflictId": conflict_id,
+            "text": _clip(text),
+            "versions": [dict(v) for v in versions],
+        })
+
+    def conflict_resolved(self, item: str, conflict_id: str) -> None:
+        """Tells the manager a conflict went away by itself (the versions
+        became equal, one of them went): it leaves the conflict store."""
+        self._conn.notify("conflictResolved", {"item": item, "conflictId": conflict_id})
+
     def delete_log(self, error_id: Optional[str] = None) -> None:
         """Removes an entry this handler logged in this session, or all of them."""
         self._conn.call("deleteLogError", {"errorId": error_id})
@@ -996,6 +1026,17 @@ class Handler:
         ``sync_item`` follow in this process). Default: none."""
         return []
 
+    def resolve_conflict(self, item: str, conflict_id: str, keep: str,
+                         version: Optional[int]) -> None:
+        """``resolveConflict``: the user decided on a conflict this handler
+        reported. ``keep`` is ``"one"`` (keep ``version``, an index into the
+        reported versions) or ``"all"``. Return once applied (the manager then
+        drops the conflict and syncs ``item``); raise :class:`HandlerError`
+        saying why not (the conflict stays, with that reason), for instance
+        when the versions changed since they were reported. Default: refuse.
+        """
+        raise HandlerError("this handler does not resolve conflicts")
+
 
 # ---------------------------------------------------------------------------
 # Serving
@@ -1128,6 +1169,19 @@ def _handle(handler: Handler, conn: _Connection, method: str, params: Dict[str, 
         if not isinstance(error_id, str):
             raise _Invalid("errorId must be a string")
         return {"retry": list(handler.show_error(error_id))}
+    if method == "resolveConflict":
+        item, conflict_id = params.get("item"), params.get("conflictId")
+        keep, version = params.get("keep"), params.get("version")
+        if not isinstance(item, str) or not isinstance(conflict_id, str):
+            raise _Invalid("item and conflictId must be strings")
+        if keep == "one" and not (isinstance(version, int) and version >= 0):
+            raise _Invalid("keep \"one\" needs a version (an index)")
+        if keep == "all" and version is not None:
+            raise _Invalid("keep \"all\" takes no version")
+        if keep not in ("one", "all"):
+            raise _Invalid("keep must be \"one\" or \"all\"")
+        handler.resolve_conflict(item, conflict_id, keep, version)
+        return {}
     raise _Invalid("unknown method")  # not reached: the reader filters methods
 
 

@@ -752,10 +752,12 @@ impl Unit {
                         .journal
                         .refuse_conflict(&handler, item, conflict_id, &reason)
                         .await;
+                    // The handler answered: a refusal is not a broken call
+                    // (`Notice`), though the user's decision was not applied.
                     ctx.log(
                         Some(item),
                         LogLevel::Error,
-                        Cause::CallFailed,
+                        Cause::Notice,
                         format!("conflict {conflict_id} was not resolved: {reason}"),
                     );
                     let _ = ctx

@@ -179,6 +179,14 @@ impl Handler for LazyProcess {
         self.started()?.show_error(error_id, callback).await
     }
 
+    async fn resolve_conflict(
+        &mut self,
+        resolution: &syncmgr_core::ConflictResolution,
+        callback: &HandlerCallback,
+    ) -> Result<(), HandlerError> {
+        self.started()?.resolve_conflict(resolution, callback).await
+    }
+
     async fn shutdown(&mut self) {
         if let Lazy::Running(handler) = &mut self.state {
             handler.shutdown().await;

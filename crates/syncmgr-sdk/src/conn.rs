@@ -73,6 +73,7 @@ const MAIN_LOOP_METHODS: &[&str] = &[
     method::PREPARE_FOR_SYNC,
     method::SYNCHRONIZE,
     method::SHOW_ERROR,
+    method::RESOLVE_CONFLICT,
 ];
 
 /// A request of ours that awaits its answer.

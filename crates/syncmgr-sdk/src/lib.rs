@@ -109,7 +109,8 @@ pub use progress::{LogEntry, Manager, Progress, Reply, Update};
 pub use serve::{EXIT_GRACE, serve, serve_io};
 /// The model's enumerations and flags, as the manager spells them.
 pub use syncmgr_core::{
-    HandlerFlags, ItemFlags, ItemStatus, LogLevel, PropertiesOutcome, SyncEvent,
+    ConflictReport, ConflictResolution, ConflictVersion, HandlerFlags, ItemFlags, ItemStatus, Keep,
+    LogLevel, PropertiesOutcome, SyncEvent,
 };
 
 /// A sync handler: what the manager asks of it, in the order it asks.
@@ -180,6 +181,17 @@ pub trait SyncHandler: Sync {
     fn show_error(&mut self, error_id: &str) -> Vec<String> {
         let _ = error_id;
         Vec::new()
+    }
+
+    /// `resolveConflict`: the user decided on a conflict this handler
+    /// reported ([`Manager::report_conflict`]). Apply it and return `Ok`
+    /// (the manager drops the conflict and syncs the item next); return an
+    /// error saying why not (the conflict stays, with that reason), for
+    /// instance when the versions changed since they were reported.
+    /// Default: refused.
+    fn resolve_conflict(&mut self, resolution: &ConflictResolution) -> Result<(), HandlerError> {
+        let _ = resolution;
+        Err(HandlerError::new("this handler does not resolve conflicts"))
     }
 
     /// How many items may sync at once, each on its own thread. Default: 1

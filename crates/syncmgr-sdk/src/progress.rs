@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use syncmgr_core::{ItemStatus, LogLevel, ProgressReply};
+use syncmgr_core::{ConflictReport, ItemStatus, LogLevel, ProgressReply};
 use syncmgr_protocol::wire::{self, method};
 
 use crate::conn::Conn;
@@ -286,6 +286,38 @@ impl Manager {
             &wire::EnableModelessParams { enable },
         )?;
         Ok(result.allowed)
+    }
+
+    /// Reports versions of an item the handler cannot choose between
+    /// (`reportConflict`); returns once the manager stored it. The conflict
+    /// id is the handler's own, stable across syncs (reporting it again
+    /// replaces it); [`SyncHandler::resolve_conflict`](crate::SyncHandler::resolve_conflict)
+    /// gets the user's decision, naming a version by its index.
+    pub fn report_conflict(&self, report: &ConflictReport) -> Result<(), Error> {
+        let mut params = wire::ReportConflictParams::from(report);
+        params.text = clip(params.text);
+        let _: wire::Empty = self.conn.call(method::REPORT_CONFLICT, &params)?;
+        Ok(())
+    }
+
+    /// Tells the manager a conflict went away by itself
+    /// (`conflictResolved`, a notification): it leaves the conflict store.
+    pub fn conflict_resolved(&self, item: &str, conflict_id: &str) -> Result<(), Error> {
+        let line = wire::encode_notification(
+            method::CONFLICT_RESOLVED,
+            &wire::ConflictResolvedParams {
+                item: item.to_owned(),
+                conflict_id: conflict_id.to_owned(),
+            },
+        )
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        self.conn.write_line(&format!("{line}\n")).map_err(|e| {
+            if self.conn.is_closed() {
+                Error::Closed
+            } else {
+                Error::Io(e)
+            }
+        })
     }
 
     /// Whether the manager closed the channel (`shutdown` or end of input).

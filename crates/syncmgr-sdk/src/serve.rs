@@ -178,6 +178,18 @@ impl<H: SyncHandler> Server<H> {
                     confirm: None,
                 })
             }
+            method::RESOLVE_CONFLICT => {
+                let p: wire::ResolveConflictParams = decode(name, params)?;
+                let resolution = syncmgr_core::ConflictResolution::try_from(p).map_err(|why| {
+                    (
+                        error_code::INVALID_PARAMS,
+                        format!("invalid params for {name}: {why}"),
+                    )
+                })?;
+                guard(name, || self.handler.resolve_conflict(&resolution))?
+                    .map_err(|e| (error_code::REFUSED, clip(e.to_string())))?;
+                encode(&wire::Empty {})
+            }
             _ => Err((
                 error_code::METHOD_NOT_FOUND,
                 format!("method not found: {name}"),

@@ -10,8 +10,9 @@
 //! Phases: settings mode (initialize with `settingsOnly`, getHandlerInfo,
 //! enumItems, shutdown); a sync of every item; a sync where the first item to
 //! start is cancelled (`cancelItem`); a sync where the whole handler is
-//! cancelled (`cancelAll`); and, when the handler logged an actionable entry,
-//! `showError` with its retry round.
+//! cancelled (`cancelAll`); when the handler reported a conflict,
+//! `resolveConflict` on it and on one it never reported; and, when the
+//! handler logged an actionable entry, `showError` with its retry round.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -19,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use syncmgr_core::{
-    CancelTarget, Cause, HandlerJob, ItemStatus, MemoryJournal, NewLogEntry, Selection, Session,
-    SessionConfig, SessionEvent, SessionSummary, SyncEvent, model::validate_id, query_handler,
+    CancelTarget, Cause, ConflictReport, ConflictResolution, HandlerJob, ItemStatus, Keep,
+    MemoryJournal, NewLogEntry, Selection, Session, SessionConfig, SessionEvent, SessionSummary,
+    SyncEvent, model::validate_id, query_handler,
 };
 use syncmgr_protocol::ProcessHandler;
 
@@ -43,6 +45,11 @@ struct Verdict {
 struct Outcome {
     summary: SessionSummary,
     entries: Vec<NewLogEntry>,
+    /// The conflicts the handler reported (`reportConflict`) and left open.
+    conflicts: Vec<ConflictReport>,
+    /// What became of each decision (`resolveConflict`): `Err` carries the
+    /// handler's reason for refusing.
+    decisions: Vec<(String, Result<(), String>)>,
 }
 
 impl Outcome {
@@ -119,6 +126,7 @@ async fn run_session(
     let (session, control, mut events) = Session::new(config, journal.clone(), vec![job]);
     let running = tokio::spawn(session.run());
     let mut cancelled = Cancelled::default();
+    let mut decisions = Vec::new();
     while let Some(event) = events.recv().await {
         match &event {
             SessionEvent::ItemChanged(s)
@@ -158,6 +166,14 @@ async fn run_session(
             {
                 cancelled.done_before.insert(s.item.clone());
             }
+            SessionEvent::ConflictResolved { conflict_id, .. } => {
+                decisions.push((conflict_id.clone(), Ok(())));
+            }
+            SessionEvent::ConflictRefused {
+                conflict_id,
+                reason,
+                ..
+            } => decisions.push((conflict_id.clone(), Err(reason.clone()))),
             SessionEvent::Finished(_) => break,
             _ => {}
         }
@@ -173,7 +189,20 @@ async fn run_session(
         },
     };
     let entries = journal.entries().into_iter().map(|(_, e)| e).collect();
-    (Outcome { summary, entries }, cancelled)
+    let conflicts = journal
+        .conflicts()
+        .into_iter()
+        .map(|(_, c, _)| c.report)
+        .collect();
+    (
+        Outcome {
+            summary,
+            entries,
+            conflicts,
+            decisions,
+        },
+        cancelled,
+    )
 }
 
 /// The rules every sync session is held to.
@@ -340,6 +369,8 @@ pub async fn check_handler(
         unfinished.as_slice(),
     ));
 
+    conflict_rules(argv, timeout, &plain, &mut verdicts).await;
+
     // showError and its retry round.
     match actionable.first() {
         None => verdicts.push(Verdict {
@@ -377,6 +408,89 @@ pub async fn check_handler(
         }
     }
     report(&verdicts, out)
+}
+
+/// The conflict store's rules, when the plain sync reported a conflict: a
+/// decision on it is answered (applied, or refused with a reason), and one
+/// on a conflict the handler never reported is refused, not applied.
+async fn conflict_rules(
+    argv: &[String],
+    timeout: Duration,
+    plain: &Outcome,
+    verdicts: &mut Vec<Verdict>,
+) {
+    const ANSWERS: &str = "answers resolveConflict for a conflict it reported";
+    const REFUSES: &str = "refuses resolveConflict for a conflict it never reported";
+    let Some(conflict) = plain.conflicts.first() else {
+        for rule in [ANSWERS, REFUSES] {
+            verdicts.push(Verdict {
+                rule,
+                result: Ok(Some(
+                    "not exercised: the handler reported no conflict".to_owned(),
+                )),
+            });
+        }
+        return;
+    };
+    let broken = [
+        Cause::CallFailed,
+        Cause::ProcessEnded,
+        Cause::NotResponding,
+        Cause::NoFinalStatus,
+        Cause::BrokenRule,
+    ];
+    // A refusal is a fine answer here; only a broken call is not.
+    let decide = |conflict_id: &str| {
+        Selection::Resolve(vec![ConflictResolution {
+            item: conflict.item.clone(),
+            conflict_id: conflict_id.to_owned(),
+            keep: Keep::One(0),
+        }])
+    };
+    let (kept, _) = run_session(
+        argv,
+        decide(&conflict.conflict_id),
+        timeout,
+        CancelPlan::None,
+    )
+    .await;
+    let decided = kept
+        .decisions
+        .iter()
+        .find(|(id, _)| *id == conflict.conflict_id);
+    let problems = kept.problems(&broken);
+    verdicts.push(Verdict {
+        rule: ANSWERS,
+        result: match (decided, problems.is_empty()) {
+            (Some((_, Ok(()))), true) => Ok(Some(format!(
+                "conflict {:?} resolved keeping version 0",
+                conflict.conflict_id
+            ))),
+            (Some((_, Err(reason))), true) => Ok(Some(format!(
+                "conflict {:?} refused: {reason}",
+                conflict.conflict_id
+            ))),
+            (None, _) => Err(format!(
+                "no answer to resolveConflict for {:?}: {}",
+                conflict.conflict_id,
+                problems.join("; ")
+            )),
+            (_, false) => Err(problems.join("; ")),
+        },
+    });
+    let bogus = "syncmgr-check-no-such-conflict";
+    let (unknown, _) = run_session(argv, decide(bogus), timeout, CancelPlan::None).await;
+    let answer = unknown.decisions.iter().find(|(id, _)| id == bogus);
+    verdicts.push(Verdict {
+        rule: REFUSES,
+        result: match answer {
+            Some((_, Err(reason))) => Ok(Some(format!("refused: {reason}"))),
+            Some((_, Ok(()))) => Err(format!(
+                "resolveConflict for {bogus:?}, a conflict it never reported, was answered as applied"
+            )),
+            None => Err(unknown.problems(&broken).join("; ")),
+        },
+    });
 }
 
 /// A cancel was honoured when the manager found nothing wrong (no cancel
