@@ -48,7 +48,7 @@ fn deadline(timeout: Duration) -> Duration {
 }
 
 /// The repository's root.
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 

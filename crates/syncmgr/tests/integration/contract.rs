@@ -207,6 +207,69 @@ fn every_documented_json_shape_matches_real_output() {
     assert_eq!(handlers.as_array().map(Vec::len), Some(2));
     conforms(&all, &mut used, "items", &home.json(&["items", "--json"]));
 
+    // Conflicts: a two-way pair changed on both sides; a stale decision,
+    // refused; a decision applied.
+    let (left, right) = (home.path().join("left"), home.path().join("right"));
+    fs::create_dir(&left).unwrap();
+    fs::create_dir(&right).unwrap();
+    fs::write(left.join("notes.txt"), "base\n").unwrap();
+    home.ok(&[
+        "register",
+        "pair",
+        "--two-way",
+        left.to_str().unwrap(),
+        right.to_str().unwrap(),
+    ]);
+    home.sync(&["pair"]).assert_code(0);
+    fs::write(left.join("notes.txt"), "left\n").unwrap();
+    fs::write(right.join("notes.txt"), "right\n").unwrap();
+    let mut conflict_events = home.sync(&["pair"]).events().to_vec();
+    let conflicts = home.json(&["conflicts", "--json"]);
+    conforms(&all, &mut used, "conflicts", &conflicts);
+    let id = conflicts[0]["id"].as_i64().expect("an id").to_string();
+    let detail = home.json(&["conflicts", "show", &id, "--json"]);
+    conforms(&all, &mut used, "conflictDetail", &detail);
+    let diff = detail["diff"].as_str().expect("a diff of two text files");
+    assert!(diff.contains("-left\n+right"), "{diff}");
+    fs::write(right.join("notes.txt"), "right, again\n").unwrap();
+    let stale = home
+        .cmd([
+            "conflicts",
+            "resolve",
+            &id,
+            "--keep",
+            "0",
+            "--yes",
+            "--json",
+        ])
+        .run_json_lines();
+    stale.assert_code(1);
+    conflict_events.extend(stale.events().iter().cloned());
+    home.sync(&["pair"]).assert_code(0);
+    let applied = home
+        .cmd([
+            "conflicts",
+            "resolve",
+            &id,
+            "--keep",
+            "1",
+            "--yes",
+            "--json",
+        ])
+        .run_json_lines();
+    applied.assert_code(0);
+    conflict_events.extend(applied.events().iter().cloned());
+    for event in &conflict_events {
+        let kind = event["event"].as_str().expect("an event field");
+        conforms(&all, &mut used, &format!("event.{kind}"), event);
+    }
+    for kind in ["conflict", "conflictRefused", "conflictResolved"] {
+        assert!(
+            used.contains(&format!("event.{kind}")),
+            "no {kind} event: {conflict_events:#?}"
+        );
+    }
+
     // The daemon's shapes: status without and with it, a detached sync, and
     // the events a watcher sees.
     let status = home.json(&["status", "--json"]);

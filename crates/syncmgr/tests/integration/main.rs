@@ -56,6 +56,7 @@ mod builtins;
 mod cancel;
 mod check_handler;
 mod choices;
+mod conflicts;
 mod contract;
 mod daemon;
 mod dashboard;
