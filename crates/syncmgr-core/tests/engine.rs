@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use proptest::prelude::*;
+use syncmgr_core::Journal as _;
 use syncmgr_core::{
-    CancelTarget, Cause, Handler, HandlerCallback, HandlerError, HandlerFlags, HandlerInfo,
-    HandlerJob, InitializeParams, Item, ItemEnumeration, ItemFlags, ItemStatus, LogLevel,
-    LogRequest, MemoryJournal, Participation, ProgressReply, ProgressUpdate, Selection, Session,
+    CancelTarget, Cause, ConflictReport, ConflictResolution, ConflictVersion, Handler,
+    HandlerCallback, HandlerError, HandlerFlags, HandlerInfo, HandlerJob, InitializeParams, Item,
+    ItemEnumeration, ItemFlags, ItemStatus, Keep, LogLevel, LogRequest, MAX_CONFLICT_VERSIONS,
+    MemoryJournal, NewConflict, Participation, ProgressReply, ProgressUpdate, Selection, Session,
     SessionConfig, SessionControl, SessionEvent, SessionOutcome, SessionSummary, ShowErrorAnswer,
     SyncEvent, query_handler, state,
 };
@@ -1668,4 +1670,311 @@ async fn a_cancel_with_a_reason_logs_it() {
     handlers.sort_unstable();
     assert_eq!(handlers, ["g", "h"]);
     assert_eq!(run.summary.outcome, SessionOutcome::Cancelled);
+}
+
+// ---------------------------------------------------------------------------
+// The conflict store.
+
+/// A handler with items `a` and `b` that reports conflicts while it syncs,
+/// and accepts decisions on `keep-me` only.
+#[derive(Debug, Default)]
+struct Conflicted {
+    /// What each `reportConflict` (and the rest) answered, in order.
+    answers: Arc<Mutex<Vec<Result<(), String>>>>,
+    /// The items each `prepareForSync` got.
+    prepared: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+fn version(label: &str) -> ConflictVersion {
+    ConflictVersion {
+        label: label.into(),
+        size: Some(1),
+        modified: None,
+        detail: None,
+    }
+}
+
+fn report(item: &str, id: &str, versions: usize) -> ConflictReport {
+    ConflictReport {
+        item: item.into(),
+        conflict_id: id.into(),
+        text: format!("{item} conflicts"),
+        versions: (0..versions).map(|n| version(&format!("v{n}"))).collect(),
+    }
+}
+
+#[async_trait]
+impl Handler for Conflicted {
+    async fn initialize(&mut self, _: &InitializeParams) -> Result<Participation, HandlerError> {
+        Ok(Participation::Participate)
+    }
+
+    async fn handler_info(&mut self) -> Result<HandlerInfo, HandlerError> {
+        Ok(HandlerInfo::default())
+    }
+
+    async fn enum_items(&mut self) -> Result<ItemEnumeration, HandlerError> {
+        Ok(ItemEnumeration {
+            items: ["a", "b"]
+                .iter()
+                .map(|id| Item {
+                    id: (*id).into(),
+                    name: (*id).into(),
+                    checked: true,
+                    flags: ItemFlags::default(),
+                    last_update: None,
+                })
+                .collect(),
+            complete: true,
+        })
+    }
+
+    async fn prepare_for_sync(
+        &mut self,
+        items: &[String],
+        _: &HandlerCallback,
+    ) -> Result<(), HandlerError> {
+        self.prepared.lock().unwrap().push(items.to_vec());
+        Ok(())
+    }
+
+    async fn synchronize(&mut self, cb: &HandlerCallback) -> Result<(), HandlerError> {
+        let mut answers = Vec::new();
+        for r in [
+            report("a", "keep-me", 2),
+            report("a", "keep-me", 3), // again: replaces it
+            report("a", "refuse-me", 2),
+            report("a", "gone", 2),
+            report("a", "one-version", 1),
+            report("a", "seventeen", MAX_CONFLICT_VERSIONS + 1),
+            report("a", "bad\u{7}id", 2),
+            report("b", "unprepared", 2),
+            report("zz", "unknown", 2),
+        ] {
+            answers.push(
+                cb.report_conflict(r)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        answers.push(
+            cb.conflict_resolved("a", "gone")
+                .await
+                .map_err(|e| e.to_string()),
+        );
+        let mut unlabelled = report("a", "unlabelled", 2);
+        unlabelled.versions[1].label = " ".into();
+        answers.push(
+            cb.report_conflict(unlabelled)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        );
+        self.answers.lock().unwrap().extend(answers);
+        for item in cb.prepared_items() {
+            cb.progress(
+                &item,
+                &ProgressUpdate {
+                    status: Some(ItemStatus::Succeeded),
+                    ..ProgressUpdate::default()
+                },
+            )
+            .unwrap();
+        }
+        Ok(())
+    }
+
+    async fn resolve_conflict(
+        &mut self,
+        resolution: &ConflictResolution,
+        cb: &HandlerCallback,
+    ) -> Result<(), HandlerError> {
+        // Outside synchronize: reporting is refused.
+        let outside = cb.report_conflict(report("a", "late", 2)).await;
+        self.answers
+            .lock()
+            .unwrap()
+            .push(outside.map(drop).map_err(|e| e.to_string()));
+        if resolution.conflict_id == "keep-me" && resolution.keep == Keep::One(1) {
+            Ok(())
+        } else {
+            Err(HandlerError::Failed("the versions changed: stale".into()))
+        }
+    }
+}
+
+async fn run_conflicted(
+    journal: Arc<MemoryJournal>,
+    selection: Selection,
+) -> (Conflicted, SessionSummary, Vec<SessionEvent>) {
+    let handler = Conflicted::default();
+    let (answers, prepared) = (Arc::clone(&handler.answers), Arc::clone(&handler.prepared));
+    let job = HandlerJob {
+        name: "h".into(),
+        handler: Box::new(handler),
+        selection,
+        timeout: Duration::from_secs(10),
+    };
+    let (session, _ctl, mut rx) = Session::new(
+        SessionConfig::new("s1", SyncEvent::Manual),
+        journal,
+        vec![job],
+    );
+    let collector = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            let last = matches!(e, SessionEvent::Finished(_));
+            events.push(e);
+            if last {
+                break;
+            }
+        }
+        events
+    });
+    let summary = session.run().await;
+    let events = collector.await.expect("collector");
+    (Conflicted { answers, prepared }, summary, events)
+}
+
+/// `reportConflict` stores a valid conflict once (reported again, it is
+/// replaced), refuses a bad one and one of an item not prepared, and
+/// `conflictResolved` drops it; the store and the events agree.
+#[tokio::test(start_paused = true)]
+async fn conflicts_are_stored_checked_and_withdrawn() {
+    let journal = Arc::new(MemoryJournal::default());
+    let (handler, summary, events) =
+        run_conflicted(Arc::clone(&journal), Selection::Items(vec!["a".into()])).await;
+    assert_eq!(summary.outcome, SessionOutcome::Succeeded);
+    let answers = handler.answers.lock().unwrap().clone();
+    let ok: Vec<bool> = answers.iter().map(Result::is_ok).collect();
+    assert_eq!(
+        ok,
+        [
+            true, true, true, true, false, false, false, false, false, true, false
+        ],
+        "{answers:?}"
+    );
+    assert!(
+        answers[4]
+            .as_ref()
+            .unwrap_err()
+            .contains("2 to 16 versions")
+    );
+    assert!(
+        answers[6]
+            .as_ref()
+            .unwrap_err()
+            .contains("control character")
+    );
+    assert!(answers[7].as_ref().unwrap_err().contains("not prepared"));
+    assert!(answers[8].as_ref().unwrap_err().contains("unknown item"));
+    assert!(answers[10].as_ref().unwrap_err().contains("no label"));
+    let open: Vec<(String, usize)> = journal
+        .conflicts()
+        .into_iter()
+        .map(|(_, c, _)| (c.report.conflict_id, c.report.versions.len()))
+        .collect();
+    assert_eq!(open, [("keep-me".into(), 3), ("refuse-me".into(), 2)]);
+    let reported = events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::Conflict { .. }))
+        .count();
+    assert_eq!(reported, 4);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        SessionEvent::ConflictResolved { conflict_id, .. } if conflict_id == "gone"
+    )));
+    // Each refusal is in the log against the handler.
+    let refusals = journal
+        .entries()
+        .iter()
+        .filter(|(_, e)| {
+            e.cause == Some(Cause::BrokenRule) && e.text.starts_with("refused reportConflict")
+        })
+        .count();
+    assert_eq!(refusals, 6);
+}
+
+/// `Selection::Resolve`: each decision goes to the handler; an applied one
+/// leaves the store and its item is synced; a refused one stays, with the
+/// handler's reason, and fails the handler.
+#[tokio::test(start_paused = true)]
+async fn decisions_are_applied_or_refused_with_a_reason() {
+    let journal = Arc::new(MemoryJournal::default());
+    run_conflicted(Arc::clone(&journal), Selection::Items(vec!["a".into()])).await;
+    let decide = |id: &str, keep| ConflictResolution {
+        item: "a".into(),
+        conflict_id: id.into(),
+        keep,
+    };
+    let (handler, summary, events) = run_conflicted(
+        Arc::clone(&journal),
+        Selection::Resolve(vec![
+            decide("keep-me", Keep::One(1)),
+            decide("refuse-me", Keep::All),
+        ]),
+    )
+    .await;
+    // (The resolve session's own sync round reports both again: this
+    // handler never settles anything for real.)
+    assert!(
+        journal
+            .conflicts()
+            .iter()
+            .any(|(_, c, _)| c.report.conflict_id == "refuse-me")
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        SessionEvent::ConflictResolved { conflict_id, .. } if conflict_id == "keep-me"
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        SessionEvent::ConflictRefused { conflict_id, reason, .. }
+            if conflict_id == "refuse-me" && reason.contains("stale")
+    )));
+    assert_eq!(summary.failed_handlers, ["h"]);
+    // The item of the applied decision was synced, once.
+    assert_eq!(*handler.prepared.lock().unwrap(), [vec!["a".to_owned()]]);
+    // Reporting outside synchronize was refused.
+    let answers = handler.answers.lock().unwrap();
+    for outside in &answers[..2] {
+        assert!(
+            outside.as_ref().unwrap_err().contains("reportConflict"),
+            "{answers:?}"
+        );
+    }
+}
+
+/// A refused decision leaves its reason on the stored conflict.
+#[tokio::test(start_paused = true)]
+async fn a_refused_decision_keeps_its_reason() {
+    let journal = MemoryJournal::default();
+    let conflict = NewConflict {
+        handler: "h".into(),
+        session: "s0".into(),
+        detected: chrono::DateTime::UNIX_EPOCH,
+        report: report("a", "refuse-me", 2),
+    };
+    let id = journal.record_conflict(conflict.clone()).await.unwrap();
+    journal
+        .refuse_conflict("h", "a", "refuse-me", "stale")
+        .await
+        .unwrap();
+    assert_eq!(journal.conflicts()[0].2.as_deref(), Some("stale"));
+    // Reported again: the same id, the reason gone.
+    assert_eq!(journal.record_conflict(conflict).await.unwrap(), id);
+    assert_eq!(journal.conflicts()[0].2, None);
+    assert!(
+        journal
+            .remove_conflict("h", "a", "refuse-me")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !journal
+            .remove_conflict("h", "a", "refuse-me")
+            .await
+            .unwrap()
+    );
 }

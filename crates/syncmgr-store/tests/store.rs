@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use syncmgr_core::{
-    Item, ItemEnumeration, ItemFlags, ItemResult, ItemStatus, Journal, LogLevel, NewLogEntry,
-    SessionOutcome, StatusCounts, SyncEvent,
+    ConflictReport, ConflictVersion, Item, ItemEnumeration, ItemFlags, ItemResult, ItemStatus,
+    Journal, LogLevel, NewConflict, NewLogEntry, SessionOutcome, StatusCounts, SyncEvent,
 };
 use syncmgr_store::{
     HandlerKind, LogFilter, Registration, Retention, ScheduleRecord, ScheduleWhen, SessionRecord,
@@ -860,4 +860,136 @@ fn an_open_waits_for_another_reader_to_let_go() {
     drop(other);
     let opened = opener.join().expect("no panic");
     assert!(opened.is_ok(), "{opened:?}");
+}
+
+fn conflict(handler: &str, item: &str, id: &str, text: &str, session: &str) -> NewConflict {
+    NewConflict {
+        handler: handler.into(),
+        session: session.into(),
+        detected: at(10),
+        report: ConflictReport {
+            item: item.into(),
+            conflict_id: id.into(),
+            text: text.into(),
+            versions: vec![
+                ConflictVersion {
+                    label: "laptop".into(),
+                    size: Some(3),
+                    modified: Some(at(1)),
+                    detail: Some("modified".into()),
+                },
+                ConflictVersion {
+                    label: "nas".into(),
+                    size: None,
+                    modified: None,
+                    detail: None,
+                },
+            ],
+        },
+    }
+}
+
+/// The conflict store: a conflict reported again keeps its id and first
+/// detection and loses an old refusal; ids are per handler and item;
+/// removal and refusal reach exactly one; an unregistered handler's go.
+#[tokio::test]
+async fn conflicts_are_kept_once_and_go_with_their_handler() {
+    let (_dir, path) = db();
+    let store = Store::open(&path).unwrap();
+    for name in ["docs", "mail"] {
+        store.register(&process(name)).unwrap();
+    }
+    let first = store
+        .record_conflict(&conflict("docs", "a", "c1", "first", "s1"))
+        .unwrap();
+    let other_item = store
+        .record_conflict(&conflict("docs", "b", "c1", "b's", "s1"))
+        .unwrap();
+    let other_handler = store
+        .record_conflict(&conflict("mail", "a", "c1", "mail's", "s1"))
+        .unwrap();
+    assert_eq!(
+        [first, other_item, other_handler]
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        3
+    );
+    assert!(store.refuse_conflict("docs", "a", "c1", "stale").unwrap());
+    assert!(!store.refuse_conflict("docs", "a", "nope", "stale").unwrap());
+    assert_eq!(
+        store.conflict(first).unwrap().unwrap().reason.as_deref(),
+        Some("stale")
+    );
+    // Reported again: same id, first detection kept, new text, reason gone.
+    let mut again = conflict("docs", "a", "c1", "second", "s2");
+    again.detected = at(99);
+    assert_eq!(store.record_conflict(&again).unwrap(), first);
+    let record = store.conflict(first).unwrap().unwrap();
+    assert_eq!(record.report.text, "second");
+    assert_eq!(record.session, "s2");
+    assert_eq!(record.detected, at(10));
+    assert_eq!(record.reason, None);
+    assert_eq!(
+        record.report.versions,
+        conflict("docs", "a", "c1", "", "").report.versions
+    );
+
+    let docs: Vec<i64> = store
+        .conflicts(Some("docs"))
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(docs, [first, other_item]);
+    assert_eq!(store.conflicts(None).unwrap().len(), 3);
+
+    // Through the writer, as the engine does (the `Journal`).
+    let writer = Store::open(&path).unwrap().spawn_writer().unwrap();
+    assert!(writer.remove_conflict("docs", "b", "c1").await.unwrap());
+    assert!(!writer.remove_conflict("docs", "b", "c1").await.unwrap());
+    let journaled = Journal::record_conflict(&writer, conflict("docs", "z", "c9", "z", "s3"))
+        .await
+        .unwrap();
+    writer.close().await.unwrap();
+    assert!(store.conflict(journaled).unwrap().is_some());
+    assert!(store.conflict(other_item).unwrap().is_none());
+
+    store.unregister("docs").unwrap();
+    let left: Vec<String> = store
+        .conflicts(None)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.handler)
+        .collect();
+    assert_eq!(left, ["mail"]);
+}
+
+/// Versions that do not decode are a damaged database, named, not a panic.
+#[test]
+fn damaged_conflict_versions_are_an_error() {
+    let (_dir, path) = db();
+    let store = Store::open(&path).unwrap();
+    store.register(&process("docs")).unwrap();
+    let id = store
+        .record_conflict(&conflict("docs", "a", "c1", "t", "s"))
+        .unwrap();
+    drop(store);
+    for bad in [
+        "not json",
+        "{}",
+        "[{\"size\": 1}]",
+        "[{\"label\": \"x\", \"modified\": 1e300}]",
+    ] {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE conflicts SET versions = ?1", [bad])
+            .unwrap();
+        let store = Store::open(&path).unwrap();
+        let err = store.conflict(id).unwrap_err();
+        assert!(
+            err.to_string().contains(&*path.to_string_lossy()),
+            "{bad}: {err}"
+        );
+    }
 }
