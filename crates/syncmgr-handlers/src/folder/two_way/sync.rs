@@ -234,6 +234,11 @@ struct Run<'r, 'a> {
     /// Folders that could not be created: nothing below them is tried.
     failed_dirs: Vec<(usize, Key)>,
     last_save: Instant,
+    /// Copies waiting for their batch's flush and rename.
+    pending: Vec<Pending>,
+    pending_bytes: u64,
+    /// The device of each root (a copy elsewhere is flushed by itself).
+    root_dev: [u64; 2],
 }
 
 /// Runs one pair.
@@ -289,6 +294,9 @@ pub(crate) fn run(paths: &PairPaths, options: &Options, reporter: &mut Reporter<
         made_dirs: Vec::new(),
         failed_dirs: Vec::new(),
         last_save: Instant::now(),
+        pending: Vec::new(),
+        pending_bytes: 0,
+        root_dev: [A, B].map(|side| fs::metadata(&paths.roots[side]).map_or(0, |m| m.dev())),
     };
     if !options.dry_run {
         run.purge_trash();
@@ -381,6 +389,19 @@ pub(crate) fn run(paths: &PairPaths, options: &Options, reporter: &mut Reporter<
     } else {
         end = End::Stopped;
     }
+    if end == End::Done {
+        if let Err(failure) = run.install_pending() {
+            match failure {
+                Failure::Stopped => end = End::Stopped,
+                Failure::Fatal(text) | Failure::Skip(Problem { text, .. }) => {
+                    run.problems.push(text);
+                    end = End::Fatal;
+                }
+            }
+        }
+    } else {
+        run.discard_pending();
+    }
     run.reporter.flush();
     run.finish_dirs();
     if let Err(e) = run.archive.save(&paths.archive) {
@@ -396,6 +417,21 @@ pub(crate) fn run(paths: &PairPaths, options: &Options, reporter: &mut Reporter<
         elapsed: started.elapsed(),
     })
 }
+
+/// A copy complete under its temporary name, waiting for its batch to be
+/// made durable before it is renamed into place.
+struct Pending {
+    key: Key,
+    to: usize,
+    temp: PathBuf,
+    bytes: u64,
+    kind: Kind,
+}
+
+/// A batch of copies is made durable and renamed once it holds this many...
+const BATCH_ENTRIES: usize = 512;
+/// ...or this many bytes.
+const BATCH_BYTES: u64 = 64 << 20;
 
 /// A step that could not go on.
 enum Failure {
@@ -1169,13 +1205,77 @@ impl Run<'_, '_> {
         if let Some(h) = hash {
             self.hashes[from].insert(key.to_vec(), h);
         }
+        self.pending_bytes += src.size;
+        self.pending.push(Pending {
+            key: key.to_vec(),
+            to,
+            temp,
+            bytes: src.size,
+            kind: src.kind,
+        });
+        if self.pending.len() >= BATCH_ENTRIES || self.pending_bytes >= BATCH_BYTES {
+            self.install_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the copies waiting for their rename durable (one `syncfs` per
+    /// side instead of one `fsync` per file), then puts each in place if
+    /// its destination still holds what the scan saw.
+    fn install_pending(&mut self) -> Result<(), Failure> {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        for side in [A, B] {
+            if !pending.iter().any(|p| p.to == side) {
+                continue;
+            }
+            let flushed =
+                File::open(self.root(side)).and_then(|root| syncmgr_sys::sync_file_system(&root));
+            if let Err(e) = flushed {
+                for p in &pending {
+                    let _ = remove_any(&p.temp);
+                }
+                let problem = Problem::io("cannot flush the copies to", self.root(side), &e);
+                return Err(Failure::Fatal(problem.text));
+            }
+        }
+        let mut failure = None;
+        for p in pending {
+            if failure.is_some() {
+                let _ = remove_any(&p.temp);
+                continue;
+            }
+            if let Err(f) = self.install(p) {
+                failure = Some(f);
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Removes the copies still waiting: a stop, they never get their names.
+    fn discard_pending(&mut self) {
+        for p in std::mem::take(&mut self.pending) {
+            let _ = remove_any(&p.temp);
+        }
+        self.pending_bytes = 0;
+    }
+
+    fn install(&mut self, p: Pending) -> Result<(), Failure> {
+        let Pending {
+            key,
+            to,
+            temp,
+            bytes,
+            kind,
+        } = p;
+        let dest = self.path(to, &key);
         // The re-check: the destination still holds what the scan saw.
-        if !self.unchanged_since_scan(to, key) {
+        if !self.unchanged_since_scan(to, &key) {
             let _ = remove_any(&temp);
             self.stats.skipped += 1;
             return Ok(());
         }
-        let installed = if self.meta(to, key).is_none() {
+        let installed = if self.meta(to, &key).is_none() {
             match syncmgr_sys::rename_new(&temp, &dest) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -1189,20 +1289,20 @@ impl Run<'_, '_> {
                 Err(e) => Err(Problem::io("cannot create", &dest, &e)),
             }
         } else {
-            self.swap_in(to, key, &temp, &dest)
+            self.swap_in(to, &key, &temp, &dest)
         };
         if let Err(problem) = installed {
             let _ = remove_any(&temp);
             return self.problem(problem);
         }
         self.stats.copied[to] += 1;
-        if src.kind == Kind::File {
-            self.stats.bytes += src.size;
+        if kind == Kind::File {
+            self.stats.bytes += bytes;
         }
         // A folder replaced by a file went to the trash whole.
-        self.archive.forget_tree(key);
+        self.archive.forget_tree(&key);
         let now = fs::symlink_metadata(&dest).ok();
-        self.record_with(key, to, now.as_ref());
+        self.record_with(&key, to, now.as_ref());
         Ok(())
     }
 
@@ -1300,7 +1400,8 @@ impl Run<'_, '_> {
                 return Err(Failure::Skip(Problem::io("cannot write", dest, &e)));
             }
         };
-        let filled = fill(&mut input, &mut output, src, self.reporter);
+        let root_dev = self.root_dev[1 - from];
+        let filled = fill(&mut input, &mut output, src, root_dev, self.reporter);
         let hash = match filled {
             Ok(Some(hash)) => hash,
             Ok(None) => {
@@ -1361,6 +1462,7 @@ fn fill(
     input: &mut File,
     output: &mut File,
     src: &Meta,
+    root_dev: u64,
     reporter: &mut Reporter<'_>,
 ) -> io::Result<Option<String>> {
     let mut hasher = blake3::Hasher::new();
@@ -1384,7 +1486,11 @@ fn fill(
     let mtime =
         SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(src.stamp.mtime).unwrap_or(0));
     output.set_times(FileTimes::new().set_modified(mtime))?;
-    output.sync_all()?;
+    if !cfg!(target_os = "linux") || output.metadata()?.dev() != root_dev {
+        // The batch's one `syncfs` reaches only the root's file system (and
+        // exists only on Linux): flush this one now.
+        output.sync_all()?;
+    }
     Ok(Some(hasher.finalize().to_hex().to_string()))
 }
 
