@@ -18,6 +18,8 @@
 //!
 //! `cargo bench -p syncmgr --bench two_way`
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a report for people
+
 mod common;
 
 use std::fs;
