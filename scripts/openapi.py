@@ -132,6 +132,22 @@ def document():
             body="showRequest",
             params=[path_param("id", {"type": "integer", "format": "int64"})],
             errors=("400", "401", "403", "409", "503"))},
+        "/api/v1/conflicts": {"get": op(
+            "The open conflicts, oldest first",
+            {"200": answer("The `conflicts --json` array", "conflicts")},
+            params=[query("handler", {"type": "string"}, "Only this registration's")])},
+        "/api/v1/conflicts/{id}": {"get": op(
+            "One conflict, with a diff of two text files",
+            {"200": answer("The `conflicts show --json` object", "conflictDetail")},
+            params=[path_param("id", {"type": "integer", "format": "int64"})])},
+        "/api/v1/conflicts/{id}/resolve": {"post": op(
+            "Asks the handler to apply a decision, then syncs the item "
+            "(`conflicts resolve`); the outcome comes as `conflictResolved` or "
+            "`conflictRefused` events",
+            {"202": answer("The session that applies it", "sessionRef")},
+            body="resolveRequest",
+            params=[path_param("id", {"type": "integer", "format": "int64"})],
+            errors=("400", "401", "403", "409", "503"))},
         "/api/v1/history": {"get": op(
             "Sessions, newest first", {"200": answer("The `history --json` array", "history")},
             params=[query("limit", {"type": "integer", "minimum": 0}, "At most this many")])},

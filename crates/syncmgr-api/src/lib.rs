@@ -948,6 +948,14 @@ pub struct ShowRequest {
     pub confirm: bool,
 }
 
+/// `POST /api/v1/conflicts/{id}/resolve`: the user's decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    /// Which version to keep (an index); `null` keeps every version.
+    pub keep: Option<usize>,
+}
+
 /// A session the web API started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRef {

@@ -102,6 +102,29 @@ async function reloadLog() {
   document.getElementById("log-entries").replaceChildren(...entries.slice(0, 200).map(logEntry));
 }
 
+function conflictRow(c) {
+  const versions = c.versions.map((v, n) => {
+    const li = el("li", {}, el("span", { class: "label" }, v.label));
+    if (v.detail) li.append(" (" + v.detail + ")");
+    if (v.size !== undefined) li.append(", " + v.size + " bytes");
+    if (v.modified) li.append(", modified ", el("time", { datetime: v.modified }, v.modified));
+    li.append(" ", el("button", { type: "button", "data-action": "keep", "data-version": String(n) }, "Keep this"));
+    return li;
+  });
+  const row = el("li", { class: "conflict", "data-id": c.id },
+    el("p", {}, el("span", { class: "who" }, c.handler + "/" + c.item), " ", el("span", { class: "text" }, c.text)));
+  if (c.reason) row.append(el("p", { class: "reason" }, "Not applied: " + c.reason));
+  row.append(el("ol", { class: "versions", start: "0" }, ...versions),
+    el("button", { type: "button", "data-action": "keep-all" }, "Keep all"));
+  return row;
+}
+
+async function reloadConflicts() {
+  const conflicts = await api("GET", "/conflicts");
+  document.getElementById("conflict-list").replaceChildren(...conflicts.map(conflictRow));
+  document.getElementById("conflicts-none").hidden = conflicts.length > 0;
+}
+
 async function reloadHistory() {
   const sessions = await api("GET", "/history?limit=20");
   const rows = sessions.map((s) => {
@@ -160,6 +183,11 @@ function onEvent(e) {
       for (const item of e.items) queueItem({ handler: item.handler, item: item.item, status: item.status });
       attempt(reloadHistory());
       for (const name of new Set(e.items.map((i) => i.handler))) handlerState(name, "idle");
+      break;
+    case "conflict":
+    case "conflictResolved":
+    case "conflictRefused":
+      attempt(reloadConflicts());
       break;
     case "queued":
       for (const target of e.targets) handlerState(target.split("/")[0], "queued");
@@ -235,6 +263,14 @@ document.addEventListener("click", (event) => {
     case "delete":
       attempt(api("DELETE", "/log/" + entry.dataset.id).then(() => entry.remove()));
       break;
+    case "keep":
+    case "keep-all": {
+      const conflict = button.closest("li.conflict");
+      const keep = action === "keep" ? Number(button.dataset.version) : null;
+      conflict.dataset.state = "resolving";
+      attempt(api("POST", "/conflicts/" + conflict.dataset.id + "/resolve", { keep }));
+      break;
+    }
     case "remove-schedule": {
       const name = button.closest("li").dataset.schedule;
       attempt(api("DELETE", "/schedules/" + encodeURIComponent(name)).then(reloadSchedules));

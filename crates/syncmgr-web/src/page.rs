@@ -43,6 +43,7 @@ struct Model {
     log: Vec<api::LogEntry>,
     history: Vec<api::Session>,
     schedules: Vec<api::ScheduleRow>,
+    conflicts: Vec<api::Conflict>,
 }
 
 async fn model(state: &AppState) -> Result<Model, Failure> {
@@ -94,6 +95,7 @@ async fn model(state: &AppState) -> Result<Model, Failure> {
             log,
             history: views::history(store, Some(HISTORY_ROWS))?,
             schedules: views::schedules(store, chrono::Utc::now())?,
+            conflicts: views::conflicts(store, None)?,
         })
     })
     .await?;
@@ -186,6 +188,12 @@ fn render(model: &Model, csrf: &str, after: u64, state: &AppState) -> Markup {
                             " your attention (a guard that refused, a failure to retry): see " a href="#log" { "Results" } "."
                         }
                     }
+                    @if !model.conflicts.is_empty() {
+                        p.notice.warning data-notice="conflicts" {
+                            (model.conflicts.len()) (if model.conflicts.len() == 1 { " conflict waits" } else { " conflicts wait" })
+                            " for your decision: see " a href="#conflicts" { "Conflicts" } "."
+                        }
+                    }
                     @if !unavailable.is_empty() {
                         p.notice.info data-notice="triggers" {
                             "Unavailable triggers: " (unavailable.join(", ")) " (see " a href="#triggers" { "Triggers" } " for why)."
@@ -203,6 +211,13 @@ fn render(model: &Model, csrf: &str, after: u64, state: &AppState) -> Markup {
                         }
                         @for reg in &model.registrations {
                             (handler_section(reg, registration_state.get(reg.name.as_str()).copied(), model, &running_items))
+                        }
+                    }
+                    section #conflicts {
+                        h2 { "Conflicts" }
+                        p #conflicts-none hidden[!model.conflicts.is_empty()] { "No conflicts." }
+                        ol #conflict-list {
+                            @for c in &model.conflicts { (conflict_row(c)) }
                         }
                     }
                     section #log {
@@ -372,6 +387,35 @@ fn log_entry(e: &api::LogEntry) -> Markup {
                 }
                 button type="button" data-action="delete" { "Delete" }
             }
+        }
+    }
+}
+
+/// One open conflict: its text, each version with a button that keeps it,
+/// and "Keep all". The same markup as `conflictRow` in `app.js`.
+fn conflict_row(c: &api::Conflict) -> Markup {
+    html! {
+        li.conflict data-id=(c.id) {
+            p {
+                span.who { (c.handler) "/" (c.item) } " "
+                span.text { (c.text) }
+            }
+            @if let Some(reason) = &c.reason {
+                p.reason { "Not applied: " (reason) }
+            }
+            ol.versions start="0" {
+                @for (n, v) in c.versions.iter().enumerate() {
+                    li {
+                        span.label { (v.label) }
+                        @if let Some(detail) = &v.detail { " (" (detail) ")" }
+                        @if let Some(size) = v.size { ", " (size) " bytes" }
+                        @if let Some(at) = &v.modified { ", modified " time datetime=(at) { (at) } }
+                        " "
+                        button type="button" data-action="keep" data-version=(n) { "Keep this" }
+                    }
+                }
+            }
+            button type="button" data-action="keep-all" { "Keep all" }
         }
     }
 }

@@ -45,6 +45,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/log", get(log))
         .route("/log/{id}", delete(delete_log))
         .route("/log/{id}/show", post(show_error))
+        .route("/conflicts", get(conflicts))
+        .route("/conflicts/{id}", get(conflict))
+        .route("/conflicts/{id}/resolve", post(resolve))
         .route("/history", get(history))
         .route("/schedules", get(schedules).post(add_schedule))
         .route("/schedules/{name}", delete(remove_schedule))
@@ -509,6 +512,71 @@ async fn follow_show(
         if event == Some("sessionFinished") {
             return;
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConflictsQuery {
+    handler: Option<String>,
+}
+
+async fn conflicts(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<ConflictsQuery>, QueryRejection>,
+) -> Answer<Vec<api::Conflict>> {
+    let Query(query) = query?;
+    let handler = query.handler.filter(|h| !h.is_empty());
+    with_store(&state, move |store| {
+        views::conflicts(store, handler.as_deref())
+    })
+    .await
+    .map(Json)
+}
+
+async fn conflict(
+    State(state): State<Arc<AppState>>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Answer<api::ConflictDetail> {
+    let Path(id) = id?;
+    with_store(&state, move |store| views::conflict(store, id))
+        .await
+        .map(Json)
+}
+
+/// `POST /api/v1/conflicts/{id}/resolve`: `conflicts resolve` in the
+/// daemon. The session goes on after this answer; its outcome comes as a
+/// `conflictResolved` or `conflictRefused` event.
+async fn resolve(
+    State(state): State<Arc<AppState>>,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Json<api::ResolveRequest>, JsonRejection>,
+) -> Result<Response, Failure> {
+    let Path(id) = id?;
+    let Json(request) = body?;
+    let mut daemon = client::connect(&state.home)
+        .await?
+        .ok_or(ManagerError::NoDaemon)?;
+    daemon
+        .request(&DaemonRequest::Resolve {
+            decisions: vec![api::Decision {
+                conflict: id,
+                keep: request.keep,
+            }],
+            max_concurrent: MAX_CONCURRENT,
+            grace_ms: GRACE.as_millis() as u64,
+        })
+        .await?;
+    match daemon.next::<SyncReply>().await? {
+        Some(SyncReply::Accepted(accepted)) => Ok((
+            StatusCode::ACCEPTED,
+            Json(api::SessionRef {
+                session: accepted.session,
+            }),
+        )
+            .into_response()),
+        Some(SyncReply::Refused(refused)) => Err(refused.into()),
+        None => Err(Failure::internal("the daemon did not answer", &"resolve")),
     }
 }
 

@@ -756,9 +756,94 @@ fn the_api_holds_up_under_schemathesis() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("Tested: 16"),
+        text.contains("Tested: 19"),
         "every operation but the stream was tested:\n{text}"
     );
     // The daemon is still there and well.
     assert_eq!(web.ok("GET", "/api/health", None), json!({"ok": true}));
+}
+
+/// Sync Center's Conflicts view: the open conflicts as `conflicts --json`
+/// lists them, one with its diff, a decision through the API (the session
+/// applies it and syncs, the page's list follows the events), and bad
+/// decisions refused.
+#[test]
+fn conflicts_are_listed_and_decided_in_the_dashboard() {
+    let mut home = TestHome::inline();
+    let (left, right) = (home.path().join("left"), home.path().join("right"));
+    fs::create_dir(&left).unwrap();
+    fs::create_dir(&right).unwrap();
+    fs::write(left.join("notes.txt"), "base\n").unwrap();
+    home.ok(&[
+        "register",
+        "pair",
+        "--two-way",
+        left.to_str().unwrap(),
+        right.to_str().unwrap(),
+    ]);
+    let web = Web::of(&mut home);
+    assert_eq!(run_to_end(&web, &["pair"])["outcome"], "succeeded");
+    fs::write(left.join("notes.txt"), "left\n").unwrap();
+    fs::write(right.join("notes.txt"), "right\n").unwrap();
+    run_to_end(&web, &["pair"]);
+
+    let listed = web.ok("GET", "/api/v1/conflicts", None);
+    assert_eq!(listed, home.json(&["conflicts", "--json"]));
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed:#}");
+    let id = listed[0]["id"].as_i64().unwrap();
+    let detail = web.ok("GET", &format!("/api/v1/conflicts/{id}"), None);
+    assert_eq!(
+        detail,
+        home.json(&["conflicts", "show", &id.to_string(), "--json"])
+    );
+    assert!(detail["diff"].as_str().unwrap().contains("+right"));
+    // The page shows it, with a notice.
+    let page = web.browser().page.body;
+    assert!(page.contains("data-notice=\"conflicts\""), "{page}");
+    assert!(
+        page.contains(&format!("class=\"conflict\" data-id=\"{id}\"")),
+        "{page}"
+    );
+
+    // Bad decisions: an unknown conflict, a version it does not have, a
+    // body of the wrong shape.
+    let path = format!("/api/v1/conflicts/{id}/resolve");
+    assert_eq!(
+        web.call(
+            "POST",
+            "/api/v1/conflicts/999/resolve",
+            Some(&json!({"keep": 0}))
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        web.call("POST", &path, Some(&json!({"keep": 7}))).status,
+        400
+    );
+    assert_eq!(
+        web.call("POST", &path, Some(&json!({"keep": "all"})))
+            .status,
+        400
+    );
+    assert_eq!(web.call("GET", "/api/v1/conflicts/999", None).status, 400);
+
+    // Keep the second version: applied, synced to both sides, gone.
+    let bearer = format!("Bearer {}", web.key);
+    let mut events = EventStream::open(
+        &web.address,
+        "/api/v1/events",
+        &[("Authorization", bearer.as_str())],
+    );
+    let accepted = web.call("POST", &path, Some(&json!({"keep": 1})));
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    events.wait_for(PATIENCE, |e| {
+        e.data.contains("\"event\":\"conflictResolved\"")
+    });
+    // (Between the decision and its sync, the losing version is in the
+    // trash and the path empty on its side.)
+    assert!(wait_until(PATIENCE, || {
+        fs::read_to_string(left.join("notes.txt")).ok().as_deref() == Some("right\n")
+    }));
+    assert_eq!(web.ok("GET", "/api/v1/conflicts", None), json!([]));
 }
