@@ -8,6 +8,7 @@
 //! handlers run with short steps.
 
 use std::ffi::OsStr;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ const GRACE: Duration = Duration::from_secs(2);
 const SLACK: Duration = Duration::from_secs(8);
 
 /// The rules of a handler that lists items, in the checker's order.
-const RULES: [&str; 12] = [
+const RULES: [&str; 14] = [
     "answers initialize, getHandlerInfo and enumItems in settings mode",
     "gives itself a display name",
     "lists items with valid, unique ids",
@@ -33,8 +34,12 @@ const RULES: [&str; 12] = [
     EXITS_CLEANLY,
     CANCEL_ITEM,
     CANCEL_ALL,
+    RESOLVES,
+    REFUSES_UNKNOWN,
     SHOW_ERROR,
 ];
+const RESOLVES: &str = "answers resolveConflict for a conflict it reported";
+const REFUSES_UNKNOWN: &str = "refuses resolveConflict for a conflict it never reported";
 const EXITS_CLEANLY: &str = "exits with status 0 after shutdown, within the grace period";
 const CANCEL_ITEM: &str = "honours cancelItem (progress reply and setItemStatus)";
 const CANCEL_ALL: &str = "honours cancelAll";
@@ -646,5 +651,33 @@ fn check_handler_usage_and_programs_that_do_not_start() {
     let checked = Check::new(&home, 1).arg("true").run();
     checked.out.assert_code(1).assert_stdout_contains(
         "fail  answers initialize, getHandlerInfo and enumItems in settings mode: handler process exited",
+    );
+}
+
+/// A handler that reports a conflict (the Python SDK's notes example, with
+/// its two copies differing) conforms, and the checker exercises the
+/// conflict rules: a decision on the conflict it reported is applied, one
+/// on a conflict it never reported is refused.
+#[test]
+fn a_handler_that_reports_conflicts_has_its_decisions_checked() {
+    let home = home();
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(dir.path().join("local.txt"), "mine").unwrap();
+    fs::write(dir.path().join("remote.txt"), "theirs").unwrap();
+    fs::write(dir.path().join("base.txt"), "before").unwrap();
+    let checked = Check::python(&home, 5, "sdk/python/examples/notes.py")
+        .arg("--dir")
+        .arg(dir.path())
+        .run();
+    checked
+        .assert_conforms()
+        .assert_exercised(RESOLVES)
+        .assert_exercised(REFUSES_UNKNOWN);
+    let line = checked.line(RESOLVES);
+    assert!(line.contains("resolved keeping version 0"), "{line}");
+    // Applied for real: version 0 (local) is on both sides now.
+    assert_eq!(
+        fs::read_to_string(dir.path().join("remote.txt")).unwrap(),
+        "mine"
     );
 }
