@@ -311,7 +311,7 @@ impl Manager {
             },
         )
         .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        self.conn.write_line(&format!("{line}\n")).map_err(|e| {
+        self.conn.write_line(&line).map_err(|e| {
             if self.conn.is_closed() {
                 Error::Closed
             } else {

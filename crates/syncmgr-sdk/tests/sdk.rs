@@ -858,3 +858,128 @@ fn pipelined_reports_get_their_own_answers() {
         .recv_timeout(DEADLINE)
         .expect("the exchange finishes in time (a failed assertion shows above)");
 }
+
+/// A handler that reports a conflict while it syncs, withdraws another, and
+/// applies decisions on `c1` only.
+struct Conflicting(std::sync::Arc<std::sync::Mutex<Vec<syncmgr_sdk::ConflictResolution>>>);
+
+impl syncmgr_sdk::SyncHandler for Conflicting {
+    fn info(&self) -> syncmgr_sdk::HandlerInfo {
+        syncmgr_sdk::HandlerInfo::new("conflicting")
+    }
+    fn items(
+        &mut self,
+        _: &syncmgr_sdk::InitContext,
+    ) -> Result<Vec<syncmgr_sdk::Item>, syncmgr_sdk::HandlerError> {
+        Ok(vec![syncmgr_sdk::Item::new("a", "A")])
+    }
+    fn sync_item(
+        &self,
+        item: &str,
+        progress: &syncmgr_sdk::Progress,
+    ) -> Result<syncmgr_sdk::ItemOutcome, syncmgr_sdk::HandlerError> {
+        let version = |label: &str| syncmgr_sdk::ConflictVersion {
+            label: label.into(),
+            size: Some(2),
+            modified: None,
+            detail: Some("changed".into()),
+        };
+        let report = syncmgr_sdk::ConflictReport {
+            item: item.into(),
+            conflict_id: "c1".into(),
+            text: "both changed".into(),
+            versions: vec![version("here"), version("there")],
+        };
+        progress
+            .manager()
+            .report_conflict(&report)
+            .map_err(|e| syncmgr_sdk::HandlerError::new(e.to_string()))?;
+        progress
+            .manager()
+            .conflict_resolved(item, "old")
+            .map_err(|e| syncmgr_sdk::HandlerError::new(e.to_string()))?;
+        Ok(syncmgr_sdk::ItemOutcome::succeeded())
+    }
+    fn resolve_conflict(
+        &mut self,
+        resolution: &syncmgr_sdk::ConflictResolution,
+    ) -> Result<(), syncmgr_sdk::HandlerError> {
+        if resolution.conflict_id != "c1" {
+            return Err(syncmgr_sdk::HandlerError::new("no such conflict"));
+        }
+        self.0.lock().unwrap().push(resolution.clone());
+        Ok(())
+    }
+}
+
+/// The Rust SDK's conflict calls on the wire: `reportConflict` (a request,
+/// answered), `conflictResolved` (a notification), and `resolveConflict`
+/// reaching the handler (applied, refused with its reason, bad params
+/// answered -32602).
+#[test]
+fn conflicts_go_over_the_wire_both_ways() {
+    use serde_json::json;
+
+    let decided = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&decided);
+    converse(Conflicting(decided), move |next, send| {
+        send(request(json!(1), "prepareForSync", json!({"items": ["a"]})));
+        assert_eq!(expect_line(next)["result"], json!({}));
+        send(request(json!(2), "synchronize", json!({})));
+        let mut reported = None;
+        let mut withdrawn = None;
+        loop {
+            let line = expect_line(next);
+            match line["method"].as_str() {
+                Some("progress") => send(answer(&line["id"], "continue")),
+                Some("reportConflict") => {
+                    reported = Some(line["params"].clone());
+                    send(json!({"jsonrpc": "2.0", "id": line["id"], "result": {}}));
+                }
+                Some("conflictResolved") => {
+                    assert!(line.get("id").is_none(), "a notification: {line}");
+                    withdrawn = Some(line["params"].clone());
+                }
+                _ if line["id"] == json!(2) => break,
+                _ => panic!("unexpected {line}"),
+            }
+        }
+        assert_eq!(
+            reported.expect("reported"),
+            json!({"item": "a", "conflictId": "c1", "text": "both changed", "versions": [
+                {"label": "here", "size": 2, "detail": "changed"},
+                {"label": "there", "size": 2, "detail": "changed"}]})
+        );
+        assert_eq!(
+            withdrawn.expect("withdrawn"),
+            json!({"item": "a", "conflictId": "old"})
+        );
+
+        let decide = |id: i64, conflict: &str, keep: serde_json::Value| {
+            let mut params = json!({"item": "a", "conflictId": conflict});
+            params
+                .as_object_mut()
+                .unwrap()
+                .extend(keep.as_object().unwrap().clone());
+            request(json!(id), "resolveConflict", params)
+        };
+        send(decide(3, "c1", json!({"keep": "one", "version": 1})));
+        assert_eq!(expect_line(next)["result"], json!({}));
+        send(decide(4, "c2", json!({"keep": "all"})));
+        let refused = expect_line(next);
+        assert_eq!(refused["error"]["code"], -32000, "{refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no such conflict")
+        );
+        send(decide(5, "c1", json!({"keep": "one"})));
+        assert_eq!(expect_line(next)["error"]["code"], -32602);
+        send(decide(6, "c1", json!({"keep": "some"})));
+        assert_eq!(expect_line(next)["error"]["code"], -32602);
+    });
+    let decided = seen.lock().unwrap();
+    assert_eq!(decided.len(), 1);
+    assert_eq!(decided[0].keep, syncmgr_sdk::Keep::One(1));
+}
