@@ -239,6 +239,8 @@ struct Run<'r, 'a> {
     pending_bytes: u64,
     /// The device of each root (a copy elsewhere is flushed by itself).
     root_dev: [u64; 2],
+    /// Each root with its links resolved, as the scan saw it.
+    real_roots: [Option<PathBuf>; 2],
 }
 
 /// Runs one pair.
@@ -296,6 +298,7 @@ pub(crate) fn run(paths: &PairPaths, options: &Options, reporter: &mut Reporter<
         last_save: Instant::now(),
         pending: Vec::new(),
         pending_bytes: 0,
+        real_roots: [A, B].map(|side| fs::canonicalize(&paths.roots[side]).ok()),
         root_dev: [A, B].map(|side| fs::metadata(&paths.roots[side]).map_or(0, |m| m.dev())),
     };
     if !options.dry_run {
@@ -958,6 +961,11 @@ impl Run<'_, '_> {
                 if self.blocked(on, &key) {
                     return Ok(());
                 }
+                if !self.parent_intact(on, &key) {
+                    self.stats.skipped += 1;
+                    self.failed_dirs.push((on, key));
+                    return Ok(());
+                }
                 let path = self.path(on, &key);
                 // Private until its contents are in; its mode comes at the end.
                 match DirBuilder::new().mode(0o700).create(&path) {
@@ -1015,6 +1023,9 @@ impl Run<'_, '_> {
     /// included). For a folder: the same folder, with the same entries
     /// directly in it (its modification time).
     fn unchanged_since_scan(&self, side: usize, key: &[u8]) -> bool {
+        if !self.parent_intact(side, key) {
+            return false;
+        }
         let now = fs::symlink_metadata(self.path(side, key)).ok();
         match (self.meta(side, key), now) {
             (None, None) => true,
@@ -1035,6 +1046,22 @@ impl Run<'_, '_> {
                 }
             }
             _ => false,
+        }
+    }
+
+    /// The folders leading to `key` on `side` are still real folders of the
+    /// root (none was replaced by a link since the scan): a write or a move
+    /// through them stays in the tree.
+    fn parent_intact(&self, side: usize, key: &[u8]) -> bool {
+        let Some(real) = &self.real_roots[side] else {
+            return false;
+        };
+        let rel = rel_of(key);
+        match rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+            None => fs::canonicalize(self.root(side)).ok().as_ref() == Some(real),
+            Some(parent) => {
+                fs::canonicalize(self.root(side).join(parent)).ok() == Some(real.join(parent))
+            }
         }
     }
 
@@ -1184,6 +1211,11 @@ impl Run<'_, '_> {
         let rel = rel_of(key);
         if !self.reporter.file(&rel) {
             return Err(Failure::Stopped);
+        }
+        if !self.parent_intact(from, key) || !self.parent_intact(to, key) {
+            // A folder on the way was replaced since the scan: next time.
+            self.stats.skipped += 1;
+            return Ok(());
         }
         let source = self.path(from, key);
         let dest = self.path(to, key);

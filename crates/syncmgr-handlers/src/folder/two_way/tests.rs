@@ -774,3 +774,66 @@ proptest! {
         prop_assert_eq!(ran.stats.trashed, 0);
     }
 }
+
+/// A folder swapped for a link to somewhere else after the scan: nothing
+/// is written or moved through the link, and nothing outside is touched.
+#[test]
+fn a_folder_swapped_for_a_link_after_the_scan_is_not_written_through() {
+    let pair = Pair::new();
+    write(&pair.a().join("sub/f"), "base");
+    for n in 0..3 {
+        write(&pair.a().join(format!("other{n}")), "keeps the guard quiet");
+    }
+    pair.sync();
+    let outside = pair.paths.archive.parent().unwrap().join("outside");
+    fs::create_dir_all(&outside).expect("mkdir");
+    write(&outside.join("f"), "not yours");
+    write(&pair.a().join("sub/new"), "new on a");
+    fs::remove_file(pair.a().join("sub/f")).expect("rm");
+    // The scan sees `b/sub` as the folder it is; then it becomes a link.
+    let sink = SwapAfterScan {
+        inner: Recorder::default(),
+        swap: Some((pair.b().join("sub"), outside.clone())),
+        done: std::sync::Mutex::new(false),
+    };
+    let abort = AtomicBool::new(false);
+    let mut reporter = Reporter::new(&sink, "item", &abort);
+    let outcome = sync::run(&pair.paths, &sync::Options::default(), &mut reporter);
+    let Outcome::Ran(ran) = outcome else {
+        panic!("refused: {outcome:?}");
+    };
+    assert!(ran.stats.skipped >= 2, "{:?}", ran.stats);
+    assert_eq!(read(&outside.join("f")), "not yours");
+    assert!(!outside.join("new").exists());
+}
+
+/// A sink that, at the plan's first report (`planned`), replaces a folder by
+/// a link: what a race with another program looks like.
+struct SwapAfterScan {
+    inner: Recorder,
+    swap: Option<(PathBuf, PathBuf)>,
+    done: std::sync::Mutex<bool>,
+}
+
+impl super::super::progress::Sink for SwapAfterScan {
+    fn progress(
+        &self,
+        item: &str,
+        update: &syncmgr_core::ProgressUpdate<'_>,
+    ) -> Result<ProgressReply, syncmgr_core::CallbackError> {
+        if update.max.is_some() {
+            let mut done = self.done.lock().unwrap();
+            if !*done && let Some((folder, elsewhere)) = &self.swap {
+                let aside = folder.with_file_name("aside");
+                fs::rename(folder, &aside).expect("move the folder");
+                symlink(elsewhere, folder).expect("link");
+                *done = true;
+            }
+        }
+        self.inner.progress(item, update)
+    }
+
+    fn is_cancelled(&self, item: &str) -> bool {
+        self.inner.is_cancelled(item)
+    }
+}
