@@ -148,6 +148,21 @@ fn a_change_on_one_side_goes_to_the_other_both_ways() {
         Path::new("docs/a.txt")
     );
     assert_eq!(ran.stats.copied, [2, 1]);
+    // Modification times come along (to the nanosecond the file system keeps).
+    let mtime = |p: &Path| {
+        fs::symlink_metadata(p)
+            .expect("meta")
+            .modified()
+            .expect("mtime")
+    };
+    assert_eq!(
+        mtime(&pair.a().join("b.txt")),
+        mtime(&pair.b().join("b.txt"))
+    );
+    assert_eq!(
+        mtime(&pair.a().join("docs/a.txt")),
+        mtime(&pair.b().join("docs/a.txt"))
+    );
 
     // A modification, a mode change, a deletion, a rename.
     write(&pair.b().join("docs/a.txt"), "edited in b");
@@ -836,4 +851,26 @@ impl super::super::progress::Sink for SwapAfterScan {
     fn is_cancelled(&self, item: &str) -> bool {
         self.inner.is_cancelled(item)
     }
+}
+
+/// Each run's trash is kept for the pair's retention, then emptied by a
+/// later run; a younger one stays.
+#[test]
+fn old_trash_is_emptied_and_young_trash_kept() {
+    let mut pair = Pair::new();
+    write(&pair.a().join("f"), "first");
+    pair.sync();
+    write(&pair.a().join("f"), "second");
+    pair.sync();
+    let trash = pair.b().join(".syncmgr/trash");
+    assert_eq!(fs::read_dir(&trash).expect("a trash").count(), 1);
+    assert!(contents(pair.b()).contains("first"));
+    // Kept an hour: still there after another run.
+    write(&pair.a().join("g"), "more");
+    pair.sync();
+    assert!(contents(pair.b()).contains("first"));
+    // Kept no time at all: the next run empties it.
+    pair.paths.keep_trash = Duration::ZERO;
+    pair.sync();
+    assert!(!contents(pair.b()).contains("first"));
 }
