@@ -452,21 +452,7 @@ impl HandlerCallback {
         let set = self.open_set("logError")?;
         // The results log is on disk: a handler gets a bounded share of it
         // per session, like its stderr lines and its problems.
-        let n = self.handler.log_entries.fetch_add(1, Ordering::Relaxed);
-        if n >= LOG_BUDGET {
-            if n == LOG_BUDGET {
-                self.session.manager_log(
-                    &self.handler.name,
-                    None,
-                    LogLevel::Error,
-                    Cause::OverBudget,
-                    format!(
-                        "more than {LOG_BUDGET} log entries in one session; the rest are refused"
-                    ),
-                );
-            }
-            return Err(CallbackError::OverBudget(LOG_BUDGET));
-        }
+        self.spend(&self.handler.log_entries, LOG_BUDGET, "log entries")?;
         if request.text.len() > MAX_TEXT_LEN {
             return Err(CallbackError::TextTooLong(request.text.len()));
         }
@@ -580,21 +566,7 @@ impl HandlerCallback {
                 return Err(CallbackError::TextTooLong(longest));
             }
         }
-        let n = self.handler.conflicts.fetch_add(1, Ordering::Relaxed);
-        if n >= CONFLICT_BUDGET {
-            if n == CONFLICT_BUDGET {
-                self.session.manager_log(
-                    &self.handler.name,
-                    None,
-                    LogLevel::Error,
-                    Cause::OverBudget,
-                    format!(
-                        "more than {CONFLICT_BUDGET} conflicts in one session; the rest are refused"
-                    ),
-                );
-            }
-            return Err(CallbackError::OverBudget(CONFLICT_BUDGET));
-        }
+        self.spend(&self.handler.conflicts, CONFLICT_BUDGET, "conflicts")?;
         let conflict = NewConflict {
             handler: self.handler.name.clone(),
             session: self.session.id.clone(),
@@ -613,6 +585,26 @@ impl HandlerCallback {
             .send(SessionEvent::Conflict { id, conflict })
             .await;
         Ok(id)
+    }
+
+    /// Counts one more against a handler's share of something the manager
+    /// keeps on disk this session (`what`); past `budget` it is refused, and
+    /// one entry says so.
+    fn spend(&self, counter: &AtomicU32, budget: u32, what: &str) -> Result<(), CallbackError> {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        if n < budget {
+            return Ok(());
+        }
+        if n == budget {
+            self.session.manager_log(
+                &self.handler.name,
+                None,
+                LogLevel::Error,
+                Cause::OverBudget,
+                format!("more than {budget} {what} in one session; the rest are refused"),
+            );
+        }
+        Err(CallbackError::OverBudget(budget))
     }
 
     /// `conflictResolved`: the handler settled a conflict by itself (the

@@ -255,6 +255,44 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// An item of a folder handler: checked by default, no flags.
+fn folder_item(id: String, name: String) -> Item {
+    Item {
+        id,
+        name,
+        checked: true,
+        flags: ItemFlags::default(),
+        last_update: None,
+    }
+}
+
+/// The indexes of `items` in a handler's list (`find`), or the error for
+/// the first it does not have.
+fn prepared_indexes(
+    items: &[String],
+    find: impl Fn(&str) -> Option<usize>,
+) -> Result<Vec<usize>, HandlerError> {
+    items
+        .iter()
+        .map(|id| find(id).ok_or_else(|| HandlerError::Failed(format!("no folder item {id:?}"))))
+        .collect()
+}
+
+/// Ends an item the user stopped before its turn came (`skipped`); `true`
+/// when it was.
+fn skipped_before_start(callback: &HandlerCallback, item: &str) -> bool {
+    let stopped = callback.is_cancelled(item);
+    if stopped {
+        finish(
+            callback,
+            item,
+            ItemStatus::Skipped,
+            "skipped: stopped before it started",
+        );
+    }
+    stopped
+}
+
 fn finish(callback: &HandlerCallback, item: &str, status: ItemStatus, text: &str) {
     // A refusal here is already logged against the handler by the manager.
     let _ = callback.progress(
@@ -314,13 +352,7 @@ impl Handler for FolderHandler {
             items: self
                 .items
                 .iter()
-                .map(|spec| Item {
-                    id: spec.id.clone(),
-                    name: spec.name.clone(),
-                    checked: true,
-                    flags: ItemFlags::default(),
-                    last_update: None,
-                })
+                .map(|spec| folder_item(spec.id.clone(), spec.name.clone()))
                 .collect(),
             complete: true,
         })
@@ -331,13 +363,7 @@ impl Handler for FolderHandler {
         items: &[String],
         _callback: &HandlerCallback,
     ) -> Result<(), HandlerError> {
-        self.prepared = items
-            .iter()
-            .map(|id| {
-                self.find(id)
-                    .ok_or_else(|| HandlerError::Failed(format!("no folder item {id:?}")))
-            })
-            .collect::<Result<_, _>>()?;
+        self.prepared = prepared_indexes(items, |id| self.find(id))?;
         Ok(())
     }
 
@@ -345,15 +371,7 @@ impl Handler for FolderHandler {
         self.abort = Arc::new(AtomicBool::new(false));
         let _abort = AbortOnDrop(Arc::clone(&self.abort));
         for index in std::mem::take(&mut self.prepared) {
-            let id = &self.items[index].id;
-            if callback.is_cancelled(id) {
-                let id = id.clone();
-                finish(
-                    callback,
-                    &id,
-                    ItemStatus::Skipped,
-                    "skipped: stopped before it started",
-                );
+            if skipped_before_start(callback, &self.items[index].id) {
                 continue;
             }
             self.sync_item(index, callback).await;

@@ -34,8 +34,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use syncmgr_core::{
     ConflictReport, ConflictResolution, ConflictVersion, Handler, HandlerCallback, HandlerError,
-    HandlerInfo, InitializeParams, Item, ItemEnumeration, ItemFlags, ItemStatus, LogLevel,
-    Participation, ShowErrorAnswer,
+    HandlerInfo, InitializeParams, ItemEnumeration, ItemStatus, LogLevel, Participation,
+    ShowErrorAnswer,
 };
 
 use super::config::{FolderError, FolderPair, Neighbour};
@@ -414,13 +414,7 @@ impl Handler for TwoWayHandler {
                 .config
                 .pairs
                 .iter()
-                .map(|pair| Item {
-                    id: pair.item_id(),
-                    name: pair.item_name(),
-                    checked: true,
-                    flags: ItemFlags::default(),
-                    last_update: None,
-                })
+                .map(|pair| super::folder_item(pair.item_id(), pair.item_name()))
                 .collect(),
             complete: true,
         })
@@ -431,13 +425,7 @@ impl Handler for TwoWayHandler {
         items: &[String],
         _callback: &HandlerCallback,
     ) -> Result<(), HandlerError> {
-        self.prepared = items
-            .iter()
-            .map(|id| {
-                self.find(id)
-                    .ok_or_else(|| HandlerError::Failed(format!("no folder pair {id:?}")))
-            })
-            .collect::<Result<_, _>>()?;
+        self.prepared = super::prepared_indexes(items, |id| self.find(id))?;
         Ok(())
     }
 
@@ -445,14 +433,7 @@ impl Handler for TwoWayHandler {
         self.abort = Arc::new(AtomicBool::new(false));
         let _abort = AbortOnDrop(Arc::clone(&self.abort));
         for index in std::mem::take(&mut self.prepared) {
-            let id = self.config.pairs[index].item_id();
-            if callback.is_cancelled(&id) {
-                finish(
-                    callback,
-                    &id,
-                    ItemStatus::Skipped,
-                    "skipped: stopped before it started",
-                );
+            if super::skipped_before_start(callback, &self.config.pairs[index].item_id()) {
                 continue;
             }
             self.sync_item(index, callback).await;
