@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::dashboard::{Web, mirror_with_delete, trip_the_guard};
+use crate::dashboard::{Web, mirror_with_delete, run_to_end, trip_the_guard};
 use crate::util::{PATIENCE, TestHome, wait_until};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -159,6 +159,17 @@ async fn the_dashboard_in_a_browser() {
         &["--items", "a,b", "--steps", "2000", "--step-ms", "20"],
     );
     let (src, dst) = mirror_with_delete(&home);
+    let (left, right) = (home.path().join("left"), home.path().join("right"));
+    fs::create_dir(&left).unwrap();
+    fs::create_dir(&right).unwrap();
+    fs::write(left.join("notes.txt"), "base\n").unwrap();
+    home.ok(&[
+        "register",
+        "pair",
+        "--two-way",
+        left.to_str().unwrap(),
+        right.to_str().unwrap(),
+    ]);
     let web = Web::of(&mut home);
     let Some((_driver, client)) = browser().await else {
         return;
@@ -227,6 +238,25 @@ async fn the_dashboard_in_a_browser() {
         wait_until(PATIENCE, || !dst.join("a").exists()),
         "the confirmed retry deletes"
     );
+
+    // A conflict: it shows up from the event stream; "Keep this" on the
+    // second version applies it, and the list empties.
+    run_to_end(&web, &["pair"]);
+    fs::write(left.join("notes.txt"), "left\n").unwrap();
+    fs::write(right.join("notes.txt"), "right\n").unwrap();
+    run_to_end(&web, &["pair"]);
+    let conflict = "#conflict-list li.conflict";
+    wait_for(&client, conflict).await;
+    shoot(&client, "dashboard-conflicts").await;
+    click(
+        &client,
+        &format!("{conflict} button[data-action=\"keep\"][data-version=\"1\"]"),
+    )
+    .await;
+    wait_for(&client, "#conflicts-none:not([hidden])").await;
+    assert!(wait_until(PATIENCE, || {
+        fs::read_to_string(left.join("notes.txt")).ok().as_deref() == Some("right\n")
+    }));
 
     // A phone's width.
     client.set_window_size(390, 844).await.unwrap();

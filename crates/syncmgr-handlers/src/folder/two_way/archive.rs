@@ -344,6 +344,26 @@ mod tests {
         }
     }
 
+    /// Only a missing archive is an empty one: one that cannot be read is
+    /// an error (an empty archive would make every difference a conflict
+    /// and hide deletions).
+    #[test]
+    fn an_unreadable_archive_is_an_error_not_an_empty_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let error = Archive::load(dir.path()).expect_err("a folder is no archive");
+        assert!(matches!(error, ArchiveError::Read { .. }), "{error}");
+        let error = Archive::default()
+            .save(&dir.path().join("file/in/a/file"))
+            .map(|()| ())
+            .err();
+        assert!(error.is_none(), "its folders are made");
+        fs::write(dir.path().join("plain"), b"x").expect("write");
+        let error = Archive::default()
+            .save(&dir.path().join("plain/pair.json"))
+            .expect_err("a file in the way");
+        assert!(matches!(error, ArchiveError::Write { .. }), "{error}");
+    }
+
     #[test]
     fn a_subtree_is_contiguous_and_forgotten_whole() {
         let mut archive = Archive::default();
