@@ -1599,4 +1599,64 @@ mod tests {
             }
         }
     }
+
+    /// The conflict calls: a report with every optional member and one
+    /// without, as the core's types and back; decisions, and the shapes of
+    /// `keep` that are refused.
+    #[test]
+    fn conflict_types_round_trip_and_bad_decisions_are_refused() {
+        let full = r#"{"item":"a","conflictId":"c1","text":"t","versions":[{"label":"x","size":3,"modified":"2026-12-06T10:00:00Z","detail":"d"},{"label":"y"}]}"#;
+        let p: ReportConflictParams = serde_json::from_str(full).unwrap();
+        let report = ConflictReport::from(p.clone());
+        assert_eq!(report.versions[0].size, Some(3));
+        assert_eq!(
+            report.versions[0].modified,
+            Some(Utc.with_ymd_and_hms(2026, 12, 6, 10, 0, 0).unwrap())
+        );
+        assert_eq!(report.versions[1].detail, None);
+        assert_eq!(ReportConflictParams::from(&report), p);
+        let bad_time = full.replace("2026-12-06T10:00:00Z", "yesterday");
+        assert!(serde_json::from_str::<ReportConflictParams>(&bad_time).is_err());
+        assert!(
+            serde_json::from_str::<ReportConflictParams>(
+                r#"{"item":"a","conflictId":"c","text":"t"}"#
+            )
+            .is_err()
+        );
+
+        for (keep, version, expected) in [
+            ("one", Some(1), Ok(Keep::One(1))),
+            ("all", None, Ok(Keep::All)),
+            ("one", None, Err("needs a version")),
+            ("all", Some(0), Err("takes no version")),
+            ("some", None, Err("must be")),
+        ] {
+            let p = ResolveConflictParams {
+                item: "a".into(),
+                conflict_id: "c1".into(),
+                keep: keep.into(),
+                version,
+            };
+            match (ConflictResolution::try_from(p.clone()), expected) {
+                (Ok(r), Ok(k)) => {
+                    assert_eq!(r.keep, k);
+                    assert_eq!(ResolveConflictParams::from(&r), p);
+                }
+                (Err(e), Err(needle)) => assert!(e.contains(needle), "{e}"),
+                (got, want) => panic!("{keep} {version:?}: {got:?}, expected {want:?}"),
+            }
+        }
+        let line = encode_notification(
+            method::CONFLICT_RESOLVED,
+            &ConflictResolvedParams {
+                item: "a".into(),
+                conflict_id: "c1".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            line,
+            "{\"jsonrpc\":\"2.0\",\"method\":\"conflictResolved\",\"params\":{\"item\":\"a\",\"conflictId\":\"c1\"}}\n"
+        );
+    }
 }
