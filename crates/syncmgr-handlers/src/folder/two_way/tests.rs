@@ -874,3 +874,203 @@ fn old_trash_is_emptied_and_young_trash_kept() {
     pair.sync();
     assert!(!contents(pair.b()).contains("first"));
 }
+
+/// A pair synced once with `base` at `rel`, then changed on both sides by
+/// `on_a` and `on_b`, and synced into a conflict: its id.
+fn conflicted(pair: &Pair, rel: &str, on_a: impl Fn(&Path), on_b: impl Fn(&Path)) -> String {
+    write(&pair.a().join(rel), "base");
+    for n in 0..3 {
+        write(&pair.a().join(format!("keep{n}")), "keeps the guards quiet");
+    }
+    pair.sync();
+    on_a(&pair.a().join(rel));
+    on_b(&pair.b().join(rel));
+    let ran = pair.sync();
+    conflict_of(&ran, rel)
+}
+
+fn replace_with_dir(path: &Path) {
+    fs::remove_file(path).expect("rm");
+    write(&path.join("inside"), "in the folder");
+}
+
+/// Keep all where one side deleted: the version there is kept, on both.
+#[test]
+fn keeping_all_of_a_modify_delete_conflict_keeps_the_one_there_is() {
+    for deleted_on_a in [false, true] {
+        let pair = Pair::new();
+        let id = conflicted(
+            &pair,
+            "f",
+            |p| {
+                if deleted_on_a {
+                    fs::remove_file(p).unwrap()
+                } else {
+                    write(p, "edited")
+                }
+            },
+            |p| {
+                if deleted_on_a {
+                    write(p, "edited")
+                } else {
+                    fs::remove_file(p).unwrap()
+                }
+            },
+        );
+        resolve(&pair.paths, &id, Keep::All).expect("resolved");
+        let ran = pair.sync();
+        assert!(pair.conflicts(&ran).is_empty());
+        assert_eq!(read(&pair.a().join("f")), "edited");
+        assert_eq!(read(&pair.b().join("f")), "edited");
+    }
+}
+
+/// Keep one, where the version kept is the deletion: the other goes to the
+/// trash, on its side only.
+#[test]
+fn keeping_a_deletion_trashes_the_other_version() {
+    let pair = Pair::new();
+    let id = conflicted(
+        &pair,
+        "f",
+        |p| fs::remove_file(p).unwrap(),
+        |p| write(p, "edited"),
+    );
+    resolve(&pair.paths, &id, Keep::One(0)).expect("resolved");
+    let ran = pair.sync();
+    assert!(pair.conflicts(&ran).is_empty());
+    assert!(!pair.a().join("f").exists() && !pair.b().join("f").exists());
+    let trash = pair.b().join(".syncmgr/trash");
+    let runs: Vec<String> = fs::read_dir(&trash)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    // `YYYYMMDD-HHMMSS-resolved`.
+    let name = &runs[0];
+    assert!(
+        name.ends_with("-resolved") && name.len() == "20261206-101112-resolved".len(),
+        "{name}"
+    );
+    assert!(name[..8].chars().all(|c| c.is_ascii_digit()), "{name}");
+    assert_eq!(read(&trash.join(name).join("f")), "edited");
+}
+
+/// Keep all of a file against a folder: the file makes way (renamed
+/// aside), whichever side it is on; both reach both sides.
+#[test]
+fn keeping_all_of_a_file_and_a_folder_renames_the_file() {
+    for folder_on_a in [false, true] {
+        let pair = Pair::new();
+        let id = conflicted(
+            &pair,
+            "x.txt",
+            |p| {
+                if folder_on_a {
+                    replace_with_dir(p)
+                } else {
+                    write(p, "file")
+                }
+            },
+            |p| {
+                if folder_on_a {
+                    write(p, "file")
+                } else {
+                    replace_with_dir(p)
+                }
+            },
+        );
+        resolve(&pair.paths, &id, Keep::All).expect("resolved");
+        let ran = pair.sync();
+        assert!(
+            pair.conflicts(&ran).is_empty(),
+            "{:?}",
+            pair.conflicts(&ran)
+        );
+        assert_eq!(tree(pair.a()), tree(pair.b()));
+        assert_eq!(read(&pair.a().join("x.txt/inside")), "in the folder");
+        let aside = tree(pair.a())
+            .into_iter()
+            .find(|(rel, _)| rel.to_string_lossy().starts_with("x.sync-conflict-"))
+            .expect("the file, renamed aside");
+        assert!(aside.1.ends_with(" file"), "{aside:?}");
+    }
+}
+
+/// Keep all of two files with the same modification time: the second
+/// folder's makes way (a stable rule, so both sides agree).
+#[test]
+fn keeping_all_with_equal_times_renames_the_second_folders_file() {
+    let pair = Pair::new();
+    let when = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let set = |p: &Path, text: &str| {
+        write(p, text);
+        fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    };
+    let id = conflicted(&pair, "f.txt", |p| set(p, "from a"), |p| set(p, "from b!"));
+    resolve(&pair.paths, &id, Keep::All).expect("resolved");
+    pair.sync();
+    assert_eq!(read(&pair.a().join("f.txt")), "from a");
+    assert_eq!(read(&pair.b().join("f.txt")), "from a");
+    let aside = tree(pair.b())
+        .into_iter()
+        .find(|(rel, _)| rel.to_string_lossy().starts_with("f.sync-conflict-"))
+        .expect("b's file, renamed aside");
+    assert!(aside.1.ends_with("from b!"), "{aside:?}");
+}
+
+/// Two folders whose modes both changed: keeping one sets the other's
+/// mode; nothing inside moves.
+#[test]
+fn keeping_one_folder_mode_moves_nothing_inside() {
+    let pair = Pair::new();
+    let chmod =
+        |p: &Path, mode: u32| fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    write(&pair.a().join("d/inside"), "stays");
+    for n in 0..3 {
+        write(&pair.a().join(format!("keep{n}")), "keeps the guards quiet");
+    }
+    pair.sync();
+    chmod(&pair.a().join("d"), 0o700);
+    chmod(&pair.b().join("d"), 0o750);
+    let ran = pair.sync();
+    let id = conflict_of(&ran, "d");
+    resolve(&pair.paths, &id, Keep::One(1)).expect("resolved");
+    let ran = pair.sync();
+    assert!(
+        pair.conflicts(&ran).is_empty(),
+        "{:?}",
+        pair.conflicts(&ran)
+    );
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&pair.a().join("d")), 0o750);
+    assert_eq!(read(&pair.a().join("d/inside")), "stays");
+    assert_eq!(read(&pair.b().join("d/inside")), "stays");
+    assert!(
+        !pair.a().join(".syncmgr/trash").exists(),
+        "nothing went to the trash"
+    );
+}
+
+/// The same path resolved twice in one second: the second loser gets a
+/// name of its own in the trash; both are kept.
+#[test]
+fn two_losers_of_one_path_are_both_kept_in_the_trash() {
+    let pair = Pair::new();
+    let id = conflicted(&pair, "f", |p| write(p, "a1"), |p| write(p, "b1"));
+    resolve(&pair.paths, &id, Keep::One(1)).expect("resolved");
+    pair.sync();
+    write(&pair.a().join("f"), "a2");
+    write(&pair.b().join("f"), "b2");
+    let ran = pair.sync();
+    let id = conflict_of(&ran, "f");
+    resolve(&pair.paths, &id, Keep::One(1)).expect("resolved");
+    pair.sync();
+    let kept = contents(pair.a());
+    assert!(kept.contains("a1") && kept.contains("a2"), "{kept:?}");
+}
