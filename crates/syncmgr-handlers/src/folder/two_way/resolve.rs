@@ -119,10 +119,9 @@ pub(crate) fn resolve(paths: &PairPaths, id: &str, keep: Keep) -> Result<(), Res
                     };
                     rename_aside(&sides[loser])?;
                 }
-                // One side has nothing: keeping all is keeping the one
-                // there is.
-                (Some(_), None) => trash_if_any(&paths.roots[B], &rel)?,
-                (None, Some(_)) => trash_if_any(&paths.roots[A], &rel)?,
+                // One side has nothing (checked above): keeping all is
+                // keeping the one there is, which the next sync copies.
+                (Some(_), None) | (None, Some(_)) => {}
                 _ => {
                     return Err(ResolveError::NotBoth(
                         "two folders, or nothing on either side".to_owned(),
@@ -142,20 +141,16 @@ fn seen_of(conflict: &OpenConflict, side: usize) -> Option<Seen> {
     if side == A { conflict.a } else { conflict.b }
 }
 
-fn trash_if_any(root: &Path, rel: &Path) -> Result<(), ResolveError> {
-    if fs::symlink_metadata(root.join(rel)).is_ok() {
-        trash(root, rel)?;
-    }
-    Ok(())
-}
-
 /// Moves `root/rel` to the root's trash, under a folder of its own.
 fn trash(root: &Path, rel: &Path) -> Result<(), ResolveError> {
+    trash_as(root, rel, &format!("{}-resolved", stamp_now()))
+}
+
+/// [`trash`] into the trash folder `run`; a name already taken there (the
+/// same path resolved twice in one second) gets `.1`, `.2`...
+fn trash_as(root: &Path, rel: &Path, run: &str) -> Result<(), ResolveError> {
     let from = root.join(rel);
-    let dir = root
-        .join(STATE_DIR)
-        .join("trash")
-        .join(format!("{}-resolved", stamp_now()));
+    let dir = root.join(STATE_DIR).join("trash").join(run);
     let mut to = dir.join(rel);
     if let Some(parent) = to.parent() {
         fs::create_dir_all(parent).map_err(io_error("make the trash folder", parent))?;
@@ -278,6 +273,39 @@ mod tests {
             conflict_name(Path::new("/a/archive.tar.gz"), stamp),
             Path::new("/a/archive.tar.sync-conflict-20261206-101112.gz")
         );
+    }
+
+    /// A name taken in the trash is passed over, never replaced; a rename
+    /// taken aside likewise.
+    #[test]
+    fn taken_names_are_passed_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        for text in ["first", "second", "third"] {
+            fs::write(root.join("f"), text).expect("write");
+            trash_as(root, Path::new("f"), "run").expect("trashed");
+        }
+        let trash = root.join(STATE_DIR).join("trash/run");
+        let kept: Vec<String> = ["f", "f.1", "f.2"]
+            .iter()
+            .map(|n| fs::read_to_string(trash.join(n)).expect("kept"))
+            .collect();
+        assert_eq!(kept, ["first", "second", "third"]);
+        // Nothing there: an error naming the path.
+        let error = trash_as(root, Path::new("none"), "run").expect_err("nothing to move");
+        assert!(error.to_string().contains("none"), "{error}");
+
+        for text in ["one", "two"] {
+            fs::write(root.join("g.txt"), text).expect("write");
+            rename_aside(&root.join("g.txt")).expect("renamed");
+        }
+        let aside: Vec<String> = fs::read_dir(root)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("g.sync-conflict-"))
+            .collect();
+        assert_eq!(aside.len(), 2, "{aside:?}");
+        assert!(aside.iter().all(|n| n.ends_with(".txt")), "{aside:?}");
     }
 
     #[test]

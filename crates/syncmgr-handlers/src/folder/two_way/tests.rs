@@ -1074,3 +1074,38 @@ fn two_losers_of_one_path_are_both_kept_in_the_trash() {
     let kept = contents(pair.a());
     assert!(kept.contains("a1") && kept.contains("a2"), "{kept:?}");
 }
+
+/// Keep one of a file and a folder: the folder wins whole, the file goes
+/// to the trash; keep all of two folders (a mode conflict) is refused.
+#[test]
+fn keeping_a_folder_over_a_file_and_all_of_two_folders() {
+    let pair = Pair::new();
+    let id = conflicted(&pair, "x", replace_with_dir, |p| write(p, "file"));
+    resolve(&pair.paths, &id, Keep::One(0)).expect("resolved");
+    let ran = pair.sync();
+    assert!(
+        pair.conflicts(&ran).is_empty(),
+        "{:?}",
+        pair.conflicts(&ran)
+    );
+    assert_eq!(read(&pair.b().join("x/inside")), "in the folder");
+    assert!(
+        contents(pair.b()).contains("file"),
+        "the file is in the trash"
+    );
+
+    let pair = Pair::new();
+    write(&pair.a().join("d/inside"), "stays");
+    for n in 0..3 {
+        write(&pair.a().join(format!("keep{n}")), "keeps the guards quiet");
+    }
+    pair.sync();
+    let chmod =
+        |p: &Path, mode: u32| fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    chmod(&pair.a().join("d"), 0o700);
+    chmod(&pair.b().join("d"), 0o750);
+    let id = conflict_of(&pair.sync(), "d");
+    let error = resolve(&pair.paths, &id, Keep::All).expect_err("two folders");
+    assert!(matches!(error, ResolveError::NotBoth(_)), "{error}");
+    assert_eq!(read(&pair.b().join("d/inside")), "stays");
+}
