@@ -1109,3 +1109,35 @@ fn keeping_a_folder_over_a_file_and_all_of_two_folders() {
     assert!(matches!(error, ResolveError::NotBoth(_)), "{error}");
     assert_eq!(read(&pair.b().join("d/inside")), "stays");
 }
+
+/// The diff of a conflict: two small text files give `diff -u`; a folder,
+/// a binary file, a large one or an unknown conflict give none.
+#[test]
+fn a_conflict_diff_is_for_two_small_text_files_only() {
+    let pair = Pair::new();
+    let id = conflicted(
+        &pair,
+        "t.txt",
+        |p| write(p, "one\ntwo\n"),
+        |p| write(p, "one\n2\n"),
+    );
+    let diff = super::resolve::diff(&pair.paths, &id).expect("a diff");
+    assert!(
+        diff.starts_with("--- ") && diff.contains("\n-two\n+2\n"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("a/t.txt") && diff.contains("b/t.txt"),
+        "{diff}"
+    );
+    assert_eq!(super::resolve::diff(&pair.paths, "path-unknown"), None);
+    for (side, data) in [(0, vec![0u8, 1, 2]), (1, vec![b'x'; (1 << 20) + 1])] {
+        let pair = Pair::new();
+        let id = conflicted(&pair, "f", |p| write(p, "a text"), |p| write(p, "another"));
+        fs::write(pair.paths.roots[side].join("f"), &data).expect("write");
+        assert_eq!(super::resolve::diff(&pair.paths, &id), None);
+    }
+    let pair = Pair::new();
+    let id = conflicted(&pair, "x", replace_with_dir, |p| write(p, "file"));
+    assert_eq!(super::resolve::diff(&pair.paths, &id), None);
+}
