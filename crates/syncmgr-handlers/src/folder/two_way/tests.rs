@@ -1141,3 +1141,30 @@ fn a_conflict_diff_is_for_two_small_text_files_only() {
     let id = conflicted(&pair, "x", replace_with_dir, |p| write(p, "file"));
     assert_eq!(super::resolve::diff(&pair.paths, &id), None);
 }
+
+/// What the walk cannot sync (a FIFO where a file was) is left alone on
+/// both sides: never taken for a deletion of the file on the other side.
+#[test]
+fn an_entry_that_cannot_be_synced_is_not_a_deletion() {
+    let pair = Pair::new();
+    write(&pair.a().join("p"), "a file");
+    for n in 0..3 {
+        write(&pair.a().join(format!("keep{n}")), "keeps the guards quiet");
+    }
+    pair.sync();
+    fs::remove_file(pair.a().join("p")).expect("rm");
+    let made = std::process::Command::new("mkfifo")
+        .arg(pair.a().join("p"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let ran = pair.sync();
+    assert_eq!(ran.problems.len(), 1, "{:?}", ran.problems);
+    assert!(
+        ran.problems[0].contains("not a file, folder or link"),
+        "{:?}",
+        ran.problems
+    );
+    assert_eq!(read(&pair.b().join("p")), "a file");
+    assert_eq!(ran.stats.trashed, 0);
+}
