@@ -362,6 +362,11 @@ fn every_documented_json_shape_matches_real_output() {
     );
     let show = serde_json::json!({"confirm": false});
     conforms(&all, &mut used, "showRequest", &show);
+    let resolve = serde_json::json!({"keep": null});
+    conforms(&all, &mut used, "resolveRequest", &resolve);
+    let unknown = web.call("POST", "/api/v1/conflicts/999/resolve", Some(&resolve));
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    conforms(&all, &mut used, "apiError", &unknown.json());
     let schedule = serde_json::json!({
         "name": "web", "every": "1h", "cron": null, "timezone": null, "jitter": "1m",
         "noCatchUp": true, "targets": ["slow"]
