@@ -1015,14 +1015,7 @@ async fn show_error(
     let planned = read(shared, move |store| plan::show_error_job(store, entry)).await;
     let job = match planned {
         Ok((_, job)) => job,
-        Err(e) => {
-            let usage = matches!(e, ManagerError::Usage(_));
-            let refused = api::Refused {
-                error: e.to_string(),
-                usage,
-            };
-            return send(write, &SyncReply::Refused(refused)).await;
-        }
+        Err(e) => return refuse(write, &e).await,
     };
     let (asks_tx, asks) = tokio::sync::mpsc::unbounded_channel();
     let confirm = Arc::new(RemoteConfirm {
@@ -1050,6 +1043,16 @@ async fn show_error(
     follow(shared, write, lines, &id, &feed, Some(asks)).await
 }
 
+/// Answers a request the daemon cannot plan: the error, and whether it is
+/// bad input (the command's exit 2).
+async fn refuse(write: &mut OwnedWriteHalf, e: &ManagerError) -> std::io::Result<()> {
+    let refused = api::Refused {
+        error: e.to_string(),
+        usage: matches!(e, ManagerError::Usage(_)),
+    };
+    send(write, &SyncReply::Refused(refused)).await
+}
+
 /// `conflicts resolve`: a session that asks the handlers to apply the
 /// decisions, then syncs what they resolved; followed like `sync`.
 async fn resolve(
@@ -1063,14 +1066,7 @@ async fn resolve(
     let planned = read(shared, move |store| plan::resolve_jobs(store, &decisions)).await;
     let jobs = match planned {
         Ok(jobs) => jobs,
-        Err(e) => {
-            let usage = matches!(e, ManagerError::Usage(_));
-            let refused = api::Refused {
-                error: e.to_string(),
-                usage,
-            };
-            return send(write, &SyncReply::Refused(refused)).await;
-        }
+        Err(e) => return refuse(write, &e).await,
     };
     let ask = Ask {
         reason: requested_by(false),

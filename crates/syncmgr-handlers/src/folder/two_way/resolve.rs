@@ -14,7 +14,7 @@ use syncmgr_core::Keep;
 use super::super::progress::path_text;
 use super::archive::{Archive, Kind, OpenConflict, Seen, rel_of};
 use super::scan::{Meta, STATE_DIR};
-use super::sync::{A, B, PairPaths};
+use super::sync::{A, B, PairPaths, move_without_replacing};
 
 /// Why a decision was not applied (the conflict stays).
 #[derive(Debug, thiserror::Error)]
@@ -151,26 +151,18 @@ fn trash(root: &Path, rel: &Path) -> Result<(), ResolveError> {
 fn trash_as(root: &Path, rel: &Path, run: &str) -> Result<(), ResolveError> {
     let from = root.join(rel);
     let dir = root.join(STATE_DIR).join("trash").join(run);
-    let mut to = dir.join(rel);
+    let to = dir.join(rel);
     if let Some(parent) = to.parent() {
         fs::create_dir_all(parent).map_err(io_error("make the trash folder", parent))?;
     }
-    let mut n = 1;
-    loop {
-        match syncmgr_sys::rename_new(&from, &to) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let mut name = rel.file_name().unwrap_or_default().to_os_string();
-                name.push(format!(".{n}"));
-                to.set_file_name(name);
-                n += 1;
-            }
-            Err(e) if syncmgr_sys::rename_unsupported(&e) => {
-                return fs::rename(&from, &to).map_err(io_error("move to the trash", &from));
-            }
-            Err(e) => return Err(io_error("move to the trash", &from)(e)),
-        }
+    // A conflict's version that is gone now was stale: the check before
+    // said otherwise, so say so rather than call it done.
+    if fs::symlink_metadata(&from).is_err() {
+        return Err(ResolveError::Stale {
+            path: path_text(&from).into_owned(),
+        });
     }
+    move_without_replacing(&from, to).map_err(io_error("move to the trash", &from))
 }
 
 fn stamp_now() -> String {

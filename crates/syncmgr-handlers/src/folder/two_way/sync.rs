@@ -1090,29 +1090,13 @@ impl Run<'_, '_> {
 
     fn move_to_trash(&mut self, side: usize, from: &Path, rel: &Path) -> Result<(), Problem> {
         let trash = self.trash_dir(side)?;
-        let mut to = trash.join(rel);
+        let to = trash.join(rel);
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent)
                 .map_err(|e| Problem::io("cannot make the trash folder", parent, &e))?;
         }
-        let mut n = 1;
-        loop {
-            match syncmgr_sys::rename_new(from, &to) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let mut name = rel.file_name().unwrap_or_default().to_os_string();
-                    name.push(format!(".{n}"));
-                    to.set_file_name(name);
-                    n += 1;
-                }
-                Err(e) if syncmgr_sys::rename_unsupported(&e) && !to.exists() => {
-                    return fs::rename(from, &to)
-                        .map_err(|e| Problem::io("cannot move to the trash:", from, &e));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(Problem::io("cannot move to the trash:", from, &e)),
-            }
-        }
+        move_without_replacing(from, to)
+            .map_err(|e| Problem::io("cannot move to the trash:", from, &e))
     }
 
     /// Records that both sides hold what they hold now at `key`.
@@ -1537,6 +1521,35 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// Renames `from` to `to`, or to `to.1`, `to.2`... when the name is taken:
+/// never over anything (the trash may already hold a version of the same
+/// path). A `from` already gone is done.
+pub(super) fn move_without_replacing(from: &Path, mut to: PathBuf) -> io::Result<()> {
+    let name = to.file_name().unwrap_or_default().to_os_string();
+    let mut n = 1;
+    loop {
+        match syncmgr_sys::rename_new(from, &to) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let mut next = name.clone();
+                next.push(format!(".{n}"));
+                to.set_file_name(next);
+                n += 1;
+            }
+            // No `renameat2` here: a plain rename, once the name is free.
+            Err(e) if syncmgr_sys::rename_unsupported(&e) && !to.exists() => {
+                return fs::rename(from, &to);
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(from).is_err() =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Removes a temporary entry of ours (a file, a link, or an old folder
