@@ -97,6 +97,11 @@ pub fn decisions(
     args: &ResolveArgs,
 ) -> anyhow::Result<(Vec<api::Decision>, Vec<i64>)> {
     if let Some(id) = args.id {
+        if args.keep_newer {
+            return Err(usage(
+                "--keep-newer goes with --all; one conflict takes --keep N or --keep-all",
+            ));
+        }
         let keep = if args.keep_all {
             None
         } else {
