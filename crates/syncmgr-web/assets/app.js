@@ -123,6 +123,19 @@ async function reloadConflicts() {
   const conflicts = await api("GET", "/conflicts");
   document.getElementById("conflict-list").replaceChildren(...conflicts.map(conflictRow));
   document.getElementById("conflicts-none").hidden = conflicts.length > 0;
+  // The notice says how many wait, as the page rendered it.
+  let waiting = document.querySelector('#notices [data-notice="conflicts"]');
+  if (conflicts.length === 0) {
+    if (waiting) waiting.remove();
+    return;
+  }
+  if (!waiting) {
+    waiting = el("p", { class: "notice warning", "data-notice": "conflicts" });
+    document.getElementById("notices").append(waiting);
+  }
+  const n = conflicts.length;
+  waiting.replaceChildren(n + (n === 1 ? " conflict waits" : " conflicts wait") +
+    " for your decision: see ", el("a", { href: "#conflicts" }, "Conflicts"), ".");
 }
 
 async function reloadHistory() {

@@ -247,6 +247,8 @@ async fn the_dashboard_in_a_browser() {
     run_to_end(&web, &["pair"]);
     let conflict = "#conflict-list li.conflict";
     wait_for(&client, conflict).await;
+    // The notice follows the list (the page was rendered before).
+    wait_for(&client, "#notices [data-notice=\"conflicts\"]").await;
     shoot(&client, "dashboard-conflicts").await;
     click(
         &client,
@@ -254,6 +256,13 @@ async fn the_dashboard_in_a_browser() {
     )
     .await;
     wait_for(&client, "#conflicts-none:not([hidden])").await;
+    let gone = client
+        .find_all(fantoccini::Locator::Css(
+            "#notices [data-notice=\"conflicts\"]",
+        ))
+        .await
+        .expect("find");
+    assert!(gone.is_empty(), "the notice goes with the last conflict");
     assert!(wait_until(PATIENCE, || {
         fs::read_to_string(left.join("notes.txt")).ok().as_deref() == Some("right\n")
     }));
