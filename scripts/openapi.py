@@ -116,7 +116,8 @@ def document():
         "/api/v1/log": {"get": op(
             "The results log, oldest first",
             {"200": answer("The `log --json` array", "log")},
-            params=[query("level", LEVEL, "This level or more severe"),
+            params=[query("level", {"enum": [""] + LEVEL["enum"]},
+                          "This level or more severe (empty: every level)"),
                     query("handler", {"type": "string"}, "Only about this registration"),
                     query("session", {"type": "string"}, "Only from this session"),
                     query("after", {"type": "integer", "format": "int64"}, "Only entries with a larger id")])},
