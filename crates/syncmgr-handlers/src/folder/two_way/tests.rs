@@ -796,9 +796,7 @@ proptest! {
 fn a_folder_swapped_for_a_link_after_the_scan_is_not_written_through() {
     let pair = Pair::new();
     write(&pair.a().join("sub/f"), "base");
-    for n in 0..3 {
-        write(&pair.a().join(format!("other{n}")), "keeps the guard quiet");
-    }
+    quiet_the_guards(&pair);
     pair.sync();
     let outside = pair.paths.archive.parent().unwrap().join("outside");
     fs::create_dir_all(&outside).expect("mkdir");
@@ -875,13 +873,23 @@ fn old_trash_is_emptied_and_young_trash_kept() {
     assert!(!contents(pair.b()).contains("first"));
 }
 
+/// Three more files on A, so that one path going to a trash is never
+/// more than half of a side (the mass-deletion guard stays quiet).
+fn quiet_the_guards(pair: &Pair) {
+    for n in 0..3 {
+        write(&pair.a().join(format!("keep{n}")), "keeps the guards quiet");
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
 /// A pair synced once with `base` at `rel`, then changed on both sides by
 /// `on_a` and `on_b`, and synced into a conflict: its id.
 fn conflicted(pair: &Pair, rel: &str, on_a: impl Fn(&Path), on_b: impl Fn(&Path)) -> String {
     write(&pair.a().join(rel), "base");
-    for n in 0..3 {
-        write(&pair.a().join(format!("keep{n}")), "keeps the guards quiet");
-    }
+    quiet_the_guards(pair);
     pair.sync();
     on_a(&pair.a().join(rel));
     on_b(&pair.b().join(rel));
@@ -1029,12 +1037,8 @@ fn keeping_all_with_equal_times_renames_the_second_folders_file() {
 #[test]
 fn keeping_one_folder_mode_moves_nothing_inside() {
     let pair = Pair::new();
-    let chmod =
-        |p: &Path, mode: u32| fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
     write(&pair.a().join("d/inside"), "stays");
-    for n in 0..3 {
-        write(&pair.a().join(format!("keep{n}")), "keeps the guards quiet");
-    }
+    quiet_the_guards(&pair);
     pair.sync();
     chmod(&pair.a().join("d"), 0o700);
     chmod(&pair.b().join("d"), 0o750);
@@ -1096,12 +1100,8 @@ fn keeping_a_folder_over_a_file_and_all_of_two_folders() {
 
     let pair = Pair::new();
     write(&pair.a().join("d/inside"), "stays");
-    for n in 0..3 {
-        write(&pair.a().join(format!("keep{n}")), "keeps the guards quiet");
-    }
+    quiet_the_guards(&pair);
     pair.sync();
-    let chmod =
-        |p: &Path, mode: u32| fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
     chmod(&pair.a().join("d"), 0o700);
     chmod(&pair.b().join("d"), 0o750);
     let id = conflict_of(&pair.sync(), "d");
@@ -1148,9 +1148,7 @@ fn a_conflict_diff_is_for_two_small_text_files_only() {
 fn an_entry_that_cannot_be_synced_is_not_a_deletion() {
     let pair = Pair::new();
     write(&pair.a().join("p"), "a file");
-    for n in 0..3 {
-        write(&pair.a().join(format!("keep{n}")), "keeps the guards quiet");
-    }
+    quiet_the_guards(&pair);
     pair.sync();
     fs::remove_file(pair.a().join("p")).expect("rm");
     let made = std::process::Command::new("mkfifo")
