@@ -588,7 +588,7 @@ impl Scanner<'_, '_> {
 }
 
 /// Reads until `buf` is full or the file ends; returns how much was read.
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match file.read(&mut buf[filled..]) {

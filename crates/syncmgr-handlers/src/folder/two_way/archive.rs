@@ -68,6 +68,18 @@ pub(super) struct Seen {
     pub(super) stamp: Stamp,
 }
 
+impl Stamp {
+    /// The modification time as a time (before 1970 included).
+    pub(super) fn modified(&self) -> std::time::SystemTime {
+        let since = std::time::Duration::from_nanos(self.mtime.unsigned_abs());
+        if self.mtime >= 0 {
+            std::time::SystemTime::UNIX_EPOCH + since
+        } else {
+            std::time::SystemTime::UNIX_EPOCH - since
+        }
+    }
+}
+
 /// An open conflict, as the handler knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct OpenConflict {
@@ -219,6 +231,16 @@ pub(super) fn is_within(key: &[u8], root: &[u8]) -> bool {
     key.starts_with(root) && (key.len() == root.len() || key[root.len()] == 0)
 }
 
+/// Bytes as lowercase hex (paths in the archive, links' targets).
+pub(super) fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        text.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    text
+}
+
 /// The key of a relative path.
 #[cfg(test)]
 pub(super) fn key_of(rel: &Path) -> Key {
@@ -252,12 +274,7 @@ mod hex_key {
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 
     pub(super) fn serialize<S: Serializer>(key: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        let mut text = String::with_capacity(key.len() * 2);
-        for b in key {
-            text.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-            text.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-        }
-        s.serialize_str(&text)
+        s.serialize_str(&super::hex(key))
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
@@ -360,6 +377,29 @@ mod tests {
             .save(&dir.path().join("plain/pair.json"))
             .expect_err("a file in the way");
         assert!(matches!(error, ArchiveError::Write { .. }), "{error}");
+    }
+
+    /// A stamp's time, on both sides of 1970, and hex as the archive writes it.
+    #[test]
+    fn stamps_give_their_times_and_hex_is_lowercase() {
+        use std::time::{Duration, SystemTime};
+        let at = |mtime| {
+            Stamp {
+                ino: 0,
+                mtime,
+                ctime: 0,
+            }
+            .modified()
+        };
+        assert_eq!(
+            at(1_500_000_000),
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)
+        );
+        assert_eq!(
+            at(-2_000_000_001),
+            SystemTime::UNIX_EPOCH - Duration::new(2, 1)
+        );
+        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use super::super::plan::{CHUNK, TEMP_PREFIX};
 use super::super::progress::{Reporter, path_text};
-use super::archive::{Key, Kind, Stamp};
+use super::archive::{Key, Kind, Stamp, hex};
 
 /// The folder at each root that holds the trash (and is never synced).
 pub const STATE_DIR: &str = ".syncmgr";
@@ -203,14 +203,4 @@ pub(super) fn hash_open(
         }
     }
     Ok(Some(hasher.finalize().to_hex().to_string()))
-}
-
-/// Bytes as lowercase hex.
-pub(super) fn hex(bytes: &[u8]) -> String {
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        text.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        text.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    text
 }

@@ -23,18 +23,18 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, DirBuilder, File, FileTimes, OpenOptions, Permissions};
-use std::io::{self, Read, Write as _};
+use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::super::exec::temp_path;
-use super::super::plan::{CHUNK, Problem};
+use super::super::plan::{CHUNK, Problem, read_full};
 use super::super::progress::{Reporter, path_text};
 use super::archive::{
-    Archive, Entry, Key, Kind, OpenConflict, Seen, Stamp, is_within, parent_of, rel_of,
+    Archive, Entry, Key, Kind, OpenConflict, Seen, Stamp, hex, is_within, parent_of, rel_of,
 };
-use super::scan::{self, Meta, STATE_DIR, Tree, hex};
+use super::scan::{self, Meta, STATE_DIR, Tree};
 
 /// Sides, as indexes into the per-side arrays.
 pub(super) const A: usize = 0;
@@ -851,10 +851,7 @@ impl Run<'_, '_> {
                 path: self.path(side, key),
                 what: describe(side),
                 size: meta.filter(|m| m.kind == Kind::File).map(|m| m.size),
-                modified: meta.map(|m| {
-                    SystemTime::UNIX_EPOCH
-                        + Duration::from_nanos(u64::try_from(m.stamp.mtime).unwrap_or(0))
-                }),
+                modified: meta.map(|m| m.stamp.modified()),
             }
         });
         let rel = rel_of(key);
@@ -1367,10 +1364,7 @@ impl Run<'_, '_> {
         let temp = temp_path(dest);
         std::os::unix::fs::symlink(&target, &temp)
             .map_err(|e| Failure::Skip(Problem::io("cannot create the link", dest, &e)))?;
-        let mtime = filetime::FileTime::from_unix_time(
-            src.stamp.mtime.div_euclid(1_000_000_000),
-            u32::try_from(src.stamp.mtime.rem_euclid(1_000_000_000)).unwrap_or(0),
-        );
+        let mtime = filetime::FileTime::from_system_time(src.stamp.modified());
         let _ = filetime::set_symlink_file_times(&temp, mtime, mtime);
         Ok(Some((temp, None)))
     }
@@ -1452,10 +1446,7 @@ impl Run<'_, '_> {
                 continue;
             };
             let path = self.path(side, &key);
-            let mtime = filetime::FileTime::from_unix_time(
-                src.stamp.mtime.div_euclid(1_000_000_000),
-                u32::try_from(src.stamp.mtime.rem_euclid(1_000_000_000)).unwrap_or(0),
-            );
+            let mtime = filetime::FileTime::from_system_time(src.stamp.modified());
             let done = fs::set_permissions(&path, Permissions::from_mode(src.mode))
                 .and_then(|()| filetime::set_file_mtime(&path, mtime));
             match done {
@@ -1499,28 +1490,13 @@ fn fill(
         }
     }
     output.set_permissions(Permissions::from_mode(src.mode))?;
-    let mtime =
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(src.stamp.mtime).unwrap_or(0));
-    output.set_times(FileTimes::new().set_modified(mtime))?;
+    output.set_times(FileTimes::new().set_modified(src.stamp.modified()))?;
     if !cfg!(target_os = "linux") || output.metadata()?.dev() != root_dev {
         // The batch's one `syncfs` reaches only the root's file system (and
         // exists only on Linux): flush this one now.
         output.sync_all()?;
     }
     Ok(Some(hasher.finalize().to_hex().to_string()))
-}
-
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Renames `from` to `to`, or to `to.1`, `to.2`... when the name is taken:
