@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::dashboard::{Web, mirror_with_delete, run_to_end, trip_the_guard};
+use crate::dashboard::{Web, mirror_with_delete, run_to_end, trip_the_guard, two_way_pair};
 use crate::util::{PATIENCE, TestHome, wait_until};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -159,17 +159,7 @@ async fn the_dashboard_in_a_browser() {
         &["--items", "a,b", "--steps", "2000", "--step-ms", "20"],
     );
     let (src, dst) = mirror_with_delete(&home);
-    let (left, right) = (home.path().join("left"), home.path().join("right"));
-    fs::create_dir(&left).unwrap();
-    fs::create_dir(&right).unwrap();
-    fs::write(left.join("notes.txt"), "base\n").unwrap();
-    home.ok(&[
-        "register",
-        "pair",
-        "--two-way",
-        left.to_str().unwrap(),
-        right.to_str().unwrap(),
-    ]);
+    let (left, right) = two_way_pair(&home);
     let web = Web::of(&mut home);
     let Some((_driver, client)) = browser().await else {
         return;

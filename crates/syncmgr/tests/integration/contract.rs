@@ -15,6 +15,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::dashboard::two_way_pair;
 use crate::util::{PATIENCE, TestHome, wait_until};
 
 /// The schemas of `docs/cli.md`, by name.
@@ -209,17 +210,7 @@ fn every_documented_json_shape_matches_real_output() {
 
     // Conflicts: a two-way pair changed on both sides; a stale decision,
     // refused; a decision applied.
-    let (left, right) = (home.path().join("left"), home.path().join("right"));
-    fs::create_dir(&left).unwrap();
-    fs::create_dir(&right).unwrap();
-    fs::write(left.join("notes.txt"), "base\n").unwrap();
-    home.ok(&[
-        "register",
-        "pair",
-        "--two-way",
-        left.to_str().unwrap(),
-        right.to_str().unwrap(),
-    ]);
+    let (left, right) = two_way_pair(&home);
     home.sync(&["pair"]).assert_code(0);
     fs::write(left.join("notes.txt"), "left\n").unwrap();
     fs::write(right.join("notes.txt"), "right\n").unwrap();

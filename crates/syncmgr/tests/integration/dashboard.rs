@@ -77,6 +77,23 @@ pub fn mirror_with_delete(home: &TestHome) -> (std::path::PathBuf, std::path::Pa
     (src, dst)
 }
 
+/// A two-way pair `pair` of two folders, `left` holding `notes.txt`
+/// ("base"): its folders.
+pub fn two_way_pair(home: &TestHome) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (left, right) = (home.path().join("left"), home.path().join("right"));
+    fs::create_dir(&left).unwrap();
+    fs::create_dir(&right).unwrap();
+    fs::write(left.join("notes.txt"), "base\n").unwrap();
+    home.ok(&[
+        "register",
+        "pair",
+        "--two-way",
+        left.to_str().unwrap(),
+        right.to_str().unwrap(),
+    ]);
+    (left, right)
+}
+
 /// Runs a session of `targets` through the API and waits for its end.
 pub fn run_to_end(web: &Web, targets: &[&str]) -> Value {
     let id = web.ok("POST", "/api/v1/sync", Some(&json!({"targets": targets})))["session"].clone();
@@ -770,17 +787,7 @@ fn the_api_holds_up_under_schemathesis() {
 #[test]
 fn conflicts_are_listed_and_decided_in_the_dashboard() {
     let mut home = TestHome::inline();
-    let (left, right) = (home.path().join("left"), home.path().join("right"));
-    fs::create_dir(&left).unwrap();
-    fs::create_dir(&right).unwrap();
-    fs::write(left.join("notes.txt"), "base\n").unwrap();
-    home.ok(&[
-        "register",
-        "pair",
-        "--two-way",
-        left.to_str().unwrap(),
-        right.to_str().unwrap(),
-    ]);
+    let (left, right) = two_way_pair(&home);
     let web = Web::of(&mut home);
     assert_eq!(run_to_end(&web, &["pair"])["outcome"], "succeeded");
     fs::write(left.join("notes.txt"), "left\n").unwrap();

@@ -314,9 +314,7 @@ fn keeping_one_version_syncs_it_and_trashes_the_other() {
     write(&pair.b().join("f.txt"), "b's");
     let ran = pair.sync();
     let id = conflict_of(&ran, "f.txt");
-    resolve(&pair.paths, &id, Keep::One(1)).expect("resolved");
-    let ran = pair.sync();
-    assert!(pair.conflicts(&ran).is_empty());
+    settle(&pair, &id, Keep::One(1));
     assert_eq!(read(&pair.a().join("f.txt")), "b's");
     assert_eq!(read(&pair.b().join("f.txt")), "b's");
     assert!(
@@ -339,13 +337,7 @@ fn keeping_all_renames_the_older_aside_and_syncs_both() {
     write(&pair.b().join("f.txt"), "b's newer");
     let ran = pair.sync();
     let id = conflict_of(&ran, "f.txt");
-    resolve(&pair.paths, &id, Keep::All).expect("resolved");
-    let ran = pair.sync();
-    assert!(
-        pair.conflicts(&ran).is_empty(),
-        "{:?}",
-        pair.conflicts(&ran)
-    );
+    settle(&pair, &id, Keep::All);
     assert_eq!(tree(pair.a()), tree(pair.b()));
     let names: Vec<String> = tree(pair.a())
         .keys()
@@ -902,6 +894,27 @@ fn replace_with_dir(path: &Path) {
     write(&path.join("inside"), "in the folder");
 }
 
+/// Applies a decision and syncs: no conflict is left.
+fn settle(pair: &Pair, id: &str, keep: Keep) {
+    resolve(&pair.paths, id, keep).expect("resolved");
+    let ran = pair.sync();
+    assert!(
+        pair.conflicts(&ran).is_empty(),
+        "{:?}",
+        pair.conflicts(&ran)
+    );
+}
+
+/// The file renamed aside (`STEM.sync-conflict-...`) on a side, and what
+/// it is.
+fn aside(root: &Path, stem: &str) -> (PathBuf, String) {
+    let prefix = format!("{stem}.sync-conflict-");
+    tree(root)
+        .into_iter()
+        .find(|(rel, _)| rel.to_string_lossy().starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix}* in {}", root.display()))
+}
+
 /// Keep all where one side deleted: the version there is kept, on both.
 #[test]
 fn keeping_all_of_a_modify_delete_conflict_keeps_the_one_there_is() {
@@ -925,9 +938,7 @@ fn keeping_all_of_a_modify_delete_conflict_keeps_the_one_there_is() {
                 }
             },
         );
-        resolve(&pair.paths, &id, Keep::All).expect("resolved");
-        let ran = pair.sync();
-        assert!(pair.conflicts(&ran).is_empty());
+        settle(&pair, &id, Keep::All);
         assert_eq!(read(&pair.a().join("f")), "edited");
         assert_eq!(read(&pair.b().join("f")), "edited");
     }
@@ -944,9 +955,7 @@ fn keeping_a_deletion_trashes_the_other_version() {
         |p| fs::remove_file(p).unwrap(),
         |p| write(p, "edited"),
     );
-    resolve(&pair.paths, &id, Keep::One(0)).expect("resolved");
-    let ran = pair.sync();
-    assert!(pair.conflicts(&ran).is_empty());
+    settle(&pair, &id, Keep::One(0));
     assert!(!pair.a().join("f").exists() && !pair.b().join("f").exists());
     let trash = pair.b().join(".syncmgr/trash");
     let runs: Vec<String> = fs::read_dir(&trash)
@@ -988,19 +997,10 @@ fn keeping_all_of_a_file_and_a_folder_renames_the_file() {
                 }
             },
         );
-        resolve(&pair.paths, &id, Keep::All).expect("resolved");
-        let ran = pair.sync();
-        assert!(
-            pair.conflicts(&ran).is_empty(),
-            "{:?}",
-            pair.conflicts(&ran)
-        );
+        settle(&pair, &id, Keep::All);
         assert_eq!(tree(pair.a()), tree(pair.b()));
         assert_eq!(read(&pair.a().join("x.txt/inside")), "in the folder");
-        let aside = tree(pair.a())
-            .into_iter()
-            .find(|(rel, _)| rel.to_string_lossy().starts_with("x.sync-conflict-"))
-            .expect("the file, renamed aside");
+        let aside = aside(pair.a(), "x");
         assert!(aside.1.ends_with(" file"), "{aside:?}");
     }
 }
@@ -1025,10 +1025,7 @@ fn keeping_all_with_equal_times_renames_the_second_folders_file() {
     pair.sync();
     assert_eq!(read(&pair.a().join("f.txt")), "from a");
     assert_eq!(read(&pair.b().join("f.txt")), "from a");
-    let aside = tree(pair.b())
-        .into_iter()
-        .find(|(rel, _)| rel.to_string_lossy().starts_with("f.sync-conflict-"))
-        .expect("b's file, renamed aside");
+    let aside = aside(pair.b(), "f");
     assert!(aside.1.ends_with("from b!"), "{aside:?}");
 }
 
@@ -1044,13 +1041,7 @@ fn keeping_one_folder_mode_moves_nothing_inside() {
     chmod(&pair.b().join("d"), 0o750);
     let ran = pair.sync();
     let id = conflict_of(&ran, "d");
-    resolve(&pair.paths, &id, Keep::One(1)).expect("resolved");
-    let ran = pair.sync();
-    assert!(
-        pair.conflicts(&ran).is_empty(),
-        "{:?}",
-        pair.conflicts(&ran)
-    );
+    settle(&pair, &id, Keep::One(1));
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&pair.a().join("d")), 0o750);
     assert_eq!(read(&pair.a().join("d/inside")), "stays");
@@ -1085,13 +1076,7 @@ fn two_losers_of_one_path_are_both_kept_in_the_trash() {
 fn keeping_a_folder_over_a_file_and_all_of_two_folders() {
     let pair = Pair::new();
     let id = conflicted(&pair, "x", replace_with_dir, |p| write(p, "file"));
-    resolve(&pair.paths, &id, Keep::One(0)).expect("resolved");
-    let ran = pair.sync();
-    assert!(
-        pair.conflicts(&ran).is_empty(),
-        "{:?}",
-        pair.conflicts(&ran)
-    );
+    settle(&pair, &id, Keep::One(0));
     assert_eq!(read(&pair.b().join("x/inside")), "in the folder");
     assert!(
         contents(pair.b()).contains("file"),
