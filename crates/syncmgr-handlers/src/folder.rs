@@ -255,6 +255,48 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The item and fingerprint of a guard's entry (`guard-ITEM-FINGERPRINT`).
+fn guard_entry(error_id: &str) -> Option<(&str, &str)> {
+    error_id
+        .strip_prefix(GUARD_PREFIX)
+        .and_then(|rest| rest.rsplit_once('-'))
+}
+
+/// `showError` on a guard's entry, once the handler looked again at what
+/// the retry would do (`now`: its guard's fingerprint and consequence, if a
+/// guard still refuses it): the entry confirms that run only, once; when
+/// anything differs it confirms nothing, and the retry checks again.
+fn confirm_if_same(
+    confirmed: &mut HashMap<String, String>,
+    item: &str,
+    fingerprint: &str,
+    now: Option<(String, String)>,
+) -> ShowErrorAnswer {
+    let retry = vec![item.to_owned()];
+    match now {
+        Some((now, consequence)) if now == fingerprint => {
+            confirmed.insert(item.to_owned(), now);
+            ShowErrorAnswer {
+                retry,
+                confirm: Some(consequence),
+            }
+        }
+        _ => ShowErrorAnswer::retry(retry),
+    }
+}
+
+/// `showError` on a folder handler's other entries (a problem, a missing
+/// folder): a plain retry of the item, when the handler has it.
+fn retry_entry(error_id: &str, has: impl Fn(&str) -> bool) -> ShowErrorAnswer {
+    match error_id
+        .strip_prefix(ERROR_PREFIX)
+        .or_else(|| error_id.strip_prefix(MISSING_PREFIX))
+    {
+        Some(item) if has(item) => ShowErrorAnswer::retry(vec![item.to_owned()]),
+        _ => ShowErrorAnswer::default(),
+    }
+}
+
 /// An item of a folder handler: checked by default, no flags.
 fn folder_item(id: String, name: String) -> Item {
     Item {
@@ -384,42 +426,21 @@ impl Handler for FolderHandler {
         error_id: &str,
         callback: &HandlerCallback,
     ) -> Result<ShowErrorAnswer, HandlerError> {
-        if let Some((item, fingerprint)) = error_id
-            .strip_prefix(GUARD_PREFIX)
-            .and_then(|rest| rest.rsplit_once('-'))
+        if let Some((item, fingerprint)) = guard_entry(error_id)
             && let Some(index) = self.find(item)
         {
             // Look again: the entry confirms only the very run it refused.
             self.abort = Arc::new(AtomicBool::new(false));
             let _abort = AbortOnDrop(Arc::clone(&self.abort));
             let job = self.job(index, callback, None);
-            let guard = tokio::task::spawn_blocking(move || mirror::guard_of(&job))
+            let now = tokio::task::spawn_blocking(move || mirror::guard_of(&job))
                 .await
                 .ok()
-                .flatten();
-            let retry = vec![item.to_owned()];
-            return Ok(match guard {
-                Some(guard) if guard.fingerprint == fingerprint => {
-                    self.confirmed
-                        .insert(item.to_owned(), guard.fingerprint.clone());
-                    ShowErrorAnswer {
-                        retry,
-                        confirm: Some(guard.consequence()),
-                    }
-                }
-                // The folders changed since the entry was written: it
-                // confirms nothing, and the retry checks them again.
-                _ => ShowErrorAnswer::retry(retry),
-            });
+                .flatten()
+                .map(|guard| (guard.fingerprint.clone(), guard.consequence()));
+            return Ok(confirm_if_same(&mut self.confirmed, item, fingerprint, now));
         }
-        if let Some(item) = error_id
-            .strip_prefix(ERROR_PREFIX)
-            .or_else(|| error_id.strip_prefix(MISSING_PREFIX))
-            && self.find(item).is_some()
-        {
-            return Ok(ShowErrorAnswer::retry(vec![item.to_owned()]));
-        }
-        Ok(ShowErrorAnswer::default())
+        Ok(retry_entry(error_id, |item| self.find(item).is_some()))
     }
 
     fn terminate(&mut self) {

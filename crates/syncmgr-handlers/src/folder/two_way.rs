@@ -446,9 +446,7 @@ impl Handler for TwoWayHandler {
         error_id: &str,
         callback: &HandlerCallback,
     ) -> Result<ShowErrorAnswer, HandlerError> {
-        if let Some((item, fingerprint)) = error_id
-            .strip_prefix(GUARD_PREFIX)
-            .and_then(|rest| rest.rsplit_once('-'))
+        if let Some((item, fingerprint)) = super::guard_entry(error_id)
             && let Some(index) = self.find(item)
         {
             // Look again: the entry confirms only the very run it refused.
@@ -465,31 +463,22 @@ impl Handler for TwoWayHandler {
                 sync::run(&paths, &options, &mut reporter)
             })
             .await;
-            let retry = vec![item.to_owned()];
-            return Ok(match looked {
-                Ok(sync::Outcome::Refused(sync::Refusal::Guard(guard)))
-                    if guard.fingerprint == fingerprint =>
-                {
-                    self.confirmed
-                        .insert(item.to_owned(), guard.fingerprint.clone());
-                    ShowErrorAnswer {
-                        retry,
-                        confirm: Some(guard.consequence()),
-                    }
+            let now = match looked {
+                Ok(sync::Outcome::Refused(sync::Refusal::Guard(guard))) => {
+                    Some((guard.fingerprint.clone(), guard.consequence()))
                 }
-                // The folders changed since the entry was written: it
-                // confirms nothing, and the retry checks them again.
-                _ => ShowErrorAnswer::retry(retry),
-            });
+                _ => None,
+            };
+            return Ok(super::confirm_if_same(
+                &mut self.confirmed,
+                item,
+                fingerprint,
+                now,
+            ));
         }
-        if let Some(item) = error_id
-            .strip_prefix(ERROR_PREFIX)
-            .or_else(|| error_id.strip_prefix(MISSING_PREFIX))
-            && self.find(item).is_some()
-        {
-            return Ok(ShowErrorAnswer::retry(vec![item.to_owned()]));
-        }
-        Ok(ShowErrorAnswer::default())
+        Ok(super::retry_entry(error_id, |item| {
+            self.find(item).is_some()
+        }))
     }
 
     async fn resolve_conflict(
