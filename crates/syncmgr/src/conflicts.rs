@@ -4,11 +4,12 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use syncmgr_api as api;
-use syncmgr_manager::views;
+use syncmgr_manager::{Home, views};
 use syncmgr_store::Store;
 
 use crate::cli::ResolveArgs;
 use crate::error::usage;
+use crate::exit_codes;
 use crate::output::Stdout;
 use crate::text::escape;
 
@@ -90,12 +91,50 @@ pub fn show(store: &Store, id: i64, json: bool, out: &mut Stdout) -> anyhow::Res
     Ok(())
 }
 
+/// `syncmgr conflicts resolve`: the decisions, the user's yes, then the
+/// session that applies them; the exit code.
+pub async fn resolve(
+    home: &Home,
+    store: Store,
+    args: ResolveArgs,
+    mut out: Stdout,
+) -> anyhow::Result<i32> {
+    let (decisions, undecided) = decisions(&store, &args)?;
+    for id in &undecided {
+        crate::output::warn(&format!(
+            "conflict {id} left open: no version of it is newer than the others"
+        ));
+    }
+    // A conflict left open makes the command fail, whatever else it did.
+    let open_left = |code: i32| {
+        if undecided.is_empty() {
+            code
+        } else {
+            code.max(exit_codes::FAILED)
+        }
+    };
+    if decisions.is_empty() {
+        writeln!(out, "no conflict to resolve")?;
+        return Ok(open_left(exit_codes::SUCCESS));
+    }
+    let what = match decisions.as_slice() {
+        [one] => match one.keep {
+            Some(n) => format!("resolve conflict {} keeping version {n}", one.conflict),
+            None => format!("resolve conflict {} keeping every version", one.conflict),
+        },
+        many => format!("resolve {} conflicts", many.len()),
+    };
+    if !confirmed(&args, &what) {
+        return Ok(exit_codes::FAILED);
+    }
+    let plan = crate::run::resolve_plan(&store, decisions, args.json, args.tuning)?;
+    let code = crate::run::run(home, store, plan, out, false, false).await?;
+    Ok(open_left(code))
+}
+
 /// The decisions `conflicts resolve` asks for, and what was left undecided
 /// (`--keep-newer` where no version is newer).
-pub fn decisions(
-    store: &Store,
-    args: &ResolveArgs,
-) -> anyhow::Result<(Vec<api::Decision>, Vec<i64>)> {
+fn decisions(store: &Store, args: &ResolveArgs) -> anyhow::Result<(Vec<api::Decision>, Vec<i64>)> {
     if let Some(id) = args.id {
         if args.keep_newer {
             return Err(usage(
@@ -158,7 +197,7 @@ fn newest(versions: &[api::ConflictVersion]) -> Option<usize> {
 
 /// Asks on the terminal whether to go ahead; `--yes` agrees, and without a
 /// terminal the answer is no.
-pub fn confirmed(args: &ResolveArgs, what: &str) -> bool {
+fn confirmed(args: &ResolveArgs, what: &str) -> bool {
     if args.yes {
         return true;
     }

@@ -177,38 +177,8 @@ async fn exec(cli: Cli) -> anyhow::Result<i32> {
             Some(ConflictsAction::Show { id, json }) => {
                 conflicts::show(&store, id, json, &mut out).map(|()| ok)
             }
-            Some(ConflictsAction::Resolve(resolve)) => {
-                let (decisions, undecided) = conflicts::decisions(&store, &resolve)?;
-                for id in &undecided {
-                    output::warn(&format!(
-                        "conflict {id} left open: no version of it is newer than the others"
-                    ));
-                }
-                if decisions.is_empty() {
-                    writeln!(out, "no conflict to resolve")?;
-                    return Ok(if undecided.is_empty() {
-                        ok
-                    } else {
-                        exit_codes::FAILED
-                    });
-                }
-                let what = match decisions.as_slice() {
-                    [one] => match one.keep {
-                        Some(n) => format!("resolve conflict {} keeping version {n}", one.conflict),
-                        None => format!("resolve conflict {} keeping every version", one.conflict),
-                    },
-                    many => format!("resolve {} conflicts", many.len()),
-                };
-                if !conflicts::confirmed(&resolve, &what) {
-                    return Ok(exit_codes::FAILED);
-                }
-                let plan = run::resolve_plan(&store, decisions, resolve.json, resolve.tuning)?;
-                let code = run::run(&home, store, plan, out, false, false).await?;
-                Ok(if undecided.is_empty() {
-                    code
-                } else {
-                    code.max(exit_codes::FAILED)
-                })
+            Some(ConflictsAction::Resolve(args)) => {
+                conflicts::resolve(&home, store, args, out).await
             }
         },
         Command::CheckHandler { .. } => unreachable!("handled before the home is opened"),
