@@ -361,8 +361,25 @@ async fn run_with(
     let mut config = SessionConfig::new("s1", SyncEvent::Manual);
     config.grace = Duration::from_secs(2);
     adjust(&mut config);
-    let (session, ctl, mut rx) = Session::new(config, journal.clone(), jobs);
+    let (session, ctl, rx) = Session::new(config, journal.clone(), jobs);
     control.set(ctl).expect("set once");
+    let (summary, events) = run_collecting(session, rx).await;
+    Run {
+        summary,
+        events,
+        journal,
+        replies: replies
+            .into_iter()
+            .map(|r| r.lock().unwrap().clone())
+            .collect(),
+    }
+}
+
+/// Runs the session while collecting its events up to `Finished`.
+async fn run_collecting(
+    session: Session,
+    mut rx: tokio::sync::mpsc::Receiver<SessionEvent>,
+) -> (SessionSummary, Vec<SessionEvent>) {
     let collector = tokio::spawn(async move {
         let mut events = Vec::new();
         while let Some(e) = rx.recv().await {
@@ -375,16 +392,7 @@ async fn run_with(
         events
     });
     let summary = session.run().await;
-    let events = collector.await.expect("collector");
-    Run {
-        summary,
-        events,
-        journal,
-        replies: replies
-            .into_iter()
-            .map(|r| r.lock().unwrap().clone())
-            .collect(),
-    }
+    (summary, collector.await.expect("collector"))
 }
 
 fn status_of(summary: &SessionSummary, item: &str) -> ItemStatus {
@@ -1816,24 +1824,12 @@ async fn run_conflicted(
         selection,
         timeout: Duration::from_secs(10),
     };
-    let (session, _ctl, mut rx) = Session::new(
+    let (session, _ctl, rx) = Session::new(
         SessionConfig::new("s1", SyncEvent::Manual),
         journal,
         vec![job],
     );
-    let collector = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(e) = rx.recv().await {
-            let last = matches!(e, SessionEvent::Finished(_));
-            events.push(e);
-            if last {
-                break;
-            }
-        }
-        events
-    });
-    let summary = session.run().await;
-    let events = collector.await.expect("collector");
+    let (summary, events) = run_collecting(session, rx).await;
     (Conflicted { answers, prepared }, summary, events)
 }
 
